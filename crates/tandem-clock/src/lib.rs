@@ -5,5 +5,7 @@
 mod hlc;
 mod version_vector;
 
-pub use hlc::{ClockError, Hlc, HlcClock, ManualTime, SystemTime, TimeSource, DEFAULT_MAX_OFFSET_MS};
+pub use hlc::{
+    ClockError, Hlc, HlcClock, ManualTime, SystemTime, TimeSource, DEFAULT_MAX_OFFSET_MS,
+};
 pub use version_vector::{Causality, VersionVector};

@@ -46,7 +46,9 @@ impl VersionVector {
     /// Count one more write of `region`, returning its new counter.
     pub fn increment(&mut self, region: &str) -> u64 {
         let slot = self.0.entry(region.to_owned()).or_insert(0);
-        *slot = slot.checked_add(1).expect("version vector counter overflow");
+        *slot = slot
+            .checked_add(1)
+            .expect("version vector counter overflow");
         *slot
     }
 
@@ -153,8 +155,12 @@ mod tests {
     }
 
     fn arb_vv() -> impl Strategy<Value = VersionVector> {
-        proptest::collection::btree_map(prop::sample::select(vec!["a", "b", "c", "d"]), 0u64..5, 0..4)
-            .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        proptest::collection::btree_map(
+            prop::sample::select(vec!["a", "b", "c", "d"]),
+            0u64..5,
+            0..4,
+        )
+        .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
 
     proptest! {

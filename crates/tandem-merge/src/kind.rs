@@ -21,8 +21,13 @@ pub enum MergeKind {
 }
 
 impl MergeKind {
-    pub const ALL: [MergeKind; 5] =
-        [MergeKind::Lww, MergeKind::LwwFields, MergeKind::GCounter, MergeKind::PnCounter, MergeKind::OrSet];
+    pub const ALL: [MergeKind; 5] = [
+        MergeKind::Lww,
+        MergeKind::LwwFields,
+        MergeKind::GCounter,
+        MergeKind::PnCounter,
+        MergeKind::OrSet,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,7 +41,10 @@ impl MergeKind {
 
     /// Whether a record of this kind can be deleted.
     pub fn supports_delete(self) -> bool {
-        matches!(self, MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet)
+        matches!(
+            self,
+            MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet
+        )
     }
 }
 
@@ -47,7 +55,9 @@ impl std::fmt::Display for MergeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown merge type `{0}` (expected one of: lww, lww-fields, g-counter, pn-counter, or-set)")]
+#[error(
+    "unknown merge type `{0}` (expected one of: lww, lww-fields, g-counter, pn-counter, or-set)"
+)]
 pub struct UnknownMergeKind(pub String);
 
 impl std::str::FromStr for MergeKind {

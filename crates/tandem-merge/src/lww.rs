@@ -1,0 +1,48 @@
+//! `lww`: a whole-value last-writer-wins register with deletes. Causality decides
+//! first (see `register`); HLC time and then region name only break ties between
+//! truly concurrent writes.
+
+use serde::{Deserialize, Serialize};
+use tandem_clock::{Hlc, VersionVector};
+
+use crate::register::{Register, Version};
+use crate::Stamp;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lww {
+    register: Register,
+}
+
+impl Lww {
+    /// Write a value (JSON text) or, with `None`, delete.
+    pub fn write(&mut self, value: Option<String>, region: &str, hlc: Hlc) {
+        let mut vv = self.register.vv();
+        vv.increment(region);
+        self.register.write(Version {
+            vv,
+            stamp: Stamp::new(hlc, region),
+            value,
+        });
+    }
+
+    pub fn merge(&mut self, other: &Lww) -> bool {
+        self.register.merge(&other.register)
+    }
+
+    pub fn value(&self) -> Option<&str> {
+        self.register.value()
+    }
+
+    pub fn version(&self) -> VersionVector {
+        self.register.vv()
+    }
+
+    /// Stamp of the visible version.
+    pub fn stamp(&self) -> Option<&Stamp> {
+        self.register.winner().map(|v| &v.stamp)
+    }
+
+    pub fn register(&self) -> &Register {
+        &self.register
+    }
+}

@@ -1,0 +1,108 @@
+//! `or-set`: an add-wins observed-remove set of strings, kept as an ORSWOT
+//! (observed-remove set without tombstones). Each add tags the element with a
+//! fresh dot `(region, counter)`; a remove drops the dots it has observed; the
+//! causal context (a version vector) remembers which dots were seen, so a merge
+//! can tell "removed here" from "not yet seen here". Metadata is bounded: at most
+//! one dot per region per live element, and one counter per region.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tandem_clock::VersionVector;
+
+type Dot = (String, u64);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrSet {
+    entries: BTreeMap<String, BTreeSet<Dot>>,
+    clock: VersionVector,
+}
+
+impl OrSet {
+    pub fn add(&mut self, elements: &[String], region: &str) {
+        for e in elements {
+            let counter = self.clock.increment(region);
+            let dots = self.entries.entry(e.clone()).or_default();
+            // Every dot this replica holds for `e` is observed by the new add.
+            dots.clear();
+            dots.insert((region.to_owned(), counter));
+        }
+    }
+
+    /// Remove observed elements. Returns false when none of them was present.
+    pub fn remove(&mut self, elements: &[String], region: &str) -> bool {
+        let mut any = false;
+        for e in elements {
+            any |= self.entries.remove(e).is_some();
+        }
+        if any {
+            // A remove is an event too: it advances the context so the record's
+            // version shows it (and a concurrent re-add is told apart from it).
+            self.clock.increment(region);
+        }
+        any
+    }
+
+    pub fn clear(&mut self, region: &str) -> bool {
+        let all: Vec<String> = self.entries.keys().cloned().collect();
+        self.remove(&all, region)
+    }
+
+    pub fn merge(&mut self, other: &OrSet) -> bool {
+        let keys: BTreeSet<&String> = self.entries.keys().chain(other.entries.keys()).collect();
+        let empty = BTreeSet::new();
+        let mut merged: BTreeMap<String, BTreeSet<Dot>> = BTreeMap::new();
+        for e in keys {
+            let mine = self.entries.get(e).unwrap_or(&empty);
+            let theirs = other.entries.get(e).unwrap_or(&empty);
+            let keep: BTreeSet<Dot> = mine
+                .intersection(theirs)
+                .cloned()
+                .chain(
+                    mine.iter()
+                        .filter(|(r, c)| !other.clock.contains(r, *c))
+                        .cloned(),
+                )
+                .chain(
+                    theirs
+                        .iter()
+                        .filter(|(r, c)| !self.clock.contains(r, *c))
+                        .cloned(),
+                )
+                .collect();
+            if !keep.is_empty() {
+                merged.insert(e.clone(), keep);
+            }
+        }
+        let clock = self.clock.joined(&other.clock);
+        let changed = merged != self.entries || clock != self.clock;
+        self.entries = merged;
+        self.clock = clock;
+        changed
+    }
+
+    pub fn elements(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, element: &str) -> bool {
+        self.entries.contains_key(element)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn version(&self) -> VersionVector {
+        self.clock.clone()
+    }
+
+    /// Dots held for live elements (for bounded-metadata checks).
+    pub fn dot_count(&self) -> usize {
+        self.entries.values().map(BTreeSet::len).sum()
+    }
+}

@@ -1,0 +1,437 @@
+//! `State`: the merge state of one record, whichever its type, with the
+//! operations the API accepts (`Op`), their application at the local region, and
+//! the merge of a remote state that reports conflicts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tandem_clock::{Causality, Hlc, VersionVector};
+
+use crate::conflict::{Conflict, ConflictSide, ConflictType, MergeOutcome, Resolution, Winner};
+use crate::counter::{CounterOverflow, GCounter, PnCounter};
+use crate::lww::Lww;
+use crate::lww_fields::LwwFields;
+use crate::or_set::OrSet;
+use crate::{MergeKind, Stamp};
+
+/// An operation on a record, as the API receives it. JSON values arrive as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `lww`: replace the value (canonical JSON text).
+    Put(String),
+    /// `lww-fields`: set fields (`Some`) or remove them (`None`).
+    Patch(BTreeMap<String, Option<String>>),
+    /// Counters.
+    Incr(u64),
+    /// `pn-counter`.
+    Decr(u64),
+    /// `or-set`.
+    Add(Vec<String>),
+    /// `or-set`.
+    Remove(Vec<String>),
+    /// `lww`, `lww-fields`, `or-set`.
+    Delete,
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Put(_) => "put",
+            Op::Patch(_) => "patch",
+            Op::Incr(_) => "incr",
+            Op::Decr(_) => "decr",
+            Op::Add(_) => "add",
+            Op::Remove(_) => "remove",
+            Op::Delete => "delete",
+        }
+    }
+
+    /// Whether a record of `kind` accepts this operation.
+    pub fn allowed_for(&self, kind: MergeKind) -> bool {
+        matches!(
+            (self, kind),
+            (Op::Put(_), MergeKind::Lww)
+                | (Op::Patch(_), MergeKind::LwwFields)
+                | (Op::Incr(_), MergeKind::GCounter | MergeKind::PnCounter)
+                | (Op::Decr(_), MergeKind::PnCounter)
+                | (Op::Add(_) | Op::Remove(_), MergeKind::OrSet)
+                | (
+                    Op::Delete,
+                    MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet
+                )
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("operation `{op}` does not apply to a `{kind}` record")]
+    WrongMergeType { kind: MergeKind, op: &'static str },
+    #[error("cannot merge a `{remote}` state into a `{local}` state")]
+    KindMismatch { local: MergeKind, remote: MergeKind },
+    #[error("counter would overflow")]
+    CounterOverflow,
+    #[error("invalid operation: {0}")]
+    InvalidOp(&'static str),
+}
+
+impl From<CounterOverflow> for MergeError {
+    fn from(_: CounterOverflow) -> Self {
+        MergeError::CounterOverflow
+    }
+}
+
+/// The merge state of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    Lww(Lww),
+    LwwFields(LwwFields),
+    GCounter {
+        counter: GCounter,
+        ops: VersionVector,
+        stamp: Stamp,
+    },
+    PnCounter {
+        counter: PnCounter,
+        ops: VersionVector,
+        stamp: Stamp,
+    },
+    OrSet {
+        set: OrSet,
+        stamp: Stamp,
+    },
+}
+
+impl State {
+    pub fn new(kind: MergeKind) -> State {
+        match kind {
+            MergeKind::Lww => State::Lww(Lww::default()),
+            MergeKind::LwwFields => State::LwwFields(LwwFields::default()),
+            MergeKind::GCounter => State::GCounter {
+                counter: GCounter::default(),
+                ops: VersionVector::new(),
+                stamp: Stamp::default(),
+            },
+            MergeKind::PnCounter => State::PnCounter {
+                counter: PnCounter::default(),
+                ops: VersionVector::new(),
+                stamp: Stamp::default(),
+            },
+            MergeKind::OrSet => State::OrSet {
+                set: OrSet::default(),
+                stamp: Stamp::default(),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> MergeKind {
+        match self {
+            State::Lww(_) => MergeKind::Lww,
+            State::LwwFields(_) => MergeKind::LwwFields,
+            State::GCounter { .. } => MergeKind::GCounter,
+            State::PnCounter { .. } => MergeKind::PnCounter,
+            State::OrSet { .. } => MergeKind::OrSet,
+        }
+    }
+
+    /// Apply a local operation made at `region` at time `hlc`. The resulting
+    /// version causally follows everything this state had seen. On error the
+    /// state is unchanged.
+    pub fn apply(&mut self, op: &Op, region: &str, hlc: Hlc) -> Result<(), MergeError> {
+        if !op.allowed_for(self.kind()) {
+            return Err(MergeError::WrongMergeType {
+                kind: self.kind(),
+                op: op.name(),
+            });
+        }
+        let here = Stamp::new(hlc, region);
+        match (self, op) {
+            (State::Lww(r), Op::Put(v)) => r.write(Some(v.clone()), region, hlc),
+            (State::Lww(r), Op::Delete) => r.write(None, region, hlc),
+            (State::LwwFields(f), Op::Patch(changes)) => {
+                if changes.is_empty() {
+                    return Err(MergeError::InvalidOp("a patch needs at least one field"));
+                }
+                f.write(changes, region, hlc)
+            }
+            (State::LwwFields(f), Op::Delete) => f.delete(region, hlc),
+            (
+                State::GCounter {
+                    counter,
+                    ops,
+                    stamp,
+                },
+                Op::Incr(by),
+            ) => {
+                nonzero(*by)?;
+                counter.increment(region, *by)?;
+                ops.increment(region);
+                stamp.join(&here);
+            }
+            (
+                State::PnCounter {
+                    counter,
+                    ops,
+                    stamp,
+                },
+                Op::Incr(by),
+            ) => {
+                nonzero(*by)?;
+                counter.increment(region, *by)?;
+                ops.increment(region);
+                stamp.join(&here);
+            }
+            (
+                State::PnCounter {
+                    counter,
+                    ops,
+                    stamp,
+                },
+                Op::Decr(by),
+            ) => {
+                nonzero(*by)?;
+                counter.decrement(region, *by)?;
+                ops.increment(region);
+                stamp.join(&here);
+            }
+            (State::OrSet { set, stamp }, Op::Add(elements)) => {
+                if elements.is_empty() {
+                    return Err(MergeError::InvalidOp("add needs at least one element"));
+                }
+                set.add(elements, region);
+                stamp.join(&here);
+            }
+            (State::OrSet { set, stamp }, Op::Remove(elements)) => {
+                if elements.is_empty() {
+                    return Err(MergeError::InvalidOp("remove needs at least one element"));
+                }
+                if set.remove(elements, region) {
+                    stamp.join(&here);
+                }
+            }
+            (State::OrSet { set, stamp }, Op::Delete) => {
+                if set.clear(region) {
+                    stamp.join(&here);
+                }
+            }
+            (state, op) => unreachable!("{} accepted {}", state.kind(), op.name()),
+        }
+        Ok(())
+    }
+
+    /// Merge a remote replica's state of the same record into this one. The
+    /// result is the same whatever the order and multiplicity of merges. A
+    /// conflict is reported exactly when the two versions were concurrent and
+    /// their values differed (counters never conflict: every increment counts).
+    pub fn merge(&mut self, remote: &State) -> Result<MergeOutcome, MergeError> {
+        if self.kind() != remote.kind() {
+            return Err(MergeError::KindMismatch {
+                local: self.kind(),
+                remote: remote.kind(),
+            });
+        }
+        let concurrent = self.version().compare(&remote.version()) == Causality::Concurrent;
+        let before = if concurrent { Some(self.clone()) } else { None };
+        let changed = match (&mut *self, remote) {
+            (State::Lww(a), State::Lww(b)) => a.merge(b),
+            (State::LwwFields(a), State::LwwFields(b)) => a.merge(b),
+            (
+                State::GCounter {
+                    counter,
+                    ops,
+                    stamp,
+                },
+                State::GCounter {
+                    counter: c2,
+                    ops: o2,
+                    stamp: s2,
+                },
+            ) => {
+                let changed = counter.merge(c2);
+                ops.join(o2);
+                stamp.join(s2);
+                changed
+            }
+            (
+                State::PnCounter {
+                    counter,
+                    ops,
+                    stamp,
+                },
+                State::PnCounter {
+                    counter: c2,
+                    ops: o2,
+                    stamp: s2,
+                },
+            ) => {
+                let changed = counter.merge(c2);
+                ops.join(o2);
+                stamp.join(s2);
+                changed
+            }
+            (
+                State::OrSet { set, stamp },
+                State::OrSet {
+                    set: s2,
+                    stamp: st2,
+                },
+            ) => {
+                let changed = set.merge(s2);
+                stamp.join(st2);
+                changed
+            }
+            _ => unreachable!("kinds checked above"),
+        };
+        let conflict = before.and_then(|local| describe_conflict(&local, remote, self));
+        Ok(MergeOutcome { changed, conflict })
+    }
+
+    /// The materialized value as JSON text; `None` when the record is absent
+    /// (never written, or deleted).
+    pub fn value_json(&self) -> Option<String> {
+        match self {
+            State::Lww(r) => r.value().map(str::to_owned),
+            State::LwwFields(f) => {
+                let mut out = String::from("{");
+                let mut any = false;
+                for (k, v) in f.live() {
+                    if any {
+                        out.push(',');
+                    }
+                    any = true;
+                    out.push_str(&serde_json::to_string(k).expect("string encodes"));
+                    out.push(':');
+                    out.push_str(v);
+                }
+                out.push('}');
+                any.then_some(out)
+            }
+            State::GCounter { counter, ops, .. } => {
+                (!ops.is_empty()).then(|| clamp_i64(counter.total()).to_string())
+            }
+            State::PnCounter { counter, ops, .. } => {
+                (!ops.is_empty()).then(|| clamp_i64(counter.total()).to_string())
+            }
+            // An empty set is an absent record: removing the last element and
+            // deleting the set are the same thing.
+            State::OrSet { set, .. } => (!set.is_empty()).then(|| {
+                serde_json::to_string(&set.elements().collect::<Vec<_>>()).expect("encodes")
+            }),
+        }
+    }
+
+    /// The materialized value as JSON.
+    pub fn value(&self) -> Option<serde_json::Value> {
+        self.value_json()
+            .map(|s| serde_json::from_str(&s).expect("stored JSON is valid"))
+    }
+
+    /// Everything this record has seen, as a version vector.
+    pub fn version(&self) -> VersionVector {
+        match self {
+            State::Lww(r) => r.version(),
+            State::LwwFields(f) => f.version(),
+            State::GCounter { ops, .. } | State::PnCounter { ops, .. } => ops.clone(),
+            State::OrSet { set, .. } => set.version(),
+        }
+    }
+
+    /// The stamp shown with the record: the visible version's for `lww`, the
+    /// latest write's for the other types.
+    pub fn stamp(&self) -> Stamp {
+        match self {
+            State::Lww(r) => r.stamp().cloned().unwrap_or_default(),
+            State::LwwFields(f) => f.stamp().cloned().unwrap_or_default(),
+            State::GCounter { stamp, .. }
+            | State::PnCounter { stamp, .. }
+            | State::OrSet { stamp, .. } => stamp.clone(),
+        }
+    }
+}
+
+fn nonzero(by: u64) -> Result<(), MergeError> {
+    if by == 0 {
+        return Err(MergeError::InvalidOp("`by` must be at least 1"));
+    }
+    Ok(())
+}
+
+fn clamp_i64(v: i128) -> i64 {
+    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+fn resolution_between(a: &Stamp, b: &Stamp) -> Resolution {
+    if a.hlc == b.hlc {
+        Resolution::RegionTiebreak
+    } else {
+        Resolution::HlcWins
+    }
+}
+
+/// Describe the conflict between `local` (before the merge) and `remote`, whose
+/// versions are concurrent, given the merged result. `None` when the values
+/// were equal (concurrent but not different) or the type never conflicts.
+fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Conflict> {
+    let local_value = local.value_json();
+    let remote_value = remote.value_json();
+    if local_value == remote_value {
+        return None;
+    }
+    let merged_value = merged.value_json();
+    let winner = if merged_value == local_value {
+        Winner::Local
+    } else if merged_value == remote_value {
+        Winner::Remote
+    } else {
+        Winner::Merged
+    };
+    let side = |s: &State, v: Option<String>| ConflictSide {
+        stamp: s.stamp(),
+        value: v,
+    };
+    let (conflict_type, resolution, field) = match (local, remote) {
+        (State::Lww(a), State::Lww(b)) => {
+            let ty = if a.value().is_none() || b.value().is_none() {
+                ConflictType::UpdateDelete
+            } else {
+                ConflictType::ConcurrentWrite
+            };
+            (
+                ty,
+                resolution_between(&local.stamp(), &remote.stamp()),
+                None,
+            )
+        }
+        (State::LwwFields(a), State::LwwFields(b)) => {
+            // A field both sides wrote concurrently with different visible values.
+            let clash = a.fields().iter().find_map(|(name, ra)| {
+                let rb = b.fields().get(name)?;
+                let (wa, wb) = (ra.winner()?, rb.winner()?);
+                (ra.vv().compare(&rb.vv()) == Causality::Concurrent && wa.value != wb.value)
+                    .then(|| (name.clone(), resolution_between(&wa.stamp, &wb.stamp)))
+            });
+            match clash {
+                Some((name, res)) => (ConflictType::ConcurrentFieldWrite, res, Some(name)),
+                None => (
+                    ConflictType::ConcurrentUpdate,
+                    Resolution::FieldsMerged,
+                    None,
+                ),
+            }
+        }
+        (State::OrSet { .. }, State::OrSet { .. }) => {
+            (ConflictType::ConcurrentUpdate, Resolution::AddWins, None)
+        }
+        // Counters: concurrent increments both count; nothing was resolved.
+        _ => return None,
+    };
+    Some(Conflict {
+        conflict_type,
+        resolution,
+        field,
+        local: side(local, local_value),
+        remote: side(remote, remote_value),
+        winner,
+        merged: merged_value,
+    })
+}
