@@ -1,1 +1,75 @@
-//! placeholder
+//! Storage for one region: records (merge state with its version vector, HLC and
+//! origin), the subject registry (records of the reserved entity `_subject`),
+//! the append-only replication log and the per-peer replication cursors.
+//!
+//! Everything sits behind the [`Store`] trait with two backends, redb on disk
+//! and in-memory, which pass one conformance suite (`conformance`). A record
+//! change and its log entry are written in the same transaction, so the log and
+//! the data can never disagree; a transaction is durable when `write` returns.
+
+mod error;
+mod memory;
+mod model;
+mod redb_store;
+
+pub mod conformance;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use model::{
+    decode, encode, ChangeOrigin, LogEntry, PeerCursor, StoredRecord, FORMAT_VERSION,
+    SUBJECT_ENTITY,
+};
+pub use redb_store::RedbStore;
+
+/// A region's storage. Reads see the last committed state; `write` runs a
+/// read-modify-write batch in one atomic, durable transaction.
+pub trait Store: Send + Sync + 'static {
+    fn get(&self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Records of one entity in id order, strictly after `after`, at most `limit`.
+    fn scan(
+        &self,
+        entity: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredRecord)>, StoreError>;
+
+    /// Visit every record of every entity in `(entity, id)` order.
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str, &StoredRecord)) -> Result<(), StoreError>;
+
+    /// Log entries with `seq > after`, in order, at most `limit`.
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The sequence number of the newest log entry (0 when the log is empty).
+    fn last_seq(&self) -> Result<u64, StoreError>;
+
+    fn cursor(&self, peer: &str) -> Result<PeerCursor, StoreError>;
+
+    /// Run `f` in one write transaction and commit it durably. If `f` returns an
+    /// error nothing it wrote is kept.
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The operations of one write transaction.
+pub trait WriteTxn {
+    /// Read a record as this transaction sees it (its own writes included).
+    fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Store a record and append its change to the replication log. Returns the
+    /// log sequence number given to the change.
+    fn put(
+        &mut self,
+        entity: &str,
+        id: &str,
+        record: &StoredRecord,
+        origin: &ChangeOrigin,
+    ) -> Result<u64, StoreError>;
+
+    fn cursor(&mut self, peer: &str) -> Result<PeerCursor, StoreError>;
+
+    fn set_cursor(&mut self, peer: &str, cursor: &PeerCursor) -> Result<(), StoreError>;
+}

@@ -1,0 +1,35 @@
+//! Storage errors. A caller can report them (503 to a client, a retry for the
+//! replication loop); corruption of what we wrote ourselves is not one of them.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend: {0}")]
+    Backend(String),
+    #[error("data file has format version {found}, this build reads version {expected}; refusing to open it")]
+    IncompatibleFormat { found: u64, expected: u64 },
+    #[error("data directory belongs to region `{found}`, not `{expected}`")]
+    WrongRegion { found: String, expected: String },
+    #[error("cannot decode stored {what}: {message}")]
+    Decode { what: &'static str, message: String },
+    #[error("write aborted: {0}")]
+    Aborted(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Backend(e.to_string())
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,85 @@
+//! What the store keeps and its binary encoding: postcard behind a one-byte
+//! format tag, so a later version can refuse or migrate old values rather than
+//! misread them (see docs/STORAGE.md).
+
+use std::collections::BTreeMap;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tandem_merge::State;
+
+use crate::StoreError;
+
+/// Version of the on-disk format (the data file's `meta.format_version` and the
+/// tag byte in front of every encoded value).
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The reserved entity holding the subject registry.
+pub const SUBJECT_ENTITY: &str = "_subject";
+
+/// A stored record: its merge state (which carries the version vector, the HLC
+/// stamp and the origin region) and the local commit time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub state: State,
+    /// Wall time (ms) of the local commit that last changed this record.
+    pub updated_at_ms: u64,
+}
+
+/// Where a change comes from, for its log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeOrigin {
+    /// The region where the change was first written.
+    pub origin: String,
+    /// Its sequence number in the origin's log; `None` for a local write (the
+    /// local sequence number is used).
+    pub origin_seq: Option<u64>,
+    /// Wall time (ms) of the origin's commit, for replication lag.
+    pub committed_at_ms: u64,
+}
+
+/// One entry of the replication log: the state of a record after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub origin: String,
+    pub origin_seq: u64,
+    pub committed_at_ms: u64,
+    pub entity: String,
+    pub id: String,
+    pub state: State,
+}
+
+/// How far this region has pulled a peer's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCursor {
+    /// The last sequence number of the peer's log that was applied.
+    pub seq: u64,
+    /// Per-origin high-water marks of changes received through this peer.
+    pub origins: BTreeMap<String, u64>,
+}
+
+/// Encode a value: the format tag, then postcard.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let out = vec![FORMAT_VERSION as u8];
+    postcard::to_extend(value, out).expect("encoding to a Vec cannot fail")
+}
+
+/// Decode a value written by [`encode`], refusing another format version.
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&tag, rest)) if tag as u64 == FORMAT_VERSION => {
+            postcard::from_bytes(rest).map_err(|e| StoreError::Decode {
+                what,
+                message: e.to_string(),
+            })
+        }
+        Some((&tag, _)) => Err(StoreError::IncompatibleFormat {
+            found: tag as u64,
+            expected: FORMAT_VERSION,
+        }),
+        None => Err(StoreError::Decode {
+            what,
+            message: "empty value".into(),
+        }),
+    }
+}

@@ -1,0 +1,239 @@
+//! The redb backend: one database file per region, `<data_dir>/<region>/tandem.redb`.
+//! Tables: `records` ((entity, id) → record), `log` (seq → entry), `cursors`
+//! (peer → cursor), `meta` (format version, region). Every `write` is one redb
+//! write transaction committed with `Durability::Immediate` (fsync), so a
+//! returned `write` survives `kill -9` and power loss; the node batches many
+//! client writes into one transaction (group commit).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+
+use crate::model::{decode, encode, FORMAT_VERSION};
+use crate::{ChangeOrigin, LogEntry, PeerCursor, Store, StoreError, StoredRecord, WriteTxn};
+
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl RedbStore {
+    /// Open (or create) the store of `region` under `data_dir`. Refuses a file of
+    /// another format version or another region.
+    pub fn open(data_dir: &Path, region: &str) -> Result<RedbStore, StoreError> {
+        let dir = data_dir.join(region);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join("tandem.redb");
+        let db = Database::create(&path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(RECORDS)?;
+            txn.open_table(LOG)?;
+            txn.open_table(CURSORS)?;
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("format_version")?.map(|v| {
+                let b = v.value();
+                u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]))
+            });
+            match found {
+                Some(v) if v != FORMAT_VERSION => {
+                    return Err(StoreError::IncompatibleFormat {
+                        found: v,
+                        expected: FORMAT_VERSION,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                }
+            }
+            let owner = meta
+                .get("region")?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            match owner {
+                Some(r) if r != region => {
+                    return Err(StoreError::WrongRegion {
+                        found: r,
+                        expected: region.to_owned(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("region", region.as_bytes())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(RedbStore { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+struct RedbTxn<'t> {
+    records: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    log: Table<'t, u64, &'static [u8]>,
+    cursors: Table<'t, &'static str, &'static [u8]>,
+    next_seq: u64,
+}
+
+impl WriteTxn for RedbTxn<'_> {
+    fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        match self.records.get((entity, id))? {
+            Some(v) => Ok(Some(decode("record", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(
+        &mut self,
+        entity: &str,
+        id: &str,
+        record: &StoredRecord,
+        origin: &ChangeOrigin,
+    ) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.records
+            .insert((entity, id), encode(record).as_slice())?;
+        let entry = LogEntry {
+            seq,
+            origin: origin.origin.clone(),
+            origin_seq: origin.origin_seq.unwrap_or(seq),
+            committed_at_ms: origin.committed_at_ms,
+            entity: entity.to_owned(),
+            id: id.to_owned(),
+            state: record.state.clone(),
+        };
+        self.log.insert(seq, encode(&entry).as_slice())?;
+        Ok(seq)
+    }
+
+    fn cursor(&mut self, peer: &str) -> Result<PeerCursor, StoreError> {
+        match self.cursors.get(peer)? {
+            Some(v) => decode("cursor", v.value()),
+            None => Ok(PeerCursor::default()),
+        }
+    }
+
+    fn set_cursor(&mut self, peer: &str, cursor: &PeerCursor) -> Result<(), StoreError> {
+        self.cursors.insert(peer, encode(cursor).as_slice())?;
+        Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    fn get(&self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        match table.get((entity, id))? {
+            Some(v) => Ok(Some(decode("record", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(
+        &self,
+        entity: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for item in table.range((entity, after.unwrap_or(""))..)? {
+            let (k, v) = item?;
+            let (e, id) = k.value();
+            if e != entity || out.len() >= limit {
+                break;
+            }
+            if after == Some(id) {
+                continue;
+            }
+            out.push((id.to_owned(), decode("record", v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str, &StoredRecord)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let (e, id) = k.value();
+            f(e, id, &decode("record", v.value())?);
+        }
+        Ok(())
+    }
+
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        for item in table.range(after.saturating_add(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            out.push(decode("log entry", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        let last = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        Ok(last)
+    }
+
+    fn cursor(&self, peer: &str) -> Result<PeerCursor, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CURSORS)?;
+        match table.get(peer)? {
+            Some(v) => decode("cursor", v.value()),
+            None => Ok(PeerCursor::default()),
+        }
+    }
+
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let log = txn.open_table(LOG)?;
+            let next_seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+            let mut t = RedbTxn {
+                records: txn.open_table(RECORDS)?,
+                log,
+                cursors: txn.open_table(CURSORS)?,
+                next_seq,
+            };
+            if let Err(e) = f(&mut t) {
+                drop(t);
+                txn.abort()?;
+                return Err(e);
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+impl RedbStore {
+    /// Number of log entries (for status and tests).
+    pub fn log_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(LOG)?.len()?)
+    }
+}
