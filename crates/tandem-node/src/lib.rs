@@ -1,1 +1,15 @@
-//! placeholder
+//! One region of tandem: the HTTP data plane and operations plane over a
+//! durable store, with a single group-commit writer. `server::run` is the
+//! entry point; `tandem node` is a thin wrapper around it.
+
+pub mod api;
+pub mod conflicts;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod validate;
+pub mod writer;
+
+pub use error::ApiError;
+pub use server::{run, NodeOptions, StoreBackend};

@@ -1,1 +1,32 @@
-fn main() {}
+//! The `tandem` command: a thin layer that parses arguments, sets up logging
+//! and calls into the library crates. Each subcommand lives in its own module.
+
+mod cli;
+mod config_cmd;
+mod node_cmd;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    match cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tandem: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Structured logs on stderr; `RUST_LOG` selects what is shown (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,75 @@
+//! The HTTP surface of a node: the data plane (records, subjects) and the
+//! operations plane (health, metrics, status, digest, conflicts), with the
+//! limits every request passes through (body size, time-out, connection cap in
+//! `server`). Unknown paths and methods answer in the same JSON error format.
+
+mod ops;
+mod records;
+mod subjects;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::metrics::RequestLabels;
+use crate::node::Node;
+
+pub type AppState = Arc<Node>;
+
+pub fn router(node: AppState) -> Router {
+    let timeout = node.config.node.request_timeout;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/status", get(ops::status))
+        .route("/v1/digest", get(ops::digest))
+        .route("/v1/conflicts", get(ops::conflicts))
+        .route("/v1/records/{entity}", get(records::scan))
+        .route(
+            "/v1/records/{entity}/{id}",
+            get(records::get_record)
+                .put(records::put_record)
+                .patch(records::patch_record)
+                .delete(records::delete_record),
+        )
+        .route("/v1/records/{entity}/{id}/ops", post(records::post_ops))
+        .route(
+            "/v1/subjects/{subject}",
+            put(subjects::put_subject).get(subjects::get_subject),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            count_requests,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(node)
+}
+
+async fn count_requests(State(node): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let res = next.run(req).await;
+    node.metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: res.status().as_u16().to_string(),
+        })
+        .inc();
+    res
+}

@@ -1,0 +1,117 @@
+//! The operations plane: `/healthz`, `/metrics` (Prometheus text), `/v1/status`,
+//! `/v1/digest` (a hash of materialized state, equal across regions holding the
+//! same records) and `/v1/conflicts` (the newest conflicts, bounded).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tandem_store::SUBJECT_ENTITY;
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::writer::store_error;
+
+pub async fn healthz(State(node): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "region": node.region }))
+}
+
+pub async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
+    node.metrics.hlc_offset_rejections.inner().store(
+        node.clock.offset_rejections(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.encode(),
+    )
+}
+
+pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let last_seq = node.store.last_seq().map_err(|e| store_error(&e))?;
+    Ok(Json(json!({
+        "region": node.region,
+        "jurisdiction": node.jurisdiction,
+        "uptime_seconds": node.started.elapsed().as_secs_f64(),
+        "hlc": node.clock.last(),
+        "log": { "last_seq": last_seq },
+        "writer": {
+            "queue_depth": node.writer.queue_depth(),
+            "queue_capacity": node.writer.capacity(),
+        },
+        "peers": [],
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestQuery {
+    entity: Option<String>,
+}
+
+pub async fn digest(
+    State(node): State<AppState>,
+    query: Result<Query<DigestQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    if let Some(e) = &q.entity {
+        if e != SUBJECT_ENTITY {
+            node.entity(e)?;
+        }
+    }
+    let store = node.store.clone();
+    let filter = q.entity.clone();
+    let (hash, records) = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut records = 0u64;
+        store.for_each(&mut |entity, id, rec| {
+            if filter.as_deref().is_some_and(|f| f != entity) {
+                return;
+            }
+            // Absent (deleted) records hash like records never written.
+            let Some(value) = rec.state.value_json() else {
+                return;
+            };
+            records += 1;
+            for part in [entity, id, value.as_str()] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+        })?;
+        Ok::<_, tandem_store::StoreError>((hex::encode(hasher.finalize()), records))
+    })
+    .await
+    .expect("digest task")
+    .map_err(|e| store_error(&e))?;
+    Ok(Json(
+        json!({ "region": node.region, "entity": q.entity, "digest": hash, "records": records }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictsQuery {
+    limit: Option<usize>,
+}
+
+pub async fn conflicts(
+    State(node): State<AppState>,
+    query: Result<Query<ConflictsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let cap = node.conflicts.capacity();
+    let limit = q.limit.unwrap_or(100.min(cap));
+    if limit == 0 || limit > cap {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {cap}")));
+    }
+    Ok(Json(
+        json!({ "conflicts": node.conflicts.newest(limit), "kept_max": cap }),
+    ))
+}

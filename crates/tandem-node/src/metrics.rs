@@ -1,0 +1,177 @@
+//! The node's Prometheus metrics. The `replication_*` and `residency_*` names are
+//! part of the public contract (DESIGN.md); alert rules and dashboards rely on
+//! them. prometheus-client appends `_total` to counters itself, so counters are
+//! registered without it.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntityLabels {
+    pub entity_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConflictLabels {
+    pub conflict_type: String,
+    pub resolution: String,
+    pub entity_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerClassLabels {
+    pub peer: String,
+    pub data_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub data_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub status: String,
+}
+
+/// Conflict age buckets of the contract, in seconds.
+pub const CONFLICT_AGE_BUCKETS_SECONDS: [f64; 6] = [0.1, 1.0, 10.0, 60.0, 300.0, 3600.0];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub writes: Family<EntityLabels, Counter>,
+    pub conflicts: Family<ConflictLabels, Counter>,
+    pub conflict_age_seconds: Histogram,
+    pub invariant_violations: Family<EntityLabels, Counter>,
+    pub lag_seconds: Family<PeerClassLabels, Gauge<f64, AtomicU64>>,
+    pub queue_depth: Family<PeerLabels, Gauge>,
+    pub lag_budget_breached: Family<ClassLabels, Gauge>,
+    pub residency_denials: Family<ReasonLabels, Counter>,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub commit_batch_writes: Histogram,
+    pub commit_duration_seconds: Histogram,
+    pub write_queue_depth: Gauge,
+    pub hlc_offset_rejections: Counter,
+}
+
+impl Metrics {
+    pub fn new(region: &str) -> Metrics {
+        let mut registry = Registry::with_labels(
+            [(
+                std::borrow::Cow::Borrowed("region"),
+                std::borrow::Cow::Owned(region.to_owned()),
+            )]
+            .into_iter(),
+        );
+        let m = Metrics {
+            writes: Family::default(),
+            conflicts: Family::default(),
+            conflict_age_seconds: Histogram::new(CONFLICT_AGE_BUCKETS_SECONDS),
+            invariant_violations: Family::default(),
+            lag_seconds: Family::default(),
+            queue_depth: Family::default(),
+            lag_budget_breached: Family::default(),
+            residency_denials: Family::default(),
+            http_requests: Family::default(),
+            commit_batch_writes: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+            commit_duration_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            write_queue_depth: Gauge::default(),
+            hlc_offset_rejections: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "replication_writes",
+            "Local writes accepted, by entity type (the conflict-rate denominator)",
+            m.writes.clone(),
+        );
+        registry.register(
+            "replication_conflicts",
+            "Conflicts resolved at apply time, by type, resolution and entity type",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "replication_conflict_age_seconds",
+            "Age of the older conflicting write when the conflict was resolved",
+            m.conflict_age_seconds.clone(),
+        );
+        registry.register(
+            "replication_invariant_violations",
+            "Conflicts on entity types declared conflicts = \"never\"",
+            m.invariant_violations.clone(),
+        );
+        registry.register(
+            "replication_lag_seconds",
+            "Replication lag from a peer, by data class",
+            m.lag_seconds.clone(),
+        );
+        registry.register(
+            "replication_queue_depth",
+            "Changes in a peer's log not yet applied here",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "replication_lag_budget_breached",
+            "1 while a data class's lag budget is breached",
+            m.lag_budget_breached.clone(),
+        );
+        registry.register(
+            "residency_denials",
+            "Writes or flows refused by residency rules, by reason",
+            m.residency_denials.clone(),
+        );
+        registry.register(
+            "tandem_http_requests",
+            "HTTP requests served, by method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "tandem_commit_batch_writes",
+            "Writes made durable by one commit (group commit size)",
+            m.commit_batch_writes.clone(),
+        );
+        registry.register(
+            "tandem_commit_duration_seconds",
+            "Time of one durable commit",
+            m.commit_duration_seconds.clone(),
+        );
+        registry.register(
+            "tandem_write_queue_depth",
+            "Writes waiting for the committer",
+            m.write_queue_depth.clone(),
+        );
+        registry.register(
+            "tandem_hlc_offset_rejections",
+            "Remote HLC timestamps refused for being too far ahead of local time",
+            m.hlc_offset_rejections.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,57 @@
+//! `Node`: everything one region's handlers share (config, store, writer, clock,
+//! metrics, conflicts), and the checks that decide whether a request names a
+//! known entity type and a valid record.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tandem_clock::HlcClock;
+use tandem_config::{Config, EntityConfig};
+use tandem_store::Store;
+
+use crate::conflicts::ConflictLog;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::validate::check_id;
+use crate::writer::Writer;
+
+pub struct Node {
+    pub config: Arc<Config>,
+    pub region: String,
+    pub jurisdiction: String,
+    pub store: Arc<dyn Store>,
+    pub writer: Writer,
+    pub clock: Arc<HlcClock>,
+    pub metrics: Arc<Metrics>,
+    pub conflicts: ConflictLog,
+    pub started: Instant,
+    /// Bearer token for admin calls; `None` refuses every admin call.
+    pub admin_token: Option<String>,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// The entity type named in a path, or 404 `unknown_entity`.
+    pub fn entity(&self, entity: &str) -> Result<&EntityConfig, ApiError> {
+        self.config
+            .entity(entity)
+            .ok_or_else(|| ApiError::unknown_entity(entity))
+    }
+
+    /// Check an entity/id pair from a path.
+    pub fn target(&self, entity: &str, id: &str) -> Result<&EntityConfig, ApiError> {
+        let cfg = self.entity(entity)?;
+        check_id("record id", id, self.config.node.id_len_max)?;
+        if cfg.subjects && tandem_config::subject_of(id).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "`{entity}` records belong to a subject: the id must be `<subject>:<name>`, got `{id}`"
+            )));
+        }
+        Ok(cfg)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.physical_ms()
+    }
+}

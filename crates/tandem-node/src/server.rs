@@ -1,0 +1,205 @@
+//! Starting and stopping a region: open the store, start the writer, bind the
+//! listener (with a cap on concurrent connections), serve until shutdown, then
+//! let in-flight requests and the last commit batch finish before returning.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tandem_clock::{HlcClock, SystemTime};
+use tandem_config::Config;
+use tandem_store::{MemoryStore, RedbStore, Store};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::conflicts::ConflictLog;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::writer::{self, WriterConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    Redb,
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub config: Config,
+    pub region: String,
+    /// Overrides the region's `listen` address (e.g. port 0 in tests).
+    pub listen: Option<SocketAddr>,
+    /// Overrides `deployment.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    pub clock_skew_ms: i64,
+    pub backend: StoreBackend,
+    pub admin_token: Option<String>,
+    /// Test-only: see `WriterConfig::unsafe_ack_before_commit`.
+    pub unsafe_ack_before_commit: bool,
+}
+
+/// Run one region until `shutdown` resolves. Prints
+/// `tandem node <region> listening on http://<addr>` on stdout once bound.
+pub async fn run(
+    opts: NodeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let region_cfg = opts
+        .config
+        .region(&opts.region)
+        .with_context(|| format!("region `{}` is not in the config", opts.region))?
+        .clone();
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| opts.config.deployment.data_dir.clone());
+    let store: Arc<dyn Store> = match opts.backend {
+        StoreBackend::Redb => Arc::new(
+            RedbStore::open(&data_dir, &opts.region)
+                .with_context(|| format!("opening the store under {}", data_dir.display()))?,
+        ),
+        StoreBackend::Memory => Arc::new(MemoryStore::new()),
+    };
+    let time = Arc::new(SystemTime::with_skew_ms(opts.clock_skew_ms));
+    let clock = Arc::new(HlcClock::new(time, opts.config.node.max_clock_offset_ms));
+    let metrics = Arc::new(Metrics::new(&opts.region));
+    let (writer, writer_thread) = writer::spawn(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        WriterConfig {
+            region: opts.region.clone(),
+            queue_len: opts.config.node.write_queue_len,
+            batch_max: opts.config.node.commit_batch_max,
+            unsafe_ack_before_commit: opts.unsafe_ack_before_commit,
+        },
+    );
+    let node = Arc::new(Node {
+        config: Arc::new(opts.config.clone()),
+        region: opts.region.clone(),
+        jurisdiction: region_cfg.jurisdiction.clone(),
+        store,
+        writer,
+        clock,
+        metrics,
+        conflicts: ConflictLog::new(opts.config.node.conflicts_kept),
+        started: Instant::now(),
+        admin_token: opts.admin_token.clone(),
+        data_dir,
+    });
+
+    let addr = opts.listen.unwrap_or(region_cfg.listen);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let limited = LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(opts.config.node.max_connections)),
+    };
+    tracing::info!(region = %opts.region, %local, "node listening");
+    println!("tandem node {} listening on http://{local}", opts.region);
+
+    let app = crate::api::router(node.clone());
+    axum::serve(limited, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("stopped accepting requests; finishing the last commits");
+    drop(node);
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    tracing::info!("node stopped cleanly");
+    Ok(())
+}
+
+/// A TCP listener that holds a semaphore permit per open connection, so at
+/// most `max_connections` are served at once; further clients wait in the
+/// kernel's accept backlog.
+struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        LimitedStream {
+                            stream,
+                            _permit: permit,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+struct LimitedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}

@@ -1,0 +1,45 @@
+//! Command-line arguments (clap derive) and the dispatch to each subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tandem",
+    version,
+    about = "A multi-region active-active data store"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one region: its store, HTTP API and replication.
+    Node(crate::node_cmd::NodeArgs),
+    /// Print the built-in example deployment, or check a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the built-in example deployment (TOML).
+    Example,
+    /// Validate a config file; exits non-zero with a message naming the bad key.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Node(args) => crate::node_cmd::run(args),
+        Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
+        Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),
+    }
+}
