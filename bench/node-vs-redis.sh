@@ -31,7 +31,7 @@ STARTUP_TIMEOUT_SECS=30
 STOP_TIMEOUT_SECS=15
 # redis-benchmark has no duration flag: a calibration run of this many requests
 # measures the rate, then the real run asks for rate x DURATION_SECS requests.
-CALIBRATION_REQUESTS=20000
+CALIBRATION_REQUESTS=10000
 REQUESTS_MAX=20000000
 # The CSV header redis-benchmark 7 prints with --csv; anything else is refused
 # (older versions print only "test","rps").
@@ -97,8 +97,8 @@ new_tmpdir() {
 # Sets $free_port to a loopback TCP port nobody listens on (connecting to it
 # is refused). Racy in principle; the server refuses to start if it lost.
 free_port() {
-    local tries candidate
-    for tries in $(seq 1 200); do
+    local _ candidate
+    for _ in $(seq 1 200); do
         candidate=$((20000 + RANDOM % 40000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
             free_port=$candidate
@@ -148,12 +148,12 @@ run_date=$(date -u +%Y-%m-%d)
 # ---- Redis -------------------------------------------------------------------
 # Sets $csv_rps, $csv_p50, $csv_p99 from one redis-benchmark --csv output file.
 parse_redis_csv() {
-    local file=$1 header row test avg min p95 max
+    local file=$1 header row test max
     header=$(sed -n 1p "$file" | tr -d '\r')
     [[ "$header" == "$REDIS_CSV_HEADER" ]] \
         || die "unexpected redis-benchmark CSV header in $file: $header (want $REDIS_CSV_HEADER)"
     row=$(sed -n 2p "$file" | tr -d '"\r')
-    IFS=, read -r test csv_rps avg min csv_p50 p95 csv_p99 max <<<"$row"
+    IFS=, read -r test csv_rps _ _ csv_p50 _ csv_p99 max <<<"$row"
     [[ "$test" == SET && -n "$max" ]] || die "unexpected redis-benchmark CSV row in $file: $row"
 }
 
@@ -178,13 +178,15 @@ bench_redis() {
 
     # Calibration, which also warms the server up (as tandem load's warm-up does).
     redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -n "$CALIBRATION_REQUESTS" \
-        -t set -d "$VALUE_BYTES" -r "$KEYS" --csv >"$dir/calibration.csv" 2>"$dir/calibration.err"
+        -t set -d "$VALUE_BYTES" -r "$KEYS" --csv >"$dir/calibration.csv" 2>"$dir/calibration.err" \
+        || die "redis-benchmark failed: $(tail -n5 "$dir/calibration.err")"
     parse_redis_csv "$dir/calibration.csv"
     n=$(awk -v rps="$csv_rps" -v secs="$DURATION_SECS" -v lo="$CALIBRATION_REQUESTS" -v hi="$REQUESTS_MAX" \
         'BEGIN { n = int(rps * secs); if (n < lo) n = lo; if (n > hi) n = hi; print n }')
     log "redis appendfsync=$fsync clients=$clients: $n requests (calibrated at $csv_rps/s)"
     redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -n "$n" \
-        -t set -d "$VALUE_BYTES" -r "$KEYS" --csv >"$dir/run.csv" 2>"$dir/run.err"
+        -t set -d "$VALUE_BYTES" -r "$KEYS" --csv >"$dir/run.csv" 2>"$dir/run.err" \
+        || die "redis-benchmark failed: $(tail -n5 "$dir/run.err")"
     parse_redis_csv "$dir/run.csv"
     run_rps=$csv_rps run_p50=$csv_p50 run_p99=$csv_p99 run_requests=$n
 
@@ -212,6 +214,7 @@ bench_tandem() {
     sed -i "s|^data_dir = \"./data\"|data_dir = \"$dir/data\"|" "$cfg"
     grep -qF "data_dir = \"$dir/data\"" "$cfg" || die "could not rewrite data_dir in $cfg"
 
+    : >"$dir/node.out" # exists before the background start races to create it
     "$TANDEM_BIN" node --config "$cfg" --region eu-west --listen 127.0.0.1:0 \
         >"$dir/node.out" 2>"$dir/node.err" &
     pid=$!
@@ -238,7 +241,9 @@ bench_tandem() {
     report_number latency_ms_p99 "$dir/load.json"; run_p99=$number
     report_number requests_ok "$dir/load.json"; run_ok=$number
     report_number requests_failed "$dir/load.json"; run_failed=$number
-    run_report=$(tr -d '\n' <"$dir/load.json" | sed 's/[[:space:]][[:space:]]*/ /g')
+    # The report is the one JSON object on stdout; anything else is left out.
+    run_report=$(sed -n '/^{$/,/^}$/p' "$dir/load.json" | tr -d '\n' | sed 's/[[:space:]][[:space:]]*/ /g')
+    [[ -n "$run_report" ]] || die "no JSON report from tandem load in $dir/load.json"
     ((run_ok > 0)) || die "tandem load acknowledged no write: $run_report"
     ((run_failed == 0)) || log "WARNING: tandem load saw $run_failed failed requests: $run_report"
 }

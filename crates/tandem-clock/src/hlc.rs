@@ -24,10 +24,7 @@ pub struct Hlc {
 }
 
 impl Hlc {
-    pub const ZERO: Hlc = Hlc {
-        wall_ms: 0,
-        logical: 0,
-    };
+    pub const ZERO: Hlc = Hlc { wall_ms: 0, logical: 0 };
 
     pub fn new(wall_ms: u64, logical: u32) -> Self {
         Hlc { wall_ms, logical }
@@ -56,9 +53,7 @@ pub struct SystemTime {
 
 impl SystemTime {
     pub fn with_skew_ms(skew_ms: i64) -> Self {
-        SystemTime {
-            skew_ms: AtomicI64::new(skew_ms),
-        }
+        SystemTime { skew_ms: AtomicI64::new(skew_ms) }
     }
 
     pub fn set_skew_ms(&self, skew_ms: i64) {
@@ -84,9 +79,7 @@ pub struct ManualTime {
 
 impl ManualTime {
     pub fn new(now_ms: u64) -> Self {
-        ManualTime {
-            now_ms: Arc::new(AtomicU64::new(now_ms)),
-        }
+        ManualTime { now_ms: Arc::new(AtomicU64::new(now_ms)) }
     }
     pub fn set_ms(&self, now_ms: u64) {
         self.now_ms.store(now_ms, Ordering::SeqCst);
@@ -105,11 +98,7 @@ impl TimeSource for ManualTime {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClockError {
     #[error("remote timestamp {remote} is {ahead_ms} ms ahead of local time, more than the maximum offset of {max_offset_ms} ms")]
-    OffsetExceeded {
-        remote: Hlc,
-        ahead_ms: u64,
-        max_offset_ms: u64,
-    },
+    OffsetExceeded { remote: Hlc, ahead_ms: u64, max_offset_ms: u64 },
     #[error("logical counter overflow at wall time {wall_ms}")]
     LogicalOverflow { wall_ms: u64 },
 }
@@ -175,10 +164,7 @@ impl HlcClock {
         } else {
             // The logical counter has 2^32 values per millisecond; running out
             // would take four billion events in one millisecond.
-            Hlc::new(
-                last.wall_ms,
-                last.logical.checked_add(1).expect("hlc logical overflow"),
-            )
+            Hlc::new(last.wall_ms, last.logical.checked_add(1).expect("hlc logical overflow"))
         };
         assert!(next > *last, "hlc went backwards: {next} after {last}");
         *last = next;
@@ -212,10 +198,7 @@ impl HlcClock {
         }
         .ok_or(ClockError::LogicalOverflow { wall_ms })?;
         let next = Hlc::new(wall_ms, logical);
-        assert!(
-            next > *last && next > remote,
-            "hlc observe broke monotonicity"
-        );
+        assert!(next > *last && next > remote, "hlc observe broke monotonicity");
         *last = next;
         Ok(next)
     }
@@ -257,22 +240,12 @@ mod tests {
     fn observe_refuses_far_future_and_counts() {
         let (_t, c) = clock_at(1_000);
         let before = c.now();
-        let err = c
-            .observe(Hlc::new(1_000 + DEFAULT_MAX_OFFSET_MS + 1, 0))
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            ClockError::OffsetExceeded { ahead_ms: 501, .. }
-        ));
+        let err = c.observe(Hlc::new(1_000 + DEFAULT_MAX_OFFSET_MS + 1, 0)).unwrap_err();
+        assert!(matches!(err, ClockError::OffsetExceeded { ahead_ms: 501, .. }));
         assert_eq!(c.offset_rejections(), 1);
-        assert_eq!(
-            c.last(),
-            before,
-            "a refused timestamp leaves the clock unchanged"
-        );
+        assert_eq!(c.last(), before, "a refused timestamp leaves the clock unchanged");
         // Exactly at the limit is accepted.
-        c.observe(Hlc::new(1_000 + DEFAULT_MAX_OFFSET_MS, 0))
-            .unwrap();
+        c.observe(Hlc::new(1_000 + DEFAULT_MAX_OFFSET_MS, 0)).unwrap();
         assert_eq!(c.offset_rejections(), 1);
     }
 

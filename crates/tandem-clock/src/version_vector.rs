@@ -46,9 +46,7 @@ impl VersionVector {
     /// Count one more write of `region`, returning its new counter.
     pub fn increment(&mut self, region: &str) -> u64 {
         let slot = self.0.entry(region.to_owned()).or_insert(0);
-        *slot = slot
-            .checked_add(1)
-            .expect("version vector counter overflow");
+        *slot = slot.checked_add(1).expect("version vector counter overflow");
         *slot
     }
 

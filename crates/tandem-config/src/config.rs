@@ -116,11 +116,8 @@ pub enum OnBreach {
 }
 
 impl OnBreach {
-    pub const ALL: [OnBreach; 3] = [
-        OnBreach::Alert,
-        OnBreach::HaltCrossRegionReads,
-        OnBreach::Warn,
-    ];
+    pub const ALL: [OnBreach; 3] =
+        [OnBreach::Alert, OnBreach::HaltCrossRegionReads, OnBreach::Warn];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -306,16 +303,10 @@ impl fmt::Debug for Redacted {
 
 /// The reference article's lag budget table, the default `[data_classes]`.
 pub fn reference_lag_budgets() -> BTreeMap<String, DataClass> {
-    let class = |secs: u64, on_breach| DataClass {
-        max_lag: Duration::from_secs(secs),
-        on_breach,
-    };
+    let class = |secs: u64, on_breach| DataClass { max_lag: Duration::from_secs(secs), on_breach };
     BTreeMap::from([
         ("credentials".to_owned(), class(5, OnBreach::Alert)),
-        (
-            "financial".to_owned(),
-            class(30, OnBreach::HaltCrossRegionReads),
-        ),
+        ("financial".to_owned(), class(30, OnBreach::HaltCrossRegionReads)),
         ("user_profile".to_owned(), class(2 * 60, OnBreach::Alert)),
         ("content".to_owned(), class(5 * 60, OnBreach::Warn)),
         ("analytics".to_owned(), class(15 * 60, OnBreach::Warn)),
@@ -369,8 +360,7 @@ impl Config {
     }
 
     pub fn jurisdiction_of(&self, region: &str) -> Option<&str> {
-        self.region(region)
-            .map(|region| region.jurisdiction.as_str())
+        self.region(region).map(|region| region.jurisdiction.as_str())
     }
 
     /// The regions of `jurisdiction`, in file order.
@@ -378,9 +368,7 @@ impl Config {
         &'a self,
         jurisdiction: &'a str,
     ) -> impl Iterator<Item = &'a RegionConfig> + 'a {
-        self.regions
-            .iter()
-            .filter(move |region| region.jurisdiction == jurisdiction)
+        self.regions.iter().filter(move |region| region.jurisdiction == jurisdiction)
     }
 
     /// Simulated one-way latency between two regions, in either direction; 0 when
@@ -397,8 +385,7 @@ impl Config {
 
     /// The lag budget of an entity type.
     pub fn data_class_of(&self, entity: &str) -> Option<&DataClass> {
-        self.entity(entity)
-            .and_then(|entity| self.data_classes.get(&entity.data_class))
+        self.entity(entity).and_then(|entity| self.data_classes.get(&entity.data_class))
     }
 }
 

@@ -45,15 +45,8 @@ mod tests {
         for text in ["500ms", "5s", "2m", "15m", "1h 30m", "1m 30s 250ms"] {
             let parsed = humantime::parse_duration(text).unwrap();
             let printed = humantime::format_duration(parsed).to_string();
-            assert_eq!(
-                humantime::parse_duration(&printed).unwrap(),
-                parsed,
-                "{text}"
-            );
+            assert_eq!(humantime::parse_duration(&printed).unwrap(), parsed, "{text}");
         }
-        assert_eq!(
-            humantime::parse_duration("15min").unwrap(),
-            Duration::from_secs(900)
-        );
+        assert_eq!(humantime::parse_duration("15min").unwrap(), Duration::from_secs(900));
     }
 }

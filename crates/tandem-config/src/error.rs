@@ -36,10 +36,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// A validation error for `key`.
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { key: key.into(), message: message.into() }
     }
 
     /// The offending key, when known.
@@ -52,11 +49,8 @@ impl ConfigError {
 }
 
 fn display_parse(key: Option<&str>, message: &str, line: usize, column: usize) -> String {
-    let location = if line == 0 {
-        String::new()
-    } else {
-        format!(" (line {line}, column {column})")
-    };
+    let location =
+        if line == 0 { String::new() } else { format!(" (line {line}, column {column})") };
     match key {
         Some(key) => format!("{key}: {message}{location}"),
         None if line == 0 => format!("invalid TOML: {message}"),

@@ -22,17 +22,10 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
 fn locate(text: &str, err: &toml::de::Error) -> ConfigError {
     let message = err.message().trim().to_owned();
     let span = err.span();
-    let (line, column) = span
-        .clone()
-        .map_or((0, 0), |span| line_column(text, span.start));
+    let (line, column) = span.clone().map_or((0, 0), |span| line_column(text, span.start));
     // A document that is not even valid TOML has no tree: a syntax error, no key.
     let Ok(root) = toml::from_str::<Node>(text) else {
-        return ConfigError::Parse {
-            key: None,
-            message,
-            line,
-            column,
-        };
+        return ConfigError::Parse { key: None, message, line, column };
     };
     let mut path = String::new();
     let (line, column) = match span {
@@ -55,12 +48,7 @@ fn locate(text: &str, err: &toml::de::Error) -> ConfigError {
         }
     }
     let key = Some(path).filter(|path| !path.is_empty());
-    ConfigError::Parse {
-        key,
-        message,
-        line,
-        column,
-    }
+    ConfigError::Parse { key, message, line, column }
 }
 
 /// The key named by serde's "missing field `x`" and "unknown field `x`" messages.
@@ -74,14 +62,8 @@ fn field_in(message: &str) -> Option<&str> {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
     (line, column)
 }
 
@@ -120,10 +102,8 @@ pub(crate) fn push_key(path: &mut String, key: &str) {
     if !path.is_empty() {
         path.push('.');
     }
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let bare =
+        !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if bare {
         path.push_str(key);
     } else {
@@ -174,9 +154,7 @@ impl SpannedNode {
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
-        deserializer
-            .deserialize_any(NodeVisitor)
-            .map(|spanned| spanned.node)
+        deserializer.deserialize_any(NodeVisitor).map(|spanned| spanned.node)
     }
 }
 
@@ -234,10 +212,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
                 Some(SPANNED_VALUE) => map.next_value()?,
                 _ => return Err(de::Error::missing_field(SPANNED_VALUE)),
             };
-            return Ok(SpannedNode {
-                span: Some(start..end),
-                node,
-            });
+            return Ok(SpannedNode { span: Some(start..end), node });
         }
         entries.push((first, map.next_value()?));
         while let Some(key) = map.next_key()? {

@@ -45,14 +45,8 @@ fn assert_refused(text: &str, key: &str, word: &str) -> ConfigError {
         Err(err) => err,
     };
     let message = err.to_string();
-    assert!(
-        message.contains(key),
-        "message does not name {key:?}: {message}"
-    );
-    assert!(
-        message.contains(word),
-        "message does not say {word:?}: {message}"
-    );
+    assert!(message.contains(key), "message does not name {key:?}: {message}");
+    assert!(message.contains(word), "message does not say {word:?}: {message}");
     assert_eq!(err.key(), Some(key), "{message}");
     err
 }
@@ -65,10 +59,7 @@ fn example_parses_and_validates() {
     config.validate().unwrap();
     assert_eq!(config, Config::example());
     assert_eq!(config.deployment.name, "example");
-    assert_eq!(
-        config.deployment.data_dir,
-        std::path::PathBuf::from("./data")
-    );
+    assert_eq!(config.deployment.data_dir, std::path::PathBuf::from("./data"));
 }
 
 #[test]
@@ -77,13 +68,7 @@ fn example_regions_router_and_links() {
     let regions: Vec<(&str, &str, String)> = config
         .regions
         .iter()
-        .map(|r| {
-            (
-                r.name.as_str(),
-                r.jurisdiction.as_str(),
-                r.listen.to_string(),
-            )
-        })
+        .map(|r| (r.name.as_str(), r.jurisdiction.as_str(), r.listen.to_string()))
         .collect();
     assert_eq!(
         regions,
@@ -104,16 +89,10 @@ fn example_regions_router_and_links() {
 fn example_has_every_merge_kind_and_every_on_breach() {
     let config = Config::example();
     for kind in MergeKind::ALL {
-        assert!(
-            config.entities.values().any(|e| e.merge == kind),
-            "no {kind} entity"
-        );
+        assert!(config.entities.values().any(|e| e.merge == kind), "no {kind} entity");
     }
     for action in OnBreach::ALL {
-        assert!(
-            config.data_classes.values().any(|c| c.on_breach == action),
-            "no {action} class"
-        );
+        assert!(config.data_classes.values().any(|c| c.on_breach == action), "no {action} class");
     }
     // Pinned and unpinned, personal and not, all present.
     for (writes, personal) in [
@@ -122,10 +101,7 @@ fn example_has_every_merge_kind_and_every_on_breach() {
         (WritePolicy::AnyRegion, true),
         (WritePolicy::AnyRegion, false),
     ] {
-        assert!(config
-            .entities
-            .values()
-            .any(|e| e.writes == writes && e.personal == personal));
+        assert!(config.entities.values().any(|e| e.writes == writes && e.personal == personal));
     }
 }
 
@@ -143,11 +119,7 @@ fn example_lag_table_is_the_reference_articles() {
             ("analytics", Duration::from_secs(15 * 60), OnBreach::Warn),
             ("content", Duration::from_secs(5 * 60), OnBreach::Warn),
             ("credentials", Duration::from_secs(5), OnBreach::Alert),
-            (
-                "financial",
-                Duration::from_secs(30),
-                OnBreach::HaltCrossRegionReads
-            ),
+            ("financial", Duration::from_secs(30), OnBreach::HaltCrossRegionReads),
             ("user_profile", Duration::from_secs(2 * 60), OnBreach::Alert),
         ]
     );
@@ -158,57 +130,21 @@ fn example_lag_table_is_the_reference_articles() {
 fn example_entities_have_the_documented_policies() {
     let config = Config::example();
     let policy = |name: &str| {
-        let e = config
-            .entity(name)
-            .unwrap_or_else(|| panic!("no entity {name}"));
-        (
-            e.merge,
-            e.data_class.as_str(),
-            e.personal,
-            e.subjects,
-            e.writes,
-            e.conflicts,
-        )
+        let e = config.entity(name).unwrap_or_else(|| panic!("no entity {name}"));
+        (e.merge, e.data_class.as_str(), e.personal, e.subjects, e.writes, e.conflicts)
     };
     use ConflictPolicy::{Allow, Never};
     use MergeKind::*;
     use WritePolicy::{AnyRegion, HomeRegion};
-    assert_eq!(
-        policy("credential"),
-        (Lww, "credentials", true, true, HomeRegion, Never)
-    );
-    assert_eq!(
-        policy("profile"),
-        (LwwFields, "user_profile", true, true, HomeRegion, Never)
-    );
-    assert_eq!(
-        policy("balance"),
-        (PnCounter, "financial", true, true, HomeRegion, Allow)
-    );
-    assert_eq!(
-        policy("page_views"),
-        (GCounter, "analytics", false, false, AnyRegion, Allow)
-    );
-    assert_eq!(
-        policy("likes"),
-        (PnCounter, "content", false, false, AnyRegion, Allow)
-    );
-    assert_eq!(
-        policy("cart"),
-        (OrSet, "user_profile", true, true, AnyRegion, Allow)
-    );
-    assert_eq!(
-        policy("tags"),
-        (OrSet, "content", false, false, AnyRegion, Allow)
-    );
-    assert_eq!(
-        policy("article"),
-        (Lww, "content", false, false, AnyRegion, Allow)
-    );
-    assert_eq!(
-        policy("settings"),
-        (LwwFields, "user_profile", false, true, HomeRegion, Allow)
-    );
+    assert_eq!(policy("credential"), (Lww, "credentials", true, true, HomeRegion, Never));
+    assert_eq!(policy("profile"), (LwwFields, "user_profile", true, true, HomeRegion, Never));
+    assert_eq!(policy("balance"), (PnCounter, "financial", true, true, HomeRegion, Allow));
+    assert_eq!(policy("page_views"), (GCounter, "analytics", false, false, AnyRegion, Allow));
+    assert_eq!(policy("likes"), (PnCounter, "content", false, false, AnyRegion, Allow));
+    assert_eq!(policy("cart"), (OrSet, "user_profile", true, true, AnyRegion, Allow));
+    assert_eq!(policy("tags"), (OrSet, "content", false, false, AnyRegion, Allow));
+    assert_eq!(policy("article"), (Lww, "content", false, false, AnyRegion, Allow));
+    assert_eq!(policy("settings"), (LwwFields, "user_profile", false, true, HomeRegion, Allow));
 }
 
 #[test]
@@ -232,10 +168,7 @@ fn example_node_and_replication_sections_show_the_defaults() {
     );
     assert_eq!(
         (config.router.upstream_timeout, config.router.max_body_bytes),
-        (
-            minimal.router.upstream_timeout,
-            minimal.router.max_body_bytes
-        )
+        (minimal.router.upstream_timeout, minimal.router.max_body_bytes)
     );
 }
 
@@ -244,10 +177,7 @@ fn example_node_and_replication_sections_show_the_defaults() {
 #[test]
 fn defaults_apply_to_a_minimal_config() {
     let config = Config::from_toml_str(MINIMAL).unwrap();
-    assert_eq!(
-        config.deployment.data_dir,
-        std::path::PathBuf::from("./data")
-    );
+    assert_eq!(config.deployment.data_dir, std::path::PathBuf::from("./data"));
     assert_eq!(config.router.default_region, None);
     assert_eq!(config.router.probe_interval, Duration::from_millis(200));
     assert_eq!(config.router.probe_failure_threshold, 3);
@@ -260,29 +190,15 @@ fn defaults_apply_to_a_minimal_config() {
 
     let node = &config.node;
     assert_eq!(
-        (
-            node.max_body_bytes,
-            node.write_queue_len,
-            node.commit_batch_max,
-            node.max_connections
-        ),
+        (node.max_body_bytes, node.write_queue_len, node.commit_batch_max, node.max_connections),
         (1024 * 1024, 4096, 1024, 1024)
     );
-    assert_eq!(
-        (node.id_len_max, node.scan_limit_max, node.conflicts_kept),
-        (256, 1000, 1000)
-    );
-    assert_eq!(
-        (node.max_clock_offset_ms, node.request_timeout),
-        (500, Duration::from_secs(10))
-    );
+    assert_eq!((node.id_len_max, node.scan_limit_max, node.conflicts_kept), (256, 1000, 1000));
+    assert_eq!((node.max_clock_offset_ms, node.request_timeout), (500, Duration::from_secs(10)));
 
     let replication = &config.replication;
     assert_eq!(replication.poll_interval, Duration::from_millis(50));
-    assert_eq!(
-        (replication.batch_max, replication.batch_bytes_max),
-        (512, 4 * 1024 * 1024)
-    );
+    assert_eq!((replication.batch_max, replication.batch_bytes_max), (512, 4 * 1024 * 1024));
     assert_eq!(replication.backoff_max, Duration::from_secs(2));
     assert_eq!(replication.secret, None);
 }
@@ -297,10 +213,7 @@ fn entity_defaults_and_subjects_follow_personal() {
     let config = Config::from_toml_str(&text).unwrap();
     let hits = config.entity("hits").unwrap();
     assert!(!hits.personal && !hits.subjects);
-    assert_eq!(
-        (hits.writes, hits.conflicts),
-        (WritePolicy::AnyRegion, ConflictPolicy::Allow)
-    );
+    assert_eq!((hits.writes, hits.conflicts), (WritePolicy::AnyRegion, ConflictPolicy::Allow));
     let profile = config.entity("profile").unwrap();
     assert!(profile.personal && profile.subjects);
 }
@@ -313,10 +226,7 @@ fn a_data_classes_section_replaces_the_reference_table() {
     );
     let config = Config::from_toml_str(&text).unwrap();
     assert_eq!(config.data_classes.len(), 1);
-    assert_eq!(
-        config.data_class_of("profile").unwrap().max_lag,
-        Duration::from_secs(90)
-    );
+    assert_eq!(config.data_class_of("profile").unwrap().max_lag, Duration::from_secs(90));
 }
 
 #[test]
@@ -329,10 +239,7 @@ fn lookups() {
     let eu: Vec<&str> = config.regions_in("EU").map(|r| r.name.as_str()).collect();
     assert_eq!(eu, ["eu-west", "eu-central"]);
     assert_eq!(config.regions_in("CN").count(), 0);
-    assert_eq!(
-        config.data_class_of("balance").unwrap().on_breach,
-        OnBreach::HaltCrossRegionReads
-    );
+    assert_eq!(config.data_class_of("balance").unwrap().on_breach, OnBreach::HaltCrossRegionReads);
     assert!(config.data_class_of("nope").is_none());
     assert!(config.entity("nope").is_none());
 }
@@ -344,12 +251,7 @@ fn link_latency_is_symmetric_and_zero_without_a_link() {
     assert_eq!(config.link_latency_ms("eu-west", "us-east"), 40);
     assert_eq!(config.link_latency_ms("eu-west", "eu-west"), 0);
     assert_eq!(config.link_latency_ms("eu-west", "mars"), 0);
-    assert_eq!(
-        Config::from_toml_str(MINIMAL)
-            .unwrap()
-            .link_latency_ms("eu-west", "us-east"),
-        0
-    );
+    assert_eq!(Config::from_toml_str(MINIMAL).unwrap().link_latency_ms("eu-west", "us-east"), 0);
 }
 
 #[test]
@@ -365,11 +267,7 @@ fn serialized_config_parses_back_to_itself() {
 #[test]
 fn secret_never_appears_in_debug_output() {
     let secret = "hunter2-very-secret-value";
-    let text = edit(
-        EXAMPLE_TOML,
-        "# secret = \"change-me\"",
-        &format!("secret = \"{secret}\""),
-    );
+    let text = edit(EXAMPLE_TOML, "# secret = \"change-me\"", &format!("secret = \"{secret}\""));
     let config = Config::from_toml_str(&text).unwrap();
     assert_eq!(config.replication.secret.as_deref(), Some(secret));
     let debug = format!("{config:?}");
@@ -392,36 +290,20 @@ fn parses_through_from_str() {
 fn refuses_unknown_keys_naming_them() {
     assert_refused(&format!("bogus = 1\n{MINIMAL}"), "bogus", "unknown field");
     // After a table header, a key belongs to that table.
-    assert_refused(
-        &format!("{MINIMAL}\nbogus = 1\n"),
-        "entities.profile.bogus",
-        "unknown field",
-    );
-    assert_refused(
-        &format!("{MINIMAL}\n[bogus]\nx = 1\n"),
-        "bogus",
-        "unknown field",
-    );
+    assert_refused(&format!("{MINIMAL}\nbogus = 1\n"), "entities.profile.bogus", "unknown field");
+    assert_refused(&format!("{MINIMAL}\n[bogus]\nx = 1\n"), "bogus", "unknown field");
     assert_refused(
         &edit(MINIMAL, "name = \"mini\"", "name = \"mini\"\nnmae = 1"),
         "deployment.nmae",
         "unknown field",
     );
     assert_refused(
-        &edit(
-            MINIMAL,
-            "listen = \"127.0.0.1:7202\"",
-            "listen = \"127.0.0.1:7202\"\nzone = \"a\"",
-        ),
+        &edit(MINIMAL, "listen = \"127.0.0.1:7202\"", "listen = \"127.0.0.1:7202\"\nzone = \"a\""),
         "regions[1].zone",
         "unknown field",
     );
     assert_refused(
-        &edit(
-            MINIMAL,
-            "personal = true",
-            "personal = true\nsubject = true",
-        ),
+        &edit(MINIMAL, "personal = true", "personal = true\nsubject = true"),
         "entities.profile.subject",
         "unknown field",
     );
@@ -431,11 +313,7 @@ fn refuses_unknown_keys_naming_them() {
         "unknown field",
     );
     assert_refused(
-        &edit(
-            EXAMPLE_TOML,
-            "batch_max = 512",
-            "batch_max = 512\nfoo.bar = 1",
-        ),
+        &edit(EXAMPLE_TOML, "batch_max = 512", "batch_max = 512\nfoo.bar = 1"),
         "replication.foo",
         "unknown field",
     );
@@ -445,11 +323,7 @@ fn refuses_unknown_keys_naming_them() {
         "unknown field",
     );
     assert_refused(
-        &edit(
-            EXAMPLE_TOML,
-            "max_lag = \"5s\"",
-            "max_lag = \"5s\"\nmin_lag = \"1s\"",
-        ),
+        &edit(EXAMPLE_TOML, "max_lag = \"5s\"", "max_lag = \"5s\"\nmin_lag = \"1s\""),
         "data_classes.credentials.min_lag",
         "unknown field",
     );
@@ -463,25 +337,16 @@ fn refuses_a_bad_duration_naming_the_key() {
         "invalid duration \"5 parsecs\"",
     );
     assert!(
-        err.to_string()
-            .starts_with("data_classes.credentials.max_lag: invalid duration"),
+        err.to_string().starts_with("data_classes.credentials.max_lag: invalid duration"),
         "{err}"
     );
     assert_refused(
-        &edit(
-            EXAMPLE_TOML,
-            "request_timeout = \"10s\"",
-            "request_timeout = 10",
-        ),
+        &edit(EXAMPLE_TOML, "request_timeout = \"10s\"", "request_timeout = 10"),
         "node.request_timeout",
         "duration",
     );
     assert_refused(
-        &edit(
-            EXAMPLE_TOML,
-            "probe_interval = \"200ms\"",
-            "probe_interval = \"fast\"",
-        ),
+        &edit(EXAMPLE_TOML, "probe_interval = \"200ms\"", "probe_interval = \"fast\""),
         "router.probe_interval",
         "invalid duration",
     );
@@ -524,30 +389,18 @@ fn refuses_other_bad_values_naming_the_key() {
         "-1",
     );
     assert_refused(
-        &edit(
-            EXAMPLE_TOML,
-            "between = [\"eu-west\", \"us-east\"]",
-            "between = [\"eu-west\"]",
-        ),
+        &edit(EXAMPLE_TOML, "between = [\"eu-west\", \"us-east\"]", "between = [\"eu-west\"]"),
         "links[1].between",
         "length",
     );
-    assert_refused(
-        &edit(MINIMAL, "name = \"mini\"\n", ""),
-        "deployment.name",
-        "missing field",
-    );
+    assert_refused(&edit(MINIMAL, "name = \"mini\"\n", ""), "deployment.name", "missing field");
     assert_refused(
         &edit(MINIMAL, "merge = \"lww-fields\"\n", ""),
         "entities.profile.merge",
         "missing field",
     );
     assert_refused(
-        &edit(
-            MINIMAL,
-            "listen = \"127.0.0.1:7200\"",
-            "default_region = \"eu-west\"",
-        ),
+        &edit(MINIMAL, "listen = \"127.0.0.1:7200\"", "default_region = \"eu-west\""),
         "router.listen",
         "missing field",
     );
@@ -562,9 +415,7 @@ fn refuses_other_bad_values_naming_the_key() {
 fn a_syntax_error_gives_the_position() {
     let err =
         Config::from_toml_str(&edit(MINIMAL, "name = \"mini\"", "name = \"mini")).unwrap_err();
-    let ConfigError::Parse { key, line, .. } = &err else {
-        panic!("{err:?}")
-    };
+    let ConfigError::Parse { key, line, .. } = &err else { panic!("{err:?}") };
     assert_eq!((key.as_deref(), *line), (None, 3), "{err}");
     assert!(err.to_string().contains("line 3"), "{err}");
 }
@@ -590,11 +441,7 @@ fn refuses_a_region_without_jurisdiction() {
 #[test]
 fn refuses_duplicate_region_names() {
     let text = edit(MINIMAL, "name = \"us-east\"", "name = \"eu-west\"");
-    assert_refused(
-        &text,
-        "regions[1].name",
-        "duplicate region name \"eu-west\"",
-    );
+    assert_refused(&text, "regions[1].name", "duplicate region name \"eu-west\"");
 }
 
 #[test]
@@ -603,11 +450,7 @@ fn refuses_bad_region_names() {
         let text = edit(MINIMAL, "name = \"us-east\"", &format!("name = \"{bad}\""));
         assert_refused(&text, "regions[1].name", "invalid region name");
     }
-    let text = edit(
-        MINIMAL,
-        "name = \"us-east\"",
-        &format!("name = \"{}\"", "a".repeat(32)),
-    );
+    let text = edit(MINIMAL, "name = \"us-east\"", &format!("name = \"{}\"", "a".repeat(32)));
     Config::from_toml_str(&text).unwrap();
 }
 
@@ -616,11 +459,7 @@ fn refuses_duplicate_listen_ports() {
     let same = edit(MINIMAL, "127.0.0.1:7202", "127.0.0.1:7201");
     assert_refused(&same, "regions[1].listen", "duplicate listen port 7201");
     let other_host = edit(MINIMAL, "127.0.0.1:7202", "0.0.0.0:7201");
-    assert_refused(
-        &other_host,
-        "regions[1].listen",
-        "duplicate listen port 7201",
-    );
+    assert_refused(&other_host, "regions[1].listen", "duplicate listen port 7201");
     let router = edit(MINIMAL, "127.0.0.1:7200", "127.0.0.2:7202");
     let err = assert_refused(&router, "router.listen", "duplicate listen port 7202");
     assert!(err.to_string().contains("regions[1].listen"), "{err}");
@@ -646,11 +485,7 @@ fn refuses_bad_links() {
     assert_refused(&unknown, "links[0].between", "unknown region \"mars\"");
     let itself = format!("{MINIMAL}{}", link("eu-west", "eu-west"));
     assert_refused(&itself, "links[0].between", "to itself");
-    let twice = format!(
-        "{MINIMAL}{}{}",
-        link("eu-west", "us-east"),
-        link("us-east", "eu-west")
-    );
+    let twice = format!("{MINIMAL}{}{}", link("eu-west", "us-east"), link("us-east", "eu-west"));
     assert_refused(&twice, "links[1].between", "duplicate link");
     let slow = edit(
         &format!("{MINIMAL}{}", link("eu-west", "us-east")),
@@ -668,19 +503,10 @@ fn refuses_a_zero_max_lag() {
 
 #[test]
 fn refuses_an_unknown_data_class() {
-    let text = edit(
-        MINIMAL,
-        "data_class = \"user_profile\"",
-        "data_class = \"x\"",
-    );
-    let err = assert_refused(
-        &text,
-        "entities.profile.data_class",
-        "unknown data class \"x\"",
-    );
+    let text = edit(MINIMAL, "data_class = \"user_profile\"", "data_class = \"x\"");
+    let err = assert_refused(&text, "entities.profile.data_class", "unknown data class \"x\"");
     assert!(
-        err.to_string()
-            .starts_with("entities.profile.data_class: unknown data class \"x\""),
+        err.to_string().starts_with("entities.profile.data_class: unknown data class \"x\""),
         "{err}"
     );
 }
@@ -695,11 +521,7 @@ fn refuses_home_region_writes_without_subjects() {
 
 #[test]
 fn refuses_a_personal_entity_without_subjects() {
-    let text = edit(
-        MINIMAL,
-        "personal = true",
-        "personal = true\nsubjects = false",
-    );
+    let text = edit(MINIMAL, "personal = true", "personal = true\nsubjects = false");
     assert_refused(&text, "entities.profile.subjects", "personal");
 }
 
@@ -710,11 +532,7 @@ fn refuses_bad_entity_names() {
         ("user-profile", "entities.user-profile"),
         ("my profile", "entities.\"my profile\""),
     ] {
-        let text = edit(
-            MINIMAL,
-            "[entities.profile]",
-            &format!("[entities.\"{bad}\"]"),
-        );
+        let text = edit(MINIMAL, "[entities.profile]", &format!("[entities.\"{bad}\"]"));
         assert_refused(&text, key, "invalid entity name");
     }
     let long = "e".repeat(65);
@@ -730,11 +548,7 @@ fn refuses_bad_data_class_names() {
         "{}\n[data_classes.\"User Profile\"]\nmax_lag = \"1s\"\non_breach = \"warn\"\n",
         MINIMAL
     );
-    assert_refused(
-        &text,
-        "data_classes.\"User Profile\"",
-        "invalid data class name",
-    );
+    assert_refused(&text, "data_classes.\"User Profile\"", "invalid data class name");
 }
 
 #[test]
@@ -757,52 +571,20 @@ fn refuses_zero_limits() {
         assert_refused(&text, &format!("node.{name}"), "greater than zero");
     }
     let cases = [
-        (
-            "request_timeout = \"10s\"",
-            "request_timeout = \"0s\"",
-            "node.request_timeout",
-        ),
+        ("request_timeout = \"10s\"", "request_timeout = \"0s\"", "node.request_timeout"),
         ("batch_max = 512", "batch_max = 0", "replication.batch_max"),
-        (
-            "batch_bytes_max = 4194304",
-            "batch_bytes_max = 0",
-            "replication.batch_bytes_max",
-        ),
-        (
-            "poll_interval = \"50ms\"",
-            "poll_interval = \"0ms\"",
-            "replication.poll_interval",
-        ),
-        (
-            "backoff_max = \"2s\"",
-            "backoff_max = \"0s\"",
-            "replication.backoff_max",
-        ),
-        (
-            "probe_interval = \"200ms\"",
-            "probe_interval = \"0s\"",
-            "router.probe_interval",
-        ),
+        ("batch_bytes_max = 4194304", "batch_bytes_max = 0", "replication.batch_bytes_max"),
+        ("poll_interval = \"50ms\"", "poll_interval = \"0ms\"", "replication.poll_interval"),
+        ("backoff_max = \"2s\"", "backoff_max = \"0s\"", "replication.backoff_max"),
+        ("probe_interval = \"200ms\"", "probe_interval = \"0s\"", "router.probe_interval"),
         (
             "probe_failure_threshold = 3",
             "probe_failure_threshold = 0",
             "router.probe_failure_threshold",
         ),
-        (
-            "probe_timeout = \"500ms\"",
-            "probe_timeout = \"0s\"",
-            "router.probe_timeout",
-        ),
-        (
-            "upstream_timeout = \"5s\"",
-            "upstream_timeout = \"0s\"",
-            "router.upstream_timeout",
-        ),
-        (
-            "max_body_bytes = 1048576       # 1 MiB",
-            "max_body_bytes = 0",
-            "router.max_body_bytes",
-        ),
+        ("probe_timeout = \"500ms\"", "probe_timeout = \"0s\"", "router.probe_timeout"),
+        ("upstream_timeout = \"5s\"", "upstream_timeout = \"0s\"", "router.upstream_timeout"),
+        ("max_body_bytes = 1048576       # 1 MiB", "max_body_bytes = 0", "router.max_body_bytes"),
     ];
     for (from, to, key) in cases {
         assert_refused(&edit(EXAMPLE_TOML, from, to), key, "greater than zero");

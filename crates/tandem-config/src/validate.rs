@@ -34,20 +34,14 @@ impl Config {
             return Err(ConfigError::invalid("deployment.name", "must not be empty"));
         }
         if self.deployment.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "deployment.data_dir",
-                "must not be empty",
-            ));
+            return Err(ConfigError::invalid("deployment.data_dir", "must not be empty"));
         }
         Ok(())
     }
 
     fn validate_regions(&self) -> Result<(), ConfigError> {
         if self.regions.is_empty() {
-            return Err(ConfigError::invalid(
-                "regions",
-                "at least one region is required",
-            ));
+            return Err(ConfigError::invalid("regions", "at least one region is required"));
         }
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, region) in self.regions.iter().enumerate() {
@@ -91,10 +85,7 @@ impl Config {
             }
         }
         non_zero_duration("router.probe_interval", router.probe_interval)?;
-        non_zero(
-            "router.probe_failure_threshold",
-            u64::from(router.probe_failure_threshold),
-        )?;
+        non_zero("router.probe_failure_threshold", u64::from(router.probe_failure_threshold))?;
         non_zero_duration("router.probe_timeout", router.probe_timeout)?;
         non_zero_duration("router.upstream_timeout", router.upstream_timeout)?;
         non_zero("router.max_body_bytes", router.max_body_bytes as u64)
@@ -108,10 +99,7 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(index, region)| (format!("regions[{index}].listen"), region.listen))
-            .chain(std::iter::once((
-                "router.listen".to_owned(),
-                self.router.listen,
-            )));
+            .chain(std::iter::once(("router.listen".to_owned(), self.router.listen)));
         let mut seen: BTreeMap<u16, String> = BTreeMap::new();
         for (key, addr) in listeners {
             if addr.port() == 0 {
@@ -150,16 +138,9 @@ impl Config {
             }
             let [a, b] = &link.between;
             if a == b {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("link from region {a:?} to itself"),
-                ));
+                return Err(ConfigError::invalid(key, format!("link from region {a:?} to itself")));
             }
-            let pair = if a < b {
-                (a.as_str(), b.as_str())
-            } else {
-                (b.as_str(), a.as_str())
-            };
+            let pair = if a < b { (a.as_str(), b.as_str()) } else { (b.as_str(), a.as_str()) };
             if let Some(first) = seen.insert(pair, index) {
                 return Err(ConfigError::invalid(
                     key,
@@ -258,16 +239,9 @@ impl Config {
         let replication = &self.replication;
         non_zero_duration("replication.poll_interval", replication.poll_interval)?;
         non_zero("replication.batch_max", replication.batch_max as u64)?;
-        non_zero(
-            "replication.batch_bytes_max",
-            replication.batch_bytes_max as u64,
-        )?;
+        non_zero("replication.batch_bytes_max", replication.batch_bytes_max as u64)?;
         non_zero_duration("replication.backoff_max", replication.backoff_max)?;
-        if replication
-            .secret
-            .as_deref()
-            .is_some_and(|secret| secret.trim().is_empty())
-        {
+        if replication.secret.as_deref().is_some_and(|secret| secret.trim().is_empty()) {
             return Err(ConfigError::invalid(
                 "replication.secret",
                 "must not be empty; leave the key out instead",
@@ -277,11 +251,7 @@ impl Config {
     }
 
     fn region_list(&self) -> String {
-        let names: Vec<&str> = self
-            .regions
-            .iter()
-            .map(|region| region.name.as_str())
-            .collect();
+        let names: Vec<&str> = self.regions.iter().map(|region| region.name.as_str()).collect();
         names.join(", ")
     }
 }
@@ -289,9 +259,7 @@ impl Config {
 /// `1..=len_max` bytes of `a-z`, `0-9` and whatever `extra` allows.
 fn is_name(name: &str, len_max: usize, extra: impl Fn(u8) -> bool) -> bool {
     (1..=len_max).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra(b))
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra(b))
 }
 
 fn table_key(table: &str, name: &str) -> String {

@@ -19,10 +19,7 @@ pub struct CounterOverflow;
 impl GCounter {
     pub fn increment(&mut self, region: &str, by: u64) -> Result<(), CounterOverflow> {
         let slot = self.slots.entry(region.to_owned()).or_insert(0);
-        let next = slot
-            .checked_add(by)
-            .filter(|n| *n <= i64::MAX as u64)
-            .ok_or(CounterOverflow)?;
+        let next = slot.checked_add(by).filter(|n| *n <= i64::MAX as u64).ok_or(CounterOverflow)?;
         *slot = next;
         Ok(())
     }

@@ -41,10 +41,7 @@ impl MergeKind {
 
     /// Whether a record of this kind can be deleted.
     pub fn supports_delete(self) -> bool {
-        matches!(
-            self,
-            MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet
-        )
+        matches!(self, MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet)
     }
 }
 

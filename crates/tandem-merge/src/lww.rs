@@ -18,11 +18,7 @@ impl Lww {
     pub fn write(&mut self, value: Option<String>, region: &str, hlc: Hlc) {
         let mut vv = self.register.vv();
         vv.increment(region);
-        self.register.write(Version {
-            vv,
-            stamp: Stamp::new(hlc, region),
-            value,
-        });
+        self.register.write(Version { vv, stamp: Stamp::new(hlc, region), value });
     }
 
     pub fn merge(&mut self, other: &Lww) -> bool {

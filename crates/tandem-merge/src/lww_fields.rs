@@ -36,11 +36,7 @@ impl LwwFields {
             let reg = self.fields.entry(name.clone()).or_default();
             let mut vv = reg.vv();
             vv.set(region, dot);
-            reg.write(Version {
-                vv,
-                stamp: stamp.clone(),
-                value: value.clone(),
-            });
+            reg.write(Version { vv, stamp: stamp.clone(), value: value.clone() });
         }
     }
 
@@ -64,9 +60,7 @@ impl LwwFields {
 
     /// Live fields and their values (JSON text).
     pub fn live(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields
-            .iter()
-            .filter_map(|(k, r)| r.value().map(|v| (k.as_str(), v)))
+        self.fields.iter().filter_map(|(k, r)| r.value().map(|v| (k.as_str(), v)))
     }
 
     pub fn fields(&self) -> &BTreeMap<String, Register> {
@@ -75,9 +69,6 @@ impl LwwFields {
 
     /// The greatest stamp among visible versions (live or removed fields).
     pub fn stamp(&self) -> Option<&Stamp> {
-        self.fields
-            .values()
-            .filter_map(|r| r.winner().map(|v| &v.stamp))
-            .max()
+        self.fields.values().filter_map(|r| r.winner().map(|v| &v.stamp)).max()
     }
 }

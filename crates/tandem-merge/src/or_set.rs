@@ -58,17 +58,8 @@ impl OrSet {
             let keep: BTreeSet<Dot> = mine
                 .intersection(theirs)
                 .cloned()
-                .chain(
-                    mine.iter()
-                        .filter(|(r, c)| !other.clock.contains(r, *c))
-                        .cloned(),
-                )
-                .chain(
-                    theirs
-                        .iter()
-                        .filter(|(r, c)| !self.clock.contains(r, *c))
-                        .cloned(),
-                )
+                .chain(mine.iter().filter(|(r, c)| !other.clock.contains(r, *c)).cloned())
+                .chain(theirs.iter().filter(|(r, c)| !self.clock.contains(r, *c)).cloned())
                 .collect();
             if !keep.is_empty() {
                 merged.insert(e.clone(), keep);

@@ -101,10 +101,7 @@ impl Register {
 
     fn is_antichain(&self) -> bool {
         self.versions.iter().enumerate().all(|(i, a)| {
-            self.versions
-                .iter()
-                .skip(i + 1)
-                .all(|b| a.vv.compare(&b.vv) == Causality::Concurrent)
+            self.versions.iter().skip(i + 1).all(|b| a.vv.compare(&b.vv) == Causality::Concurrent)
         })
     }
 }

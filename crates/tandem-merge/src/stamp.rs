@@ -13,10 +13,7 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn new(hlc: Hlc, origin: &str) -> Self {
-        Stamp {
-            hlc,
-            origin: origin.to_owned(),
-        }
+        Stamp { hlc, origin: origin.to_owned() }
     }
 
     /// Keep the larger of two stamps (a join-semilattice on `(hlc, origin)`).

@@ -55,10 +55,7 @@ impl Op {
                 | (Op::Incr(_), MergeKind::GCounter | MergeKind::PnCounter)
                 | (Op::Decr(_), MergeKind::PnCounter)
                 | (Op::Add(_) | Op::Remove(_), MergeKind::OrSet)
-                | (
-                    Op::Delete,
-                    MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet
-                )
+                | (Op::Delete, MergeKind::Lww | MergeKind::LwwFields | MergeKind::OrSet)
         )
     }
 }
@@ -86,20 +83,9 @@ impl From<CounterOverflow> for MergeError {
 pub enum State {
     Lww(Lww),
     LwwFields(LwwFields),
-    GCounter {
-        counter: GCounter,
-        ops: VersionVector,
-        stamp: Stamp,
-    },
-    PnCounter {
-        counter: PnCounter,
-        ops: VersionVector,
-        stamp: Stamp,
-    },
-    OrSet {
-        set: OrSet,
-        stamp: Stamp,
-    },
+    GCounter { counter: GCounter, ops: VersionVector, stamp: Stamp },
+    PnCounter { counter: PnCounter, ops: VersionVector, stamp: Stamp },
+    OrSet { set: OrSet, stamp: Stamp },
 }
 
 impl State {
@@ -117,10 +103,7 @@ impl State {
                 ops: VersionVector::new(),
                 stamp: Stamp::default(),
             },
-            MergeKind::OrSet => State::OrSet {
-                set: OrSet::default(),
-                stamp: Stamp::default(),
-            },
+            MergeKind::OrSet => State::OrSet { set: OrSet::default(), stamp: Stamp::default() },
         }
     }
 
@@ -139,10 +122,7 @@ impl State {
     /// state is unchanged.
     pub fn apply(&mut self, op: &Op, region: &str, hlc: Hlc) -> Result<(), MergeError> {
         if !op.allowed_for(self.kind()) {
-            return Err(MergeError::WrongMergeType {
-                kind: self.kind(),
-                op: op.name(),
-            });
+            return Err(MergeError::WrongMergeType { kind: self.kind(), op: op.name() });
         }
         let here = Stamp::new(hlc, region);
         match (self, op) {
@@ -155,40 +135,19 @@ impl State {
                 f.write(changes, region, hlc)
             }
             (State::LwwFields(f), Op::Delete) => f.delete(region, hlc),
-            (
-                State::GCounter {
-                    counter,
-                    ops,
-                    stamp,
-                },
-                Op::Incr(by),
-            ) => {
+            (State::GCounter { counter, ops, stamp }, Op::Incr(by)) => {
                 nonzero(*by)?;
                 counter.increment(region, *by)?;
                 ops.increment(region);
                 stamp.join(&here);
             }
-            (
-                State::PnCounter {
-                    counter,
-                    ops,
-                    stamp,
-                },
-                Op::Incr(by),
-            ) => {
+            (State::PnCounter { counter, ops, stamp }, Op::Incr(by)) => {
                 nonzero(*by)?;
                 counter.increment(region, *by)?;
                 ops.increment(region);
                 stamp.join(&here);
             }
-            (
-                State::PnCounter {
-                    counter,
-                    ops,
-                    stamp,
-                },
-                Op::Decr(by),
-            ) => {
+            (State::PnCounter { counter, ops, stamp }, Op::Decr(by)) => {
                 nonzero(*by)?;
                 counter.decrement(region, *by)?;
                 ops.increment(region);
@@ -225,10 +184,7 @@ impl State {
     /// their values differed (counters never conflict: every increment counts).
     pub fn merge(&mut self, remote: &State) -> Result<MergeOutcome, MergeError> {
         if self.kind() != remote.kind() {
-            return Err(MergeError::KindMismatch {
-                local: self.kind(),
-                remote: remote.kind(),
-            });
+            return Err(MergeError::KindMismatch { local: self.kind(), remote: remote.kind() });
         }
         let concurrent = self.version().compare(&remote.version()) == Causality::Concurrent;
         let before = if concurrent { Some(self.clone()) } else { None };
@@ -236,16 +192,8 @@ impl State {
             (State::Lww(a), State::Lww(b)) => a.merge(b),
             (State::LwwFields(a), State::LwwFields(b)) => a.merge(b),
             (
-                State::GCounter {
-                    counter,
-                    ops,
-                    stamp,
-                },
-                State::GCounter {
-                    counter: c2,
-                    ops: o2,
-                    stamp: s2,
-                },
+                State::GCounter { counter, ops, stamp },
+                State::GCounter { counter: c2, ops: o2, stamp: s2 },
             ) => {
                 let changed = counter.merge(c2);
                 ops.join(o2);
@@ -253,29 +201,15 @@ impl State {
                 changed
             }
             (
-                State::PnCounter {
-                    counter,
-                    ops,
-                    stamp,
-                },
-                State::PnCounter {
-                    counter: c2,
-                    ops: o2,
-                    stamp: s2,
-                },
+                State::PnCounter { counter, ops, stamp },
+                State::PnCounter { counter: c2, ops: o2, stamp: s2 },
             ) => {
                 let changed = counter.merge(c2);
                 ops.join(o2);
                 stamp.join(s2);
                 changed
             }
-            (
-                State::OrSet { set, stamp },
-                State::OrSet {
-                    set: s2,
-                    stamp: st2,
-                },
-            ) => {
+            (State::OrSet { set, stamp }, State::OrSet { set: s2, stamp: st2 }) => {
                 let changed = set.merge(s2);
                 stamp.join(st2);
                 changed
@@ -322,8 +256,7 @@ impl State {
 
     /// The materialized value as JSON.
     pub fn value(&self) -> Option<serde_json::Value> {
-        self.value_json()
-            .map(|s| serde_json::from_str(&s).expect("stored JSON is valid"))
+        self.value_json().map(|s| serde_json::from_str(&s).expect("stored JSON is valid"))
     }
 
     /// Everything this record has seen, as a version vector.
@@ -385,10 +318,7 @@ fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Co
     } else {
         Winner::Merged
     };
-    let side = |s: &State, v: Option<String>| ConflictSide {
-        stamp: s.stamp(),
-        value: v,
-    };
+    let side = |s: &State, v: Option<String>| ConflictSide { stamp: s.stamp(), value: v };
     let (conflict_type, resolution, field) = match (local, remote) {
         (State::Lww(a), State::Lww(b)) => {
             let ty = if a.value().is_none() || b.value().is_none() {
@@ -396,11 +326,7 @@ fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Co
             } else {
                 ConflictType::ConcurrentWrite
             };
-            (
-                ty,
-                resolution_between(&local.stamp(), &remote.stamp()),
-                None,
-            )
+            (ty, resolution_between(&local.stamp(), &remote.stamp()), None)
         }
         (State::LwwFields(a), State::LwwFields(b)) => {
             // A field both sides wrote concurrently with different visible values.
@@ -412,11 +338,7 @@ fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Co
             });
             match clash {
                 Some((name, res)) => (ConflictType::ConcurrentFieldWrite, res, Some(name)),
-                None => (
-                    ConflictType::ConcurrentUpdate,
-                    Resolution::FieldsMerged,
-                    None,
-                ),
+                None => (ConflictType::ConcurrentUpdate, Resolution::FieldsMerged, None),
             }
         }
         (State::OrSet { .. }, State::OrSet { .. }) => {

@@ -211,10 +211,8 @@ fn concurrent_writes_fall_back_to_hlc_then_region_name() {
     let put = |v: &str| Op::Put(v.to_owned());
     let mut eu = State::new(MergeKind::Lww);
     let mut us = State::new(MergeKind::Lww);
-    eu.apply(&put("\"eu\""), "eu-west", Hlc::new(100, 0))
-        .unwrap();
-    us.apply(&put("\"us\""), "us-east", Hlc::new(200, 0))
-        .unwrap();
+    eu.apply(&put("\"eu\""), "eu-west", Hlc::new(100, 0)).unwrap();
+    us.apply(&put("\"us\""), "us-east", Hlc::new(200, 0)).unwrap();
     let outcome = eu.merge(&us).unwrap();
     let c = outcome.conflict.expect("concurrent and different");
     assert_eq!(c.conflict_type.as_str(), "concurrent_write");
@@ -249,25 +247,13 @@ fn concurrent_updates_of_different_fields_both_survive() {
         Op::Patch(BTreeMap::from([(f.to_owned(), v.map(str::to_owned))]))
     };
     let mut base = State::new(MergeKind::LwwFields);
-    base.apply(&patch("name", Some("\"Ada\"")), "eu-west", Hlc::new(1, 0))
-        .unwrap();
-    base.apply(&patch("city", Some("\"Paris\"")), "eu-west", Hlc::new(2, 0))
-        .unwrap();
+    base.apply(&patch("name", Some("\"Ada\"")), "eu-west", Hlc::new(1, 0)).unwrap();
+    base.apply(&patch("city", Some("\"Paris\"")), "eu-west", Hlc::new(2, 0)).unwrap();
     let mut eu = base.clone();
     let mut us = base.clone();
-    eu.apply(
-        &patch("name", Some("\"Ada L.\"")),
-        "eu-west",
-        Hlc::new(10, 0),
-    )
-    .unwrap();
-    us.apply(&patch("city", None), "us-east", Hlc::new(20, 0))
-        .unwrap();
-    let c = eu
-        .merge(&us)
-        .unwrap()
-        .conflict
-        .expect("concurrent and different");
+    eu.apply(&patch("name", Some("\"Ada L.\"")), "eu-west", Hlc::new(10, 0)).unwrap();
+    us.apply(&patch("city", None), "us-east", Hlc::new(20, 0)).unwrap();
+    let c = eu.merge(&us).unwrap().conflict.expect("concurrent and different");
     assert_eq!(c.conflict_type.as_str(), "concurrent_update");
     assert_eq!(c.resolution.as_str(), "fields_merged");
     assert_eq!(c.winner.as_str(), "merged");
@@ -276,10 +262,8 @@ fn concurrent_updates_of_different_fields_both_survive() {
     // The same field written concurrently: per-field LWW, reported with the field.
     let mut a = base.clone();
     let mut b = base.clone();
-    a.apply(&patch("name", Some("\"A\"")), "eu-west", Hlc::new(30, 0))
-        .unwrap();
-    b.apply(&patch("name", Some("\"B\"")), "us-east", Hlc::new(31, 0))
-        .unwrap();
+    a.apply(&patch("name", Some("\"A\"")), "eu-west", Hlc::new(30, 0)).unwrap();
+    b.apply(&patch("name", Some("\"B\"")), "us-east", Hlc::new(31, 0)).unwrap();
     let c = a.merge(&b).unwrap().conflict.unwrap();
     assert_eq!(c.conflict_type.as_str(), "concurrent_field_write");
     assert_eq!(c.field.as_deref(), Some("name"));
@@ -306,9 +290,7 @@ fn or_set_add_wins_over_a_concurrent_remove_and_keeps_no_tombstones() {
         s.apply(&add(&e), "eu-west", Hlc::new(i, 0)).unwrap();
         s.apply(&remove(&e), "eu-west", Hlc::new(i, 1)).unwrap();
     }
-    let State::OrSet { set, .. } = &s else {
-        unreachable!()
-    };
+    let State::OrSet { set, .. } = &s else { unreachable!() };
     assert_eq!(set.dot_count(), 0);
     assert_eq!(s.value(), None, "an empty set is absent");
     assert_eq!(set.version().iter().count(), 1);
@@ -340,8 +322,7 @@ fn wrong_operations_are_refused_and_change_nothing() {
     }
     let mut c = State::new(MergeKind::GCounter);
     assert!(c.apply(&Op::Incr(0), "eu-west", Hlc::new(1, 0)).is_err());
-    c.apply(&Op::Incr(i64::MAX as u64), "eu-west", Hlc::new(1, 0))
-        .unwrap();
+    c.apply(&Op::Incr(i64::MAX as u64), "eu-west", Hlc::new(1, 0)).unwrap();
     assert!(c.apply(&Op::Incr(1), "eu-west", Hlc::new(1, 0)).is_err());
     let mut other = State::new(MergeKind::PnCounter);
     assert!(c.merge(&other).is_err());
@@ -352,10 +333,7 @@ fn wrong_operations_are_refused_and_change_nothing() {
 fn states_round_trip_through_postcard() {
     let mut s = State::new(MergeKind::LwwFields);
     s.apply(
-        &Op::Patch(BTreeMap::from([(
-            "a".to_owned(),
-            Some("{\"x\":[1,2]}".to_owned()),
-        )])),
+        &Op::Patch(BTreeMap::from([("a".to_owned(), Some("{\"x\":[1,2]}".to_owned()))])),
         "eu-west",
         Hlc::new(7, 1),
     )

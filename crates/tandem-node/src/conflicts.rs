@@ -76,10 +76,7 @@ pub struct ConflictLog {
 impl ConflictLog {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0);
-        ConflictLog {
-            capacity,
-            entries: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
-        }
+        ConflictLog { capacity, entries: Mutex::new(VecDeque::with_capacity(capacity.min(4096))) }
     }
 
     pub fn push(&self, entry: ConflictEntry) {

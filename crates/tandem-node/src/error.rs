@@ -18,12 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            extra: Vec::new(),
-        }
+        ApiError { status, code, message: message.into(), extra: Vec::new() }
     }
 
     pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
@@ -36,11 +31,7 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

@@ -74,11 +74,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(region: &str) -> Metrics {
         let mut registry = Registry::with_labels(
-            [(
-                std::borrow::Cow::Borrowed("region"),
-                std::borrow::Cow::Owned(region.to_owned()),
-            )]
-            .into_iter(),
+            [(std::borrow::Cow::Borrowed("region"), std::borrow::Cow::Owned(region.to_owned()))]
+                .into_iter(),
         );
         let m = Metrics {
             writes: Family::default(),

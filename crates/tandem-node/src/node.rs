@@ -34,9 +34,7 @@ pub struct Node {
 impl Node {
     /// The entity type named in a path, or 404 `unknown_entity`.
     pub fn entity(&self, entity: &str) -> Result<&EntityConfig, ApiError> {
-        self.config
-            .entity(entity)
-            .ok_or_else(|| ApiError::unknown_entity(entity))
+        self.config.entity(entity).ok_or_else(|| ApiError::unknown_entity(entity))
     }
 
     /// Check an entity/id pair from a path.

@@ -55,10 +55,7 @@ pub async fn run(
         .region(&opts.region)
         .with_context(|| format!("region `{}` is not in the config", opts.region))?
         .clone();
-    let data_dir = opts
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| opts.config.deployment.data_dir.clone());
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| opts.config.deployment.data_dir.clone());
     let store: Arc<dyn Store> = match opts.backend {
         StoreBackend::Redb => Arc::new(
             RedbStore::open(&data_dir, &opts.region)
@@ -95,9 +92,7 @@ pub async fn run(
     });
 
     let addr = opts.listen.unwrap_or(region_cfg.listen);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let limited = LimitedListener {
         inner: listener,
@@ -107,9 +102,7 @@ pub async fn run(
     println!("tandem node {} listening on http://{local}", opts.region);
 
     let app = crate::api::router(node.clone());
-    axum::serve(limited, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(limited, app).with_graceful_shutdown(shutdown).await?;
     tracing::info!("stopped accepting requests; finishing the last commits");
     drop(node);
     tokio::task::spawn_blocking(move || writer_thread.join())
@@ -132,23 +125,12 @@ impl axum::serve::Listener for LimitedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closed");
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (
-                        LimitedStream {
-                            stream,
-                            _permit: permit,
-                        },
-                        addr,
-                    );
+                    return (LimitedStream { stream, _permit: permit }, addr);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -47,9 +47,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiErro
 /// Parse a JSON body into `T`, with a message that says what was wrong.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "request body is empty; a JSON object is expected",
-        ));
+        return Err(ApiError::bad_request("request body is empty; a JSON object is expected"));
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))

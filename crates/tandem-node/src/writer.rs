@@ -54,10 +54,7 @@ impl Writer {
     /// Queue a write and wait until it is durable (or refused).
     pub async fn write(&self, cmd: LocalWrite) -> Result<WriteAck, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = LocalWrite {
-            reply: Some(reply),
-            ..cmd
-        };
+        let cmd = LocalWrite { reply: Some(reply), ..cmd };
         match self.tx.try_send(WriteCommand::Local(cmd)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -70,8 +67,7 @@ impl Writer {
                 return Err(ApiError::unavailable("the node is shutting down"))
             }
         }
-        rx.await
-            .map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
     }
 
     /// Writes waiting for the committer.
@@ -101,10 +97,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     cfg: WriterConfig,
 ) -> (Writer, std::thread::JoinHandle<()>) {
-    assert!(
-        cfg.queue_len > 0 && cfg.batch_max > 0,
-        "writer limits must be positive"
-    );
+    assert!(cfg.queue_len > 0 && cfg.batch_max > 0, "writer limits must be positive");
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let capacity = cfg.queue_len;
     let handle = std::thread::Builder::new()
@@ -167,21 +160,15 @@ fn commit_local_batch(
                 continue;
             }
             let now_ms = clock.physical_ms();
-            let record = StoredRecord {
-                state,
-                updated_at_ms: now_ms,
-            };
+            let record = StoredRecord { state, updated_at_ms: now_ms };
             let origin = ChangeOrigin {
                 origin: cfg.region.clone(),
                 origin_seq: None,
                 committed_at_ms: now_ms,
+                logged_at_ms: now_ms,
             };
             let seq = txn.put(&w.entity, &w.id, &record, &origin)?;
-            results.push(Ok(WriteAck {
-                hlc,
-                version: record.state.version(),
-                seq,
-            }));
+            results.push(Ok(WriteAck { hlc, version: record.state.version(), seq }));
         }
         if cfg.unsafe_ack_before_commit {
             // Deliberately broken: answer now, commit later. A kill in this
@@ -196,9 +183,7 @@ fn commit_local_batch(
         }
         Ok(())
     });
-    metrics
-        .commit_duration_seconds
-        .observe(started.elapsed().as_secs_f64());
+    metrics.commit_duration_seconds.observe(started.elapsed().as_secs_f64());
     metrics.commit_batch_writes.observe(batch.len() as f64);
     match outcome {
         Ok(()) => {
@@ -207,9 +192,7 @@ fn commit_local_batch(
                 if result.is_ok() {
                     metrics
                         .writes
-                        .get_or_create(&EntityLabels {
-                            entity_type: w.entity.clone(),
-                        })
+                        .get_or_create(&EntityLabels { entity_type: w.entity.clone() })
                         .inc();
                 }
                 // The client may have gone away; the write is durable regardless.

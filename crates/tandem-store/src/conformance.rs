@@ -12,13 +12,8 @@ use crate::{ChangeOrigin, PeerCursor, Store, StoreError, StoredRecord};
 
 fn record(kind: MergeKind, op: &Op, hlc_ms: u64) -> StoredRecord {
     let mut state = State::new(kind);
-    state
-        .apply(op, "eu-west", Hlc::new(hlc_ms, 0))
-        .expect("valid op");
-    StoredRecord {
-        state,
-        updated_at_ms: hlc_ms,
-    }
+    state.apply(op, "eu-west", Hlc::new(hlc_ms, 0)).expect("valid op");
+    StoredRecord { state, updated_at_ms: hlc_ms }
 }
 
 fn local(at_ms: u64) -> ChangeOrigin {
@@ -26,6 +21,7 @@ fn local(at_ms: u64) -> ChangeOrigin {
         origin: "eu-west".into(),
         origin_seq: None,
         committed_at_ms: at_ms,
+        logged_at_ms: at_ms,
     }
 }
 
@@ -59,10 +55,7 @@ fn writes_are_read_back_and_logged(store: &dyn Store) {
     assert_eq!(store.last_seq().unwrap(), 2);
     let log = store.log_after(0, 10).unwrap();
     assert_eq!(log.len(), 2);
-    assert_eq!(
-        (log[0].seq, log[0].origin_seq, log[0].id.as_str()),
-        (1, 1, "a")
-    );
+    assert_eq!((log[0].seq, log[0].origin_seq, log[0].id.as_str()), (1, 1, "a"));
     assert_eq!(log[0].state, rec.state);
 }
 
@@ -71,13 +64,7 @@ fn failed_batches_leave_nothing(store: &dyn Store) {
     let err = store
         .write(&mut |txn| {
             txn.put("page_views", "p", &rec, &local(5))?;
-            txn.set_cursor(
-                "us-east",
-                &PeerCursor {
-                    seq: 9,
-                    origins: BTreeMap::new(),
-                },
-            )?;
+            txn.set_cursor("us-east", &PeerCursor { seq: 9, origins: BTreeMap::new() })?;
             Err(StoreError::Aborted("test".into()))
         })
         .unwrap_err();
@@ -86,9 +73,7 @@ fn failed_batches_leave_nothing(store: &dyn Store) {
     assert_eq!(store.last_seq().unwrap(), 0);
     assert_eq!(store.cursor("us-east").unwrap(), PeerCursor::default());
     // The next successful batch starts the log at 1: no hole from the failed one.
-    store
-        .write(&mut |txn| txn.put("page_views", "p", &rec, &local(5)).map(|_| ()))
-        .unwrap();
+    store.write(&mut |txn| txn.put("page_views", "p", &rec, &local(5)).map(|_| ())).unwrap();
     assert_eq!(store.log_after(0, 10).unwrap()[0].seq, 1);
 }
 
@@ -105,26 +90,15 @@ fn scans_are_ordered_bounded_and_per_entity(store: &dyn Store) {
         })
         .unwrap();
     let ids = |v: Vec<(String, StoredRecord)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(store.scan("tags", None, 100).unwrap()),
-        ["a", "b", "c", "d"]
-    );
+    assert_eq!(ids(store.scan("tags", None, 100).unwrap()), ["a", "b", "c", "d"]);
     assert_eq!(ids(store.scan("tags", Some("b"), 100).unwrap()), ["c", "d"]);
     assert_eq!(ids(store.scan("tags", Some("a"), 2).unwrap()), ["b", "c"]);
-    assert_eq!(
-        ids(store.scan("tags", Some("bb"), 100).unwrap()),
-        ["c", "d"]
-    );
+    assert_eq!(ids(store.scan("tags", Some("bb"), 100).unwrap()), ["c", "d"]);
     assert!(store.scan("tags", Some("d"), 100).unwrap().is_empty());
     assert!(store.scan("nothing", None, 100).unwrap().is_empty());
     let mut all = Vec::new();
-    store
-        .for_each(&mut |e, id, _| all.push(format!("{e}/{id}")))
-        .unwrap();
-    assert_eq!(
-        all,
-        ["tag/z", "tags/a", "tags/b", "tags/c", "tags/d", "tagz/a"]
-    );
+    store.for_each(&mut |e, id, _| all.push(format!("{e}/{id}"))).unwrap();
+    assert_eq!(all, ["tag/z", "tags/a", "tags/b", "tags/c", "tags/d", "tagz/a"]);
 }
 
 fn log_is_ordered_and_paged(store: &dyn Store) {
@@ -159,10 +133,8 @@ fn log_is_ordered_and_paged(store: &dyn Store) {
 
 fn cursors_persist_with_the_batch(store: &dyn Store) {
     assert_eq!(store.cursor("eu-central").unwrap(), PeerCursor::default());
-    let cursor = PeerCursor {
-        seq: 42,
-        origins: BTreeMap::from([("eu-central".to_string(), 40u64)]),
-    };
+    let cursor =
+        PeerCursor { seq: 42, origins: BTreeMap::from([("eu-central".to_string(), 40u64)]) };
     store
         .write(&mut |txn| {
             txn.set_cursor("eu-central", &cursor)?;
@@ -180,13 +152,10 @@ fn remote_changes_keep_their_origin(store: &dyn Store) {
         origin: "us-east".into(),
         origin_seq: Some(77),
         committed_at_ms: 2,
+        logged_at_ms: 3,
     };
-    store
-        .write(&mut |txn| txn.put("article", "r", &rec, &remote).map(|_| ()))
-        .unwrap();
+    store.write(&mut |txn| txn.put("article", "r", &rec, &remote).map(|_| ())).unwrap();
     let e = &store.log_after(0, 1).unwrap()[0];
-    assert_eq!(
-        (e.seq, e.origin.as_str(), e.origin_seq, e.committed_at_ms),
-        (1, "us-east", 77, 2)
-    );
+    assert_eq!((e.seq, e.origin.as_str(), e.origin_seq, e.committed_at_ms), (1, "us-east", 77, 2));
+    assert_eq!(e.logged_at_ms, 3);
 }

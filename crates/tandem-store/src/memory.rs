@@ -36,11 +36,7 @@ struct MemTxn<'a> {
 impl WriteTxn for MemTxn<'_> {
     fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
         let key = (entity.to_owned(), id.to_owned());
-        Ok(self
-            .records
-            .get(&key)
-            .or_else(|| self.base.records.get(&key))
-            .cloned())
+        Ok(self.records.get(&key).or_else(|| self.base.records.get(&key)).cloned())
     }
 
     fn put(
@@ -52,13 +48,13 @@ impl WriteTxn for MemTxn<'_> {
     ) -> Result<u64, StoreError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.records
-            .insert((entity.to_owned(), id.to_owned()), record.clone());
+        self.records.insert((entity.to_owned(), id.to_owned()), record.clone());
         self.log.push(LogEntry {
             seq,
             origin: origin.origin.clone(),
             origin_seq: origin.origin_seq.unwrap_or(seq),
             committed_at_ms: origin.committed_at_ms,
+            logged_at_ms: origin.logged_at_ms,
             entity: entity.to_owned(),
             id: id.to_owned(),
             state: record.state.clone(),
@@ -84,10 +80,7 @@ impl WriteTxn for MemTxn<'_> {
 impl Store for MemoryStore {
     fn get(&self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
         let inner = self.inner.lock().expect("store lock");
-        Ok(inner
-            .records
-            .get(&(entity.to_owned(), id.to_owned()))
-            .cloned())
+        Ok(inner.records.get(&(entity.to_owned(), id.to_owned())).cloned())
     }
 
     fn scan(
@@ -118,12 +111,7 @@ impl Store for MemoryStore {
 
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
         let inner = self.inner.lock().expect("store lock");
-        Ok(inner
-            .log
-            .range(after.saturating_add(1)..)
-            .take(limit)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(inner.log.range(after.saturating_add(1)..).take(limit).map(|(_, e)| e.clone()).collect())
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
@@ -150,12 +138,7 @@ impl Store for MemoryStore {
             next_seq,
         };
         f(&mut txn)?;
-        let MemTxn {
-            records,
-            log,
-            cursors,
-            ..
-        } = txn;
+        let MemTxn { records, log, cursors, .. } = txn;
         inner.records.extend(records);
         for e in log {
             inner.log.insert(e.seq, e);

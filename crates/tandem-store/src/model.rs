@@ -33,8 +33,10 @@ pub struct ChangeOrigin {
     /// Its sequence number in the origin's log; `None` for a local write (the
     /// local sequence number is used).
     pub origin_seq: Option<u64>,
-    /// Wall time (ms) of the origin's commit, for replication lag.
+    /// Wall time (ms) of the origin's commit, on the origin's clock.
     pub committed_at_ms: u64,
+    /// Wall time (ms) of this region's commit, on this region's clock.
+    pub logged_at_ms: u64,
 }
 
 /// One entry of the replication log: the state of a record after a change.
@@ -44,6 +46,10 @@ pub struct LogEntry {
     pub origin: String,
     pub origin_seq: u64,
     pub committed_at_ms: u64,
+    /// When this region wrote the entry to its log (its own clock): per-link
+    /// lag is measured on one clock, so clock skew between regions cannot
+    /// distort it.
+    pub logged_at_ms: u64,
     pub entity: String,
     pub id: String,
     pub state: State,
@@ -67,19 +73,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decode a value written by [`encode`], refusing another format version.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&tag, rest)) if tag as u64 == FORMAT_VERSION => {
-            postcard::from_bytes(rest).map_err(|e| StoreError::Decode {
-                what,
-                message: e.to_string(),
-            })
+        Some((&tag, rest)) if tag as u64 == FORMAT_VERSION => postcard::from_bytes(rest)
+            .map_err(|e| StoreError::Decode { what, message: e.to_string() }),
+        Some((&tag, _)) => {
+            Err(StoreError::IncompatibleFormat { found: tag as u64, expected: FORMAT_VERSION })
         }
-        Some((&tag, _)) => Err(StoreError::IncompatibleFormat {
-            found: tag as u64,
-            expected: FORMAT_VERSION,
-        }),
-        None => Err(StoreError::Decode {
-            what,
-            message: "empty value".into(),
-        }),
+        None => Err(StoreError::Decode { what, message: "empty value".into() }),
     }
 }

@@ -53,15 +53,11 @@ impl RedbStore {
                     meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
                 }
             }
-            let owner = meta
-                .get("region")?
-                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            let owner =
+                meta.get("region")?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
             match owner {
                 Some(r) if r != region => {
-                    return Err(StoreError::WrongRegion {
-                        found: r,
-                        expected: region.to_owned(),
-                    })
+                    return Err(StoreError::WrongRegion { found: r, expected: region.to_owned() })
                 }
                 Some(_) => {}
                 None => {
@@ -102,13 +98,13 @@ impl WriteTxn for RedbTxn<'_> {
     ) -> Result<u64, StoreError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.records
-            .insert((entity, id), encode(record).as_slice())?;
+        self.records.insert((entity, id), encode(record).as_slice())?;
         let entry = LogEntry {
             seq,
             origin: origin.origin.clone(),
             origin_seq: origin.origin_seq.unwrap_or(seq),
             committed_at_ms: origin.committed_at_ms,
+            logged_at_ms: origin.logged_at_ms,
             entity: entity.to_owned(),
             id: id.to_owned(),
             state: record.state.clone(),

@@ -27,23 +27,17 @@ fn redb_store_conforms() {
 fn redb_store_survives_reopen_and_refuses_other_regions_and_formats() {
     let dir = tempfile::tempdir().unwrap();
     let mut state = State::new(MergeKind::GCounter);
-    state
-        .apply(&Op::Incr(5), "eu-west", Hlc::new(1, 0))
-        .unwrap();
-    let rec = StoredRecord {
-        state,
-        updated_at_ms: 1,
-    };
+    state.apply(&Op::Incr(5), "eu-west", Hlc::new(1, 0)).unwrap();
+    let rec = StoredRecord { state, updated_at_ms: 1 };
     {
         let store = RedbStore::open(dir.path(), "eu-west").unwrap();
         let origin = ChangeOrigin {
             origin: "eu-west".into(),
             origin_seq: None,
             committed_at_ms: 1,
+            logged_at_ms: 1,
         };
-        store
-            .write(&mut |t| t.put("page_views", "x", &rec, &origin).map(|_| ()))
-            .unwrap();
+        store.write(&mut |t| t.put("page_views", "x", &rec, &origin).map(|_| ())).unwrap();
     }
     let store = RedbStore::open(dir.path(), "eu-west").unwrap();
     assert_eq!(store.get("page_views", "x").unwrap(), Some(rec));
@@ -52,11 +46,8 @@ fn redb_store_survives_reopen_and_refuses_other_regions_and_formats() {
 
     // Another region's directory is refused rather than silently shared.
     std::fs::create_dir_all(dir.path().join("us-east")).unwrap();
-    std::fs::copy(
-        dir.path().join("eu-west/tandem.redb"),
-        dir.path().join("us-east/tandem.redb"),
-    )
-    .unwrap();
+    std::fs::copy(dir.path().join("eu-west/tandem.redb"), dir.path().join("us-east/tandem.redb"))
+        .unwrap();
     let err = RedbStore::open(dir.path(), "us-east").err().unwrap();
     assert!(matches!(err, StoreError::WrongRegion { .. }), "{err}");
 }
@@ -67,12 +58,6 @@ fn values_of_another_format_version_are_refused() {
     assert_eq!(tandem_store::decode::<u64>("test", &bytes).unwrap(), 42);
     bytes[0] = 2;
     let err = tandem_store::decode::<u64>("test", &bytes).unwrap_err();
-    assert!(matches!(
-        err,
-        StoreError::IncompatibleFormat {
-            found: 2,
-            expected: 1
-        }
-    ));
+    assert!(matches!(err, StoreError::IncompatibleFormat { found: 2, expected: 1 }));
     assert!(tandem_store::decode::<u64>("test", &[]).is_err());
 }

@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tandem",
-    version,
-    about = "A multi-region active-active data store"
-)]
+#[command(name = "tandem", version, about = "A multi-region active-active data store")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

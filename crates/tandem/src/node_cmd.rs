@@ -34,10 +34,7 @@ pub struct NodeArgs {
 
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config_cmd::load_or_example(args.config.as_deref())?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| config.deployment.data_dir.clone());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| config.deployment.data_dir.clone());
     let admin_token = admin_token(&data_dir);
     let opts = NodeOptions {
         config,
@@ -45,17 +42,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         data_dir: Some(data_dir),
         clock_skew_ms: args.clock_skew_ms,
-        backend: if args.in_memory {
-            StoreBackend::Memory
-        } else {
-            StoreBackend::Redb
-        },
+        backend: if args.in_memory { StoreBackend::Memory } else { StoreBackend::Redb },
         admin_token,
         unsafe_ack_before_commit: args.unsafe_ack_before_commit,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(tandem_node::run(opts, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -38,10 +38,7 @@ pub fn router(node: AppState) -> Router {
                 .delete(records::delete_record),
         )
         .route("/v1/records/{entity}/{id}/ops", post(records::post_ops))
-        .route(
-            "/v1/subjects/{subject}",
-            put(subjects::put_subject).get(subjects::get_subject),
-        )
+        .route("/v1/subjects/{subject}", put(subjects::put_subject).get(subjects::get_subject))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -50,10 +47,7 @@ pub fn router(node: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            count_requests,
-        ))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), count_requests))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -66,10 +60,7 @@ async fn count_requests(State(node): State<AppState>, req: Request, next: Next) 
     let res = next.run(req).await;
     node.metrics
         .http_requests
-        .get_or_create(&RequestLabels {
-            method,
-            status: res.status().as_u16().to_string(),
-        })
+        .get_or_create(&RequestLabels { method, status: res.status().as_u16().to_string() })
         .inc();
     res
 }

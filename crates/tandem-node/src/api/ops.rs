@@ -21,15 +21,12 @@ pub async fn healthz(State(node): State<AppState>) -> Json<Value> {
 }
 
 pub async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
-    node.metrics.hlc_offset_rejections.inner().store(
-        node.clock.offset_rejections(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    node.metrics
+        .hlc_offset_rejections
+        .inner()
+        .store(node.clock.offset_rejections(), std::sync::atomic::Ordering::Relaxed);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         node.metrics.encode(),
     )
 }
@@ -111,7 +108,5 @@ pub async fn conflicts(
     if limit == 0 || limit > cap {
         return Err(ApiError::bad_request(format!("limit must be 1 to {cap}")));
     }
-    Ok(Json(
-        json!({ "conflicts": node.conflicts.newest(limit), "kept_max": cap }),
-    ))
+    Ok(Json(json!({ "conflicts": node.conflicts.newest(limit), "kept_max": cap })))
 }

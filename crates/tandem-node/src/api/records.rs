@@ -107,9 +107,7 @@ pub async fn patch_record(
     let bytes = read_body(body, node.config.node.max_body_bytes).await?;
     let patch: PatchBody = parse_json(&bytes)?;
     if patch.fields.is_empty() {
-        return Err(ApiError::bad_request(
-            "`fields` must name at least one field",
-        ));
+        return Err(ApiError::bad_request("`fields` must name at least one field"));
     }
     if patch.fields.len() > PATCH_FIELDS_MAX {
         return Err(ApiError::bad_request(format!(
@@ -201,9 +199,7 @@ pub async fn scan(
     let limit_max = node.config.node.scan_limit_max;
     let limit = q.limit.unwrap_or(SCAN_LIMIT_DEFAULT.min(limit_max));
     if limit == 0 || limit > limit_max {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {limit_max}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1 to {limit_max}")));
     }
     if let Some(after) = &q.after {
         crate::validate::check_id("after", after, node.config.node.id_len_max)?;
@@ -214,13 +210,8 @@ pub async fn scan(
         .await
         .expect("scan task")
         .map_err(|e| store_error(&e))?;
-    let next = (page.len() == limit)
-        .then(|| page.last().map(|(id, _)| id.clone()))
-        .flatten();
-    let records = page
-        .iter()
-        .filter_map(|(id, r)| RecordView::new(&entity, id, r))
-        .collect();
+    let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone())).flatten();
+    let records = page.iter().filter_map(|(id, r)| RecordView::new(&entity, id, r)).collect();
     Ok(Json(ScanResponse { records, next }))
 }
 
@@ -251,11 +242,7 @@ pub async fn write(
             reply: None,
         })
         .await?;
-    Ok(Json(WriteResponse {
-        region: node.region.clone(),
-        hlc: ack.hlc,
-        version: ack.version,
-    }))
+    Ok(Json(WriteResponse { region: node.region.clone(), hlc: ack.hlc, version: ack.version }))
 }
 
 /// JSON text in one canonical form (serde_json sorts object keys).
@@ -265,10 +252,7 @@ pub fn canonical(v: &Value) -> String {
 
 fn check_by(by: u64) -> Result<u64, ApiError> {
     if by == 0 || by > i64::MAX as u64 {
-        return Err(ApiError::bad_request(format!(
-            "`by` must be 1 to {}",
-            i64::MAX
-        )));
+        return Err(ApiError::bad_request(format!("`by` must be 1 to {}", i64::MAX)));
     }
     Ok(by)
 }
@@ -279,10 +263,7 @@ fn check_elements(elements: Vec<String>) -> Result<Vec<String>, ApiError> {
             "`elements` must hold 1 to {OP_ELEMENTS_MAX} strings"
         )));
     }
-    if elements
-        .iter()
-        .any(|e| e.is_empty() || e.len() > ELEMENT_LEN_MAX)
-    {
+    if elements.iter().any(|e| e.is_empty() || e.len() > ELEMENT_LEN_MAX) {
         return Err(ApiError::bad_request(format!(
             "each element must be 1 to {ELEMENT_LEN_MAX} bytes"
         )));

@@ -55,10 +55,7 @@ pub async fn put_subject(
     let bytes = read_body(body, node.config.node.max_body_bytes).await?;
     let req: SubjectBody = parse_json(&bytes)?;
     let Some(target_jurisdiction) = node.config.jurisdiction_of(&req.home_region) else {
-        return Err(ApiError::bad_request(format!(
-            "unknown region `{}`",
-            req.home_region
-        )));
+        return Err(ApiError::bad_request(format!("unknown region `{}`", req.home_region)));
     };
     let target_jurisdiction = target_jurisdiction.to_owned();
     let config = node.config.clone();
@@ -83,15 +80,7 @@ pub async fn put_subject(
     });
     let cfg = subject_entity();
     let value = canonical(&serde_json::to_value(&req).expect("encodes"));
-    write(
-        &node,
-        SUBJECT_ENTITY,
-        &subject,
-        &cfg,
-        Op::Put(value),
-        Some(precondition),
-    )
-    .await
+    write(&node, SUBJECT_ENTITY, &subject, &cfg, Op::Put(value), Some(precondition)).await
 }
 
 pub async fn get_subject(
@@ -100,20 +89,14 @@ pub async fn get_subject(
 ) -> Result<Json<SubjectView>, ApiError> {
     let Path(subject) = path?;
     check_subject(&subject, node.config.node.id_len_max)?;
-    let rec = node
-        .store
-        .get(SUBJECT_ENTITY, &subject)
-        .map_err(|e| crate::writer::store_error(&e))?;
+    let rec =
+        node.store.get(SUBJECT_ENTITY, &subject).map_err(|e| crate::writer::store_error(&e))?;
     let home = rec
         .as_ref()
         .and_then(home_region_of)
         .ok_or_else(|| ApiError::not_found(format!("no subject `{subject}`")))?;
     let jurisdiction = node.config.jurisdiction_of(&home).unwrap_or("").to_owned();
-    Ok(Json(SubjectView {
-        subject,
-        home_region: home,
-        jurisdiction,
-    }))
+    Ok(Json(SubjectView { subject, home_region: home, jurisdiction }))
 }
 
 /// The built-in entity type of the subject registry.
