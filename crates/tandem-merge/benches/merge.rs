@@ -127,9 +127,7 @@ fn tandem_counters(plan: &[Vec<CounterStep>]) -> Vec<State> {
                     CounterStep::Incr(by) => Op::Incr(by),
                     CounterStep::Decr(by) => Op::Decr(by),
                 };
-                state
-                    .apply(&op, &region, hlc_at(i))
-                    .expect("counter op applies");
+                state.apply(&op, &region, hlc_at(i)).expect("counter op applies");
             }
             state
         })
@@ -271,22 +269,16 @@ fn pn_counter_merge(c: &mut Criterion) {
         assert_eq!(crdts_total, expected, "crdts counter total");
 
         group.throughput(Throughput::Elements(replica_count as u64));
-        group.bench_with_input(
-            BenchmarkId::new("tandem", replica_count),
-            &tandem,
-            |b, states| {
-                b.iter_batched(
-                    || states.clone(),
-                    |received| tandem_merge_all(MergeKind::PnCounter, received),
-                    BatchSize::SmallInput,
-                )
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("crdts", replica_count),
-            &crdts,
-            |b, states| b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput),
-        );
+        group.bench_with_input(BenchmarkId::new("tandem", replica_count), &tandem, |b, states| {
+            b.iter_batched(
+                || states.clone(),
+                |received| tandem_merge_all(MergeKind::PnCounter, received),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_with_input(BenchmarkId::new("crdts", replica_count), &crdts, |b, states| {
+            b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput)
+        });
     }
     group.finish();
 }
@@ -308,29 +300,21 @@ fn or_set_merge(c: &mut Criterion) {
         // (With many replicas the merged union can still hold the whole pool.)
         assert!(!tandem_merged.is_empty(), "merged set is empty");
         assert!(
-            tandem
-                .iter()
-                .any(|t| tandem_elements(t).len() < ELEMENT_POOL_SIZE),
+            tandem.iter().any(|t| tandem_elements(t).len() < ELEMENT_POOL_SIZE),
             "no replica ever removed an element for good"
         );
 
         group.throughput(Throughput::Elements(replica_count as u64));
-        group.bench_with_input(
-            BenchmarkId::new("tandem", replica_count),
-            &tandem,
-            |b, states| {
-                b.iter_batched(
-                    || states.clone(),
-                    |received| tandem_merge_all(MergeKind::OrSet, received),
-                    BatchSize::SmallInput,
-                )
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("crdts", replica_count),
-            &crdts,
-            |b, states| b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput),
-        );
+        group.bench_with_input(BenchmarkId::new("tandem", replica_count), &tandem, |b, states| {
+            b.iter_batched(
+                || states.clone(),
+                |received| tandem_merge_all(MergeKind::OrSet, received),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_with_input(BenchmarkId::new("crdts", replica_count), &crdts, |b, states| {
+            b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput)
+        });
     }
     group.finish();
 }

@@ -49,26 +49,41 @@ impl OrSet {
     }
 
     pub fn merge(&mut self, other: &OrSet) -> bool {
-        let keys: BTreeSet<&String> = self.entries.keys().chain(other.entries.keys()).collect();
-        let empty = BTreeSet::new();
-        let mut merged: BTreeMap<String, BTreeSet<Dot>> = BTreeMap::new();
-        for e in keys {
-            let mine = self.entries.get(e).unwrap_or(&empty);
-            let theirs = other.entries.get(e).unwrap_or(&empty);
-            let keep: BTreeSet<Dot> = mine
-                .intersection(theirs)
-                .cloned()
-                .chain(mine.iter().filter(|(r, c)| !other.clock.contains(r, *c)).cloned())
-                .chain(theirs.iter().filter(|(r, c)| !self.clock.contains(r, *c)).cloned())
-                .collect();
-            if !keep.is_empty() {
-                merged.insert(e.clone(), keep);
+        let mut changed = false;
+        // Elements held here: keep a dot if the other side holds it too or has
+        // never seen it; take the other side's dots this side has not seen.
+        self.entries.retain(|e, mine| {
+            let theirs = other.entries.get(e);
+            let before = mine.len();
+            mine.retain(|(r, c)| {
+                theirs.is_some_and(|t| t.contains(&(r.clone(), *c))) || !other.clock.contains(r, *c)
+            });
+            changed |= mine.len() != before;
+            if let Some(theirs) = theirs {
+                for (r, c) in theirs {
+                    if !self.clock.contains(r, *c) && mine.insert((r.clone(), *c)) {
+                        changed = true;
+                    }
+                }
+            }
+            !mine.is_empty()
+        });
+        // Elements only the other side holds: take the dots not seen here.
+        for (e, theirs) in &other.entries {
+            if self.entries.contains_key(e) {
+                continue;
+            }
+            let fresh: BTreeSet<Dot> =
+                theirs.iter().filter(|(r, c)| !self.clock.contains(r, *c)).cloned().collect();
+            if !fresh.is_empty() {
+                changed = true;
+                self.entries.insert(e.clone(), fresh);
             }
         }
-        let clock = self.clock.joined(&other.clock);
-        let changed = merged != self.entries || clock != self.clock;
-        self.entries = merged;
-        self.clock = clock;
+        if !self.clock.dominates_or_equals(&other.clock) {
+            self.clock.join(&other.clock);
+            changed = true;
+        }
         changed
     }
 

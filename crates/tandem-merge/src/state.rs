@@ -186,7 +186,11 @@ impl State {
         if self.kind() != remote.kind() {
             return Err(MergeError::KindMismatch { local: self.kind(), remote: remote.kind() });
         }
-        let concurrent = self.version().compare(&remote.version()) == Causality::Concurrent;
+        // Counters never conflict, so they skip the causal comparison and the
+        // snapshot taken to describe a conflict.
+        let can_conflict = !matches!(self.kind(), MergeKind::GCounter | MergeKind::PnCounter);
+        let concurrent =
+            can_conflict && self.version().compare(&remote.version()) == Causality::Concurrent;
         let before = if concurrent { Some(self.clone()) } else { None };
         let changed = match (&mut *self, remote) {
             (State::Lww(a), State::Lww(b)) => a.merge(b),
