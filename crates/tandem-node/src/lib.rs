@@ -7,6 +7,7 @@ pub mod conflicts;
 pub mod error;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod server;
 pub mod validate;
 pub mod writer;

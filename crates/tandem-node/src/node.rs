@@ -13,6 +13,7 @@ use tandem_store::Store;
 use crate::conflicts::ConflictLog;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::replication::Replication;
 use crate::validate::check_id;
 use crate::writer::Writer;
 
@@ -24,7 +25,10 @@ pub struct Node {
     pub writer: Writer,
     pub clock: Arc<HlcClock>,
     pub metrics: Arc<Metrics>,
-    pub conflicts: ConflictLog,
+    pub conflicts: Arc<ConflictLog>,
+    pub replication: Replication,
+    /// Set once at shutdown: long-lived streams and loops end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     pub started: Instant,
     /// Bearer token for admin calls; `None` refuses every admin call.
     pub admin_token: Option<String>,

@@ -2,6 +2,7 @@
 //! listener (with a cap on concurrent connections), serve until shutdown, then
 //! let in-flight requests and the last commit batch finish before returning.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,12 +17,14 @@ use tandem_config::Config;
 use tandem_store::{MemoryStore, RedbStore, Store};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::conflicts::ConflictLog;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::writer::{self, WriterConfig};
+use crate::replication::lag::LinkState;
+use crate::replication::{direct_key, Replication, Timings};
+use crate::writer::{self, WriterConfig, WriterSinks};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreBackend {
@@ -40,6 +43,11 @@ pub struct NodeOptions {
     pub clock_skew_ms: i64,
     pub backend: StoreBackend,
     pub admin_token: Option<String>,
+    /// Shared secret for replication; `None` leaves this region unreplicated.
+    pub replication_secret: Option<String>,
+    /// Base URLs of peers, overriding their configured addresses (e.g. the
+    /// latency proxies of `tandem up`).
+    pub peer_urls: BTreeMap<String, String>,
     /// Test-only: see `WriterConfig::unsafe_ack_before_commit`.
     pub unsafe_ack_before_commit: bool,
 }
@@ -66,26 +74,57 @@ pub async fn run(
     let time = Arc::new(SystemTime::with_skew_ms(opts.clock_skew_ms));
     let clock = Arc::new(HlcClock::new(time, opts.config.node.max_clock_offset_ms));
     let metrics = Arc::new(Metrics::new(&opts.region));
+    let config = Arc::new(opts.config.clone());
+    let conflicts = Arc::new(ConflictLog::new(opts.config.node.conflicts_kept));
+    let last_seq = Arc::new(watch::channel(store.last_seq()?).0);
     let (writer, writer_thread) = writer::spawn(
         store.clone(),
         clock.clone(),
-        metrics.clone(),
+        WriterSinks {
+            metrics: metrics.clone(),
+            conflicts: conflicts.clone(),
+            last_seq: last_seq.clone(),
+        },
         WriterConfig {
             region: opts.region.clone(),
+            config: config.clone(),
             queue_len: opts.config.node.write_queue_len,
             batch_max: opts.config.node.commit_batch_max,
             unsafe_ack_before_commit: opts.unsafe_ack_before_commit,
         },
     );
+    let now_ms = clock.physical_ms();
+    let mut links = BTreeMap::new();
+    let mut peer_urls = BTreeMap::new();
+    for peer in opts.config.regions.iter().filter(|r| r.name != opts.region) {
+        let cursor = store.cursor(&direct_key(&peer.name))?.seq;
+        links.insert(peer.name.clone(), std::sync::Mutex::new(LinkState::new(now_ms, cursor)));
+        let url = opts
+            .peer_urls
+            .get(&peer.name)
+            .cloned()
+            .unwrap_or_else(|| format!("http://{}", peer.listen));
+        peer_urls.insert(peer.name.clone(), url.trim_end_matches('/').to_owned());
+    }
+    let replication = Replication {
+        isolated: watch::channel(false).0,
+        last_seq,
+        links,
+        peer_urls,
+        secret: opts.replication_secret.clone(),
+        timings: Timings::from_config(&opts.config.replication),
+    };
     let node = Arc::new(Node {
-        config: Arc::new(opts.config.clone()),
+        config,
         region: opts.region.clone(),
         jurisdiction: region_cfg.jurisdiction.clone(),
         store,
         writer,
         clock,
         metrics,
-        conflicts: ConflictLog::new(opts.config.node.conflicts_kept),
+        conflicts,
+        replication,
+        shutdown: watch::channel(false).0,
         started: Instant::now(),
         admin_token: opts.admin_token.clone(),
         data_dir,
@@ -101,9 +140,22 @@ pub async fn run(
     tracing::info!(region = %opts.region, %local, "node listening");
     println!("tandem node {} listening on http://{local}", opts.region);
 
+    let tasks = crate::replication::receiver::start(&node);
     let app = crate::api::router(node.clone());
+    let stopping = node.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // End long-lived replication streams and loops, so that graceful
+        // shutdown only waits for ordinary requests.
+        stopping.shutdown.send_replace(true);
+    };
     axum::serve(limited, app).with_graceful_shutdown(shutdown).await?;
     tracing::info!("stopped accepting requests; finishing the last commits");
+    for t in tasks {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), t).await.is_err() {
+            tracing::warn!("a replication task did not stop in time");
+        }
+    }
     drop(node);
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?

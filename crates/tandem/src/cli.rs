@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one region: its store, HTTP API and replication.
     Node(crate::node_cmd::NodeArgs),
+    /// Closed-loop HTTP write load against a node or the router.
+    Load(crate::load::LoadArgs),
     /// Print the built-in example deployment, or check a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -35,6 +37,7 @@ pub enum ConfigCommand {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Node(args) => crate::node_cmd::run(args),
+        Command::Load(args) => crate::load::command(&args),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
         Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),
     }

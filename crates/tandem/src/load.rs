@@ -186,10 +186,7 @@ impl Plan {
         let workload = Workload::parse(&args.workload)?;
         let base = parse_target(&args.target)?;
         if args.clients == 0 || args.clients > CLIENTS_MAX {
-            bail!(
-                "--clients: {} is out of range; use 1 to {CLIENTS_MAX}",
-                args.clients
-            );
+            bail!("--clients: {} is out of range; use 1 to {CLIENTS_MAX}", args.clients);
         }
         if args.duration_secs == 0 || args.duration_secs > DURATION_SECS_MAX {
             bail!(
@@ -260,9 +257,7 @@ impl Plan {
 /// `http://host:port[/]` to `http://host:port`. Only plain HTTP: tandem's
 /// data plane is HTTP, and the connector does not speak TLS.
 fn parse_target(target: &str) -> anyhow::Result<String> {
-    let uri: Uri = target
-        .parse()
-        .with_context(|| format!("--target: {target:?} is not a URL"))?;
+    let uri: Uri = target.parse().with_context(|| format!("--target: {target:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") {
         bail!("--target: {target:?} must start with http://");
     }
@@ -285,9 +280,7 @@ impl XorShift {
     fn for_task(task: usize) -> XorShift {
         // splitmix64 of the task index: well-spread seeds, never zero (a zero
         // state would make xorshift return zero forever).
-        let mut z = (task as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut z = (task as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -399,9 +392,7 @@ fn http_client(clients: usize) -> HttpClient {
     // One small request at a time per connection: Nagle would only add delay.
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(clients)
-        .build(connector)
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build(connector)
 }
 
 /// Sends one request and reads the whole answer (so the connection goes
@@ -487,6 +478,19 @@ async fn preflight(client: &HttpClient, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tandem load`: runs on its own tokio runtime (the `tandem` binary's `main`
+/// is synchronous), prints the report, and exits 0 once the run completed;
+/// bad arguments, an unreachable target or a refused first request are errors.
+pub fn command(args: &LoadArgs) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = runtime.block_on(run(args))?;
+    print(&report, args.json);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Runs the load described by `args` and reports what it measured.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let plan = std::sync::Arc::new(Plan::from_args(args)?);
@@ -498,13 +502,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let deadline = measure_from + plan.duration;
     let tasks: Vec<_> = (0..plan.clients)
         .map(|task| {
-            tokio::spawn(client_loop(
-                client.clone(),
-                plan.clone(),
-                task,
-                measure_from,
-                deadline,
-            ))
+            tokio::spawn(client_loop(client.clone(), plan.clone(), task, measure_from, deadline))
         })
         .collect();
     let mut total = Tally::new();
@@ -550,11 +548,7 @@ fn render_text(report: &LoadReport) -> String {
         report.latency_ms_p90,
         report.latency_ms_p99,
         report.latency_ms_max,
-        if statuses.is_empty() {
-            "none".to_string()
-        } else {
-            statuses.join(", ")
-        },
+        if statuses.is_empty() { "none".to_string() } else { statuses.join(", ") },
     )
 }
 
@@ -701,18 +695,9 @@ mod tests {
     #[test]
     fn bodies_follow_the_http_api() {
         let value = "x".repeat(5);
-        assert_eq!(
-            body_json(Workload::Put, 5),
-            serde_json::json!({ "value": value })
-        );
-        assert_eq!(
-            body_json(Workload::Incr, 5),
-            serde_json::json!({ "op": "incr", "by": 1 })
-        );
-        assert_eq!(
-            body_json(Workload::Patch, 5),
-            serde_json::json!({ "fields": { "v": value } })
-        );
+        assert_eq!(body_json(Workload::Put, 5), serde_json::json!({ "value": value }));
+        assert_eq!(body_json(Workload::Incr, 5), serde_json::json!({ "op": "incr", "by": 1 }));
+        assert_eq!(body_json(Workload::Patch, 5), serde_json::json!({ "fields": { "v": value } }));
         assert_eq!(
             body_json(Workload::Add, 5),
             serde_json::json!({ "op": "add", "elements": [value] })
@@ -742,14 +727,8 @@ mod tests {
             let request = plan.request(42);
             assert_eq!(request.method(), method, "{workload}");
             assert_eq!(request.uri().path(), path, "{workload}");
-            assert_eq!(
-                request.uri().authority().unwrap().as_str(),
-                "127.0.0.1:7101"
-            );
-            assert_eq!(
-                request.headers()[hyper::header::CONTENT_TYPE],
-                "application/json"
-            );
+            assert_eq!(request.uri().authority().unwrap().as_str(), "127.0.0.1:7101");
+            assert_eq!(request.headers()[hyper::header::CONTENT_TYPE], "application/json");
         }
     }
 
@@ -781,11 +760,7 @@ mod tests {
         let mut tally = Tally::new();
         // 100 answers: 1 ms .. 100 ms, the last 10 of them 503s.
         for ms in 1..=100u64 {
-            let status = if ms > 90 {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
+            let status = if ms > 90 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             tally.record_answer(status, Duration::from_millis(ms));
         }
         tally.record_no_answer();
@@ -796,26 +771,10 @@ mod tests {
         assert_eq!(report.requests_failed, 11);
         assert_eq!(report.throughput_per_sec, 45.0);
         let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 1e-9;
-        assert!(
-            near(report.latency_ms_p50, 50.0),
-            "{}",
-            report.latency_ms_p50
-        );
-        assert!(
-            near(report.latency_ms_p90, 90.0),
-            "{}",
-            report.latency_ms_p90
-        );
-        assert!(
-            near(report.latency_ms_p99, 99.0),
-            "{}",
-            report.latency_ms_p99
-        );
-        assert!(
-            near(report.latency_ms_max, 100.0),
-            "{}",
-            report.latency_ms_max
-        );
+        assert!(near(report.latency_ms_p50, 50.0), "{}", report.latency_ms_p50);
+        assert!(near(report.latency_ms_p90, 90.0), "{}", report.latency_ms_p90);
+        assert!(near(report.latency_ms_p99, 99.0), "{}", report.latency_ms_p99);
+        assert!(near(report.latency_ms_max, 100.0), "{}", report.latency_ms_max);
         let want: BTreeMap<u16, u64> = [(0, 1), (200, 90), (503, 10)].into_iter().collect();
         assert_eq!(report.status_counts, want);
     }
@@ -956,9 +915,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let err = run(&args(&format!("http://127.0.0.1:{port}")))
-            .await
-            .unwrap_err();
+        let err = run(&args(&format!("http://127.0.0.1:{port}"))).await.unwrap_err();
         assert!(format!("{err:#}").contains("cannot reach"), "{err:#}");
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config_cmd;
+mod load;
 mod node_cmd;
 
 use clap::Parser;

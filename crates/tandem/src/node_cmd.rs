@@ -27,6 +27,10 @@ pub struct NodeArgs {
     /// Keep everything in memory (nothing survives a restart).
     #[arg(long)]
     pub in_memory: bool,
+    /// Reach a peer at this URL instead of its configured address
+    /// (`REGION=URL`, repeatable; `tandem up` points these at its latency proxies).
+    #[arg(long = "peer-url", value_parser = parse_peer_url)]
+    pub peer_urls: Vec<(String, String)>,
     /// TEST ONLY: acknowledge writes before they are durable.
     #[arg(long, hide = true)]
     pub unsafe_ack_before_commit: bool,
@@ -36,6 +40,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config_cmd::load_or_example(args.config.as_deref())?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| config.deployment.data_dir.clone());
     let admin_token = admin_token(&data_dir);
+    let replication_secret = replication_secret(&config, &data_dir);
     let opts = NodeOptions {
         config,
         region: args.region,
@@ -44,6 +49,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         clock_skew_ms: args.clock_skew_ms,
         backend: if args.in_memory { StoreBackend::Memory } else { StoreBackend::Redb },
         admin_token,
+        replication_secret,
+        peer_urls: args.peer_urls.into_iter().collect(),
         unsafe_ack_before_commit: args.unsafe_ack_before_commit,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -62,6 +69,34 @@ pub fn admin_token(data_dir: &std::path::Path) -> Option<String> {
         .ok()
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty())
+}
+
+/// The replication secret: `[replication] secret`, else
+/// `TANDEM_REPLICATION_SECRET`, else `<data_dir>/replication.secret`.
+pub fn replication_secret(
+    config: &tandem_config::Config,
+    data_dir: &std::path::Path,
+) -> Option<String> {
+    if let Some(s) = &config.replication.secret {
+        return Some(s.clone());
+    }
+    if let Ok(s) = std::env::var("TANDEM_REPLICATION_SECRET") {
+        if !s.trim().is_empty() {
+            return Some(s.trim().to_owned());
+        }
+    }
+    std::fs::read_to_string(data_dir.join("replication.secret"))
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+fn parse_peer_url(s: &str) -> Result<(String, String), String> {
+    let (region, url) = s.split_once('=').ok_or("expected REGION=URL")?;
+    if !url.starts_with("http://") {
+        return Err(format!("peer URL `{url}` must start with http://"));
+    }
+    Ok((region.to_owned(), url.to_owned()))
 }
 
 /// Resolves on SIGTERM or ctrl-c.

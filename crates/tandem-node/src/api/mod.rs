@@ -3,9 +3,10 @@
 //! limits every request passes through (body size, time-out, connection cap in
 //! `server`). Unknown paths and methods answer in the same JSON error format.
 
+mod admin;
 mod ops;
-mod records;
-mod subjects;
+pub mod records;
+pub mod subjects;
 
 use std::sync::Arc;
 
@@ -39,6 +40,10 @@ pub fn router(node: AppState) -> Router {
         )
         .route("/v1/records/{entity}/{id}/ops", post(records::post_ops))
         .route("/v1/subjects/{subject}", put(subjects::put_subject).get(subjects::get_subject))
+        .route("/v1/admin/isolate", post(admin::isolate))
+        .route("/v1/admin/rejoin", post(admin::rejoin))
+        .route("/v1/replication/stream", get(crate::replication::sender::stream))
+        .route("/v1/replication/forward", post(crate::replication::sender::forward))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

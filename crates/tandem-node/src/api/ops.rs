@@ -43,8 +43,53 @@ pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiErro
             "queue_depth": node.writer.queue_depth(),
             "queue_capacity": node.writer.capacity(),
         },
-        "peers": [],
+        "isolated": node.replication.is_isolated(),
+        "peers": peers_status(&node),
     })))
+}
+
+fn peers_status(node: &AppState) -> Vec<Value> {
+    let now = node.now_ms();
+    let timeout_ms = node.replication.timings.link_timeout.as_millis() as u64;
+    node.replication
+        .links
+        .iter()
+        .map(|(peer, link)| {
+            let link = link.lock().expect("link lock");
+            let lag: serde_json::Map<String, Value> = node
+                .config
+                .data_classes
+                .iter()
+                .map(|(class, dc)| {
+                    let lag = link.lag_seconds(class, now, timeout_ms);
+                    (
+                        class.clone(),
+                        json!({
+                            "lag_seconds": lag,
+                            "max_lag_seconds": dc.max_lag.as_secs_f64(),
+                            "on_breach": dc.on_breach.as_str(),
+                            "breached": lag > dc.max_lag.as_secs_f64(),
+                        }),
+                    )
+                })
+                .collect();
+            json!({
+                "peer": peer,
+                "connected": link.healthy(now, timeout_ms),
+                "cursor": link.cursor,
+                "peer_last_seq": link.sender_last_seq,
+                "queue_depth": link.queue_depth(),
+                "rtt_ms": link.rtt_ms,
+                "applied": link.applied_total,
+                "forwarded": link.forwarded_total,
+                "lag_ms_p50": link.percentile_ms(0.5),
+                "lag_ms_p99": link.percentile_ms(0.99),
+                "lag_ms_max": link.hist_ms.max(),
+                "classes": lag,
+                "last_error": link.last_error,
+            })
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

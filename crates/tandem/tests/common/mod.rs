@@ -272,8 +272,7 @@ pub fn request(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> (u16, Value) {
-    try_request(client, base, method, path, body)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    try_request(client, base, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Send one request on `client`; a transport error (refused, reset) is `Err`.
@@ -287,9 +286,7 @@ pub fn try_request(
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
     let mut req = client.request(method, format!("{base}{path}"));
     if let Some(body) = body {
-        req = req
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
     }
     let res = req.send()?;
     let status = res.status().as_u16();
@@ -307,9 +304,8 @@ fn parse_body(bytes: &[u8]) -> Value {
 
 /// The `error.code` of an error body; panics when the body is not an API error.
 pub fn error_code(body: &Value) -> &str {
-    let code = body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a JSON API error: {body}"));
+    let code =
+        body["error"]["code"].as_str().unwrap_or_else(|| panic!("not a JSON API error: {body}"));
     assert!(
         body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
         "an API error carries a message: {body}"

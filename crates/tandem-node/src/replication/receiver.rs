@@ -1,0 +1,333 @@
+//! The pulling side of replication: per peer, a loop that holds the direct
+//! stream open and applies its batches, and a loop that asks for forwarded
+//! changes; plus the ticker that publishes lag and backlog. Each loop backs off
+//! exponentially on errors, stops while the region is isolated, and ends at
+//! shutdown.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tandem_store::LogEntry;
+
+use super::wire::{self, ForwardRequest, ForwardResponse, Frame, FrameDecoder};
+use super::{direct_key, forward_key};
+use crate::api::AppState;
+use crate::metrics::{PeerClassLabels, PeerLabels};
+use crate::writer::RemoteApply;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A pooled HTTP client for talking to peers.
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(connect_timeout));
+    conn.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(4)
+        .build(conn)
+}
+
+/// Start every replication loop of this region.
+pub fn start(node: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = http_client(node.replication.timings.connect_timeout);
+    let mut tasks = Vec::new();
+    if node.replication.secret.is_none() {
+        tracing::warn!("no replication secret configured: this region will not replicate");
+    } else {
+        for peer in node.replication.links.keys() {
+            tasks.push(tokio::spawn(direct_loop(node.clone(), peer.clone(), client.clone())));
+            tasks.push(tokio::spawn(forward_loop(node.clone(), peer.clone(), client.clone())));
+        }
+    }
+    tasks.push(tokio::spawn(metrics_loop(node.clone())));
+    tasks
+}
+
+fn shutting_down(node: &AppState) -> bool {
+    *node.shutdown.borrow()
+}
+
+/// Sleep, waking early at shutdown or when isolation changes.
+async fn pause(node: &AppState, d: Duration) {
+    let mut shutdown = node.shutdown.subscribe();
+    let mut isolated = node.replication.isolated.subscribe();
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+        _ = isolated.changed() => {}
+    }
+}
+
+async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
+    let t = node.replication.timings.clone();
+    let mut backoff = t.backoff_min;
+    while !shutting_down(&node) {
+        if node.replication.is_isolated() {
+            node.replication.link(&peer).on_down("isolated".into());
+            pause(&node, t.heartbeat).await;
+            continue;
+        }
+        match run_stream(&node, &peer, &client).await {
+            Ok(()) => backoff = t.backoff_min,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "direct stream from peer failed");
+                node.replication.link(&peer).on_down(e);
+                pause(&node, backoff).await;
+                backoff = (backoff * 2).min(t.backoff_max);
+            }
+        }
+    }
+}
+
+fn request(node: &AppState, method: &str, url: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", node.replication.secret.as_deref().unwrap_or("")),
+        )
+        .header("x-tandem-peer", node.region.as_str())
+        .body(Full::new(body))
+        .expect("valid request")
+}
+
+async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<(), String> {
+    let t = &node.replication.timings;
+    let base = &node.replication.peer_urls[peer];
+    let cursor = node.replication.link(peer).cursor;
+    let url = format!("{base}/v1/replication/stream?after={cursor}");
+    let sent = Instant::now();
+    let resp = tokio::time::timeout(
+        t.link_timeout,
+        client.request(request(node, "GET", &url, Bytes::new())),
+    )
+    .await
+    .map_err(|_| "timed out connecting".to_string())?
+    .map_err(|e| format!("connect: {e}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+    }
+    let mut body = resp.into_body();
+    let frame_max = node.config.replication.batch_bytes_max.saturating_mul(2).max(1 << 20);
+    let mut decoder = FrameDecoder::new(frame_max);
+    let mut rtt_ms = 0u64;
+    let mut persisted_at = Instant::now();
+    let idle = super::sender::idle_timeout(t.heartbeat);
+    let mut isolated = node.replication.isolated.subscribe();
+    let mut shutdown = node.shutdown.subscribe();
+    loop {
+        if shutting_down(node) || node.replication.is_isolated() {
+            return Ok(());
+        }
+        let next = tokio::select! {
+            r = tokio::time::timeout(idle, body.frame()) => r,
+            // Isolation and shutdown take effect at once, not at the next frame.
+            _ = isolated.changed() => continue,
+            _ = shutdown.changed() => continue,
+        };
+        let chunk = match next {
+            Err(_) => return Err("no frame within the link timeout".into()),
+            Ok(None) => return Err("stream ended".into()),
+            Ok(Some(Err(e))) => return Err(format!("stream: {e}")),
+            Ok(Some(Ok(f))) => f,
+        };
+        if node.replication.is_isolated() {
+            return Ok(());
+        }
+        let Some(data) = chunk.data_ref() else { continue };
+        decoder.push(data);
+        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            match frame {
+                Frame::Hello { sender, sender_last_seq, .. } => {
+                    if sender != peer {
+                        return Err(format!("expected {peer}, the stream is from {sender}"));
+                    }
+                    rtt_ms = sent.elapsed().as_millis() as u64;
+                    let mut link = node.replication.link(peer);
+                    link.rtt_ms = rtt_ms;
+                    link.connected = true;
+                    link.sender_last_seq = sender_last_seq;
+                }
+                Frame::Batch { sender_now_ms, next_seq, sender_last_seq, entries } => {
+                    let received = Instant::now();
+                    let classes = classes_of(node, &entries, sender_now_ms);
+                    let n = entries.len();
+                    let report = node
+                        .writer
+                        .apply(RemoteApply {
+                            peer: peer.to_owned(),
+                            cursor_key: direct_key(peer),
+                            entries,
+                            next_seq,
+                            reply: None,
+                        })
+                        .await
+                        .map_err(|e| format!("apply: {}", e.message))?;
+                    persisted_at = Instant::now();
+                    let apply_ms = received.elapsed().as_millis() as u64;
+                    let now = node.now_ms();
+                    let mut link = node.replication.link(peer);
+                    for (class, waited_ms) in classes {
+                        link.record_sample(&class, waited_ms + rtt_ms / 2 + apply_ms, now);
+                    }
+                    link.applied_total += n as u64;
+                    link.on_frame(now, report.cursor, sender_last_seq);
+                }
+                Frame::Heartbeat { next_seq, sender_last_seq, .. } => {
+                    let behind = node.replication.link(peer).cursor < next_seq;
+                    if behind && persisted_at.elapsed() >= Duration::from_secs(1) {
+                        // Persist cursor moves over changes that were not for us,
+                        // at most once a second.
+                        node.writer
+                            .apply(RemoteApply {
+                                peer: peer.to_owned(),
+                                cursor_key: direct_key(peer),
+                                entries: Vec::new(),
+                                next_seq,
+                                reply: None,
+                            })
+                            .await
+                            .map_err(|e| format!("apply: {}", e.message))?;
+                        persisted_at = Instant::now();
+                    }
+                    node.replication.link(peer).on_frame(node.now_ms(), next_seq, sender_last_seq);
+                }
+            }
+        }
+    }
+}
+
+/// The data class of each entry and how long it waited in the sender's log
+/// (both times on the sender's clock).
+fn classes_of(node: &AppState, entries: &[LogEntry], sender_now_ms: u64) -> Vec<(String, u64)> {
+    let mut worst: BTreeMap<String, u64> = BTreeMap::new();
+    for e in entries {
+        let Some(entity) = node.config.entity(&e.entity) else { continue };
+        let waited = sender_now_ms.saturating_sub(e.logged_at_ms);
+        let slot = worst.entry(entity.data_class.clone()).or_insert(0);
+        *slot = (*slot).max(waited);
+    }
+    worst.into_iter().collect()
+}
+
+async fn forward_loop(node: AppState, peer: String, client: HttpClient) {
+    let t = node.replication.timings.clone();
+    let mut after = node.store.cursor(&forward_key(&peer)).map(|c| c.seq).unwrap_or(0);
+    let mut backoff = t.backoff_min;
+    while !shutting_down(&node) {
+        if node.replication.is_isolated() {
+            pause(&node, t.heartbeat).await;
+            continue;
+        }
+        match forward_once(&node, &peer, &client, after).await {
+            Ok((next, more)) => {
+                after = next;
+                backoff = t.backoff_min;
+                if !more {
+                    pause(&node, t.forward_interval).await;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "forward pull from peer failed");
+                pause(&node, backoff).await;
+                backoff = (backoff * 2).min(t.backoff_max);
+            }
+        }
+    }
+}
+
+/// One forward pull. Returns the new cursor and whether more may be waiting.
+async fn forward_once(
+    node: &AppState,
+    peer: &str,
+    client: &HttpClient,
+    after: u64,
+) -> Result<(u64, bool), String> {
+    let have: BTreeMap<String, u64> = node
+        .replication
+        .links
+        .iter()
+        .map(|(p, l)| (p.clone(), l.lock().expect("link lock").cursor))
+        .collect();
+    let limit = node.config.replication.batch_max as u32;
+    let body = wire::encode_message(&ForwardRequest { after, have, limit });
+    let url = format!("{}/v1/replication/forward", node.replication.peer_urls[peer]);
+    let t = &node.replication.timings;
+    let resp = tokio::time::timeout(
+        t.link_timeout * 4,
+        client.request(request(node, "POST", &url, body.into())),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
+    .map_err(|e| format!("connect: {e}"))?;
+    let status = resp.status();
+    let max = node.config.replication.batch_bytes_max.saturating_mul(2).max(1 << 20);
+    let limited = http_body_util::Limited::new(resp.into_body(), max);
+    let bytes = limited.collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ));
+    }
+    let resp: ForwardResponse = wire::decode_message(&bytes, max).map_err(|e| e.to_string())?;
+    if node.replication.is_isolated() {
+        return Ok((after, false));
+    }
+    if resp.next_seq <= after && resp.entries.is_empty() {
+        return Ok((after, false));
+    }
+    let n = resp.entries.len();
+    let full = n >= limit as usize;
+    let report = node
+        .writer
+        .apply(RemoteApply {
+            peer: peer.to_owned(),
+            cursor_key: forward_key(peer),
+            entries: resp.entries,
+            next_seq: resp.next_seq,
+            reply: None,
+        })
+        .await
+        .map_err(|e| format!("apply: {}", e.message))?;
+    node.replication.link(peer).forwarded_total += report.changed as u64;
+    Ok((report.cursor.max(after), full))
+}
+
+/// Publish lag and backlog gauges a few times a second.
+async fn metrics_loop(node: AppState) {
+    let timeout_ms = node.replication.timings.link_timeout.as_millis() as u64;
+    while !shutting_down(&node) {
+        let now = node.now_ms();
+        for (peer, link) in &node.replication.links {
+            let link = link.lock().expect("link lock");
+            node.metrics
+                .queue_depth
+                .get_or_create(&PeerLabels { peer: peer.clone() })
+                .set(link.queue_depth() as i64);
+            for class in node.config.data_classes.keys() {
+                node.metrics
+                    .lag_seconds
+                    .get_or_create(&PeerClassLabels {
+                        peer: peer.clone(),
+                        data_class: class.clone(),
+                    })
+                    .set(link.lag_seconds(class, now, timeout_ms));
+            }
+        }
+        let mut shutdown = node.shutdown.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The serving side of replication: the direct stream of this region's own
+//! changes and the forwarding endpoint for changes received from third regions.
+//! Both authenticate the peer, refuse while the region is isolated, filter by
+//! residency, and bound what they send (entries and bytes per batch).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use tandem_store::LogEntry;
+
+use super::filter::{self, ForwardDecision};
+use super::wire::{self, ForwardRequest, ForwardResponse, Frame};
+use crate::api::AppState;
+use crate::error::ApiError;
+use crate::validate::read_body;
+
+/// Most log entries scanned for one forward request (most are skipped).
+const FORWARD_SCAN_MAX: usize = 8_192;
+
+/// Check the bearer secret and the peer's name. Returns the peer.
+pub fn authenticate(node: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(expected) = node.replication.secret.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replication_disabled",
+            "this region has no replication secret configured",
+        ));
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    if !super::secret_matches(presented, expected) {
+        return Err(ApiError::unauthorized());
+    }
+    let peer = headers
+        .get("x-tandem-peer")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("missing X-Tandem-Peer header"))?;
+    if peer == node.region || node.config.region(peer).is_none() {
+        return Err(ApiError::bad_request(format!("`{peer}` is not a peer region")));
+    }
+    if node.replication.is_isolated() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "isolated",
+            "this region is isolated and exchanges nothing with peers",
+        ));
+    }
+    Ok(peer.to_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    after: u64,
+}
+
+/// `GET /v1/replication/stream?after=SEQ`: this region's own changes, streamed.
+pub async fn stream(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let peer = authenticate(&node, &headers)?;
+    let Query(q) = query?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(produce(node, peer, q.after, tx));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-tandem-frames")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    let repl = &node.replication;
+    let mut last_seq_rx = repl.last_seq.subscribe();
+    let mut isolated_rx = repl.isolated.subscribe();
+    let mut cursor = after;
+    let hello = Frame::Hello {
+        sender: node.region.clone(),
+        sender_now_ms: node.now_ms(),
+        sender_last_seq: *last_seq_rx.borrow(),
+    };
+    if tx.send(wire::encode_frame(&hello)).await.is_err() {
+        return;
+    }
+    let batch_max = node.config.replication.batch_max;
+    let bytes_max = node.config.replication.batch_bytes_max;
+    loop {
+        if repl.is_isolated() {
+            return;
+        }
+        let last = *last_seq_rx.borrow_and_update();
+        if cursor < last {
+            let store = node.store.clone();
+            let from = cursor;
+            let entries =
+                match tokio::task::spawn_blocking(move || store.log_after(from, batch_max)).await {
+                    Ok(Ok(e)) => e,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, %peer, "reading the log for a peer failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let (selected, next_seq) = select_direct(&node, &peer, entries, cursor, bytes_max);
+            let frame = if selected.is_empty() {
+                Frame::Heartbeat { sender_now_ms: node.now_ms(), next_seq, sender_last_seq: last }
+            } else {
+                Frame::Batch {
+                    sender_now_ms: node.now_ms(),
+                    next_seq,
+                    sender_last_seq: last.max(next_seq),
+                    entries: selected,
+                }
+            };
+            cursor = next_seq;
+            if tx.send(wire::encode_frame(&frame)).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = last_seq_rx.changed() => if changed.is_err() { return },
+            _ = isolated_rx.changed() => {}
+            _ = tokio::time::sleep(repl.timings.heartbeat) => {
+                let beat = Frame::Heartbeat { sender_now_ms: node.now_ms(), next_seq: cursor, sender_last_seq: last };
+                if tx.send(wire::encode_frame(&beat)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The entries of a log page that go to `peer` on the direct stream, bounded by
+/// `bytes_max`, and the log position the selection covers.
+fn select_direct(
+    node: &AppState,
+    peer: &str,
+    entries: Vec<LogEntry>,
+    cursor: u64,
+    bytes_max: usize,
+) -> (Vec<LogEntry>, u64) {
+    let mut next_seq = cursor;
+    let mut bytes = 0usize;
+    let mut selected = Vec::new();
+    for e in entries {
+        if filter::direct(&node.config, &node.region, peer, &e) {
+            let size = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
+            if !selected.is_empty() && bytes.saturating_add(size) > bytes_max {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            next_seq = e.seq;
+            selected.push(e);
+        } else {
+            if e.origin == node.region && filter::may_hold(&node.config, peer, &e).is_err() {
+                node.metrics
+                    .residency_denials
+                    .get_or_create(&crate::metrics::ReasonLabels {
+                        reason: "replication_withheld".into(),
+                    })
+                    .inc();
+            }
+            next_seq = e.seq;
+        }
+    }
+    (selected, next_seq)
+}
+
+/// `POST /v1/replication/forward`: changes of third regions the peer lacks.
+pub async fn forward(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let peer = authenticate(&node, &headers)?;
+    let bytes = read_body(body, node.config.node.max_body_bytes).await?;
+    let req: ForwardRequest = wire::decode_message(&bytes, node.config.node.max_body_bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad forward request: {e}")))?;
+    let limit = (req.limit as usize).clamp(1, node.config.replication.batch_max);
+    let bytes_max = node.config.replication.batch_bytes_max;
+    let store = node.store.clone();
+    let after = req.after;
+    let page = tokio::task::spawn_blocking(move || store.log_after(after, FORWARD_SCAN_MAX))
+        .await
+        .expect("log read task")
+        .map_err(|e| crate::writer::store_error(&e))?;
+    let now = node.now_ms();
+    let delay_ms = node.replication.timings.forward_delay.as_millis() as u64;
+    let mut next_seq = req.after;
+    let mut entries = Vec::new();
+    let mut size_total = 0usize;
+    for e in page {
+        match filter::forward(&node.config, &node.region, &peer, &req.have, &e, now, delay_ms) {
+            ForwardDecision::Wait => break,
+            ForwardDecision::Skip => next_seq = e.seq,
+            ForwardDecision::Send => {
+                let size = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
+                if entries.len() >= limit
+                    || (!entries.is_empty() && size_total.saturating_add(size) > bytes_max)
+                {
+                    break;
+                }
+                size_total = size_total.saturating_add(size);
+                next_seq = e.seq;
+                entries.push(e);
+            }
+        }
+    }
+    let resp = ForwardResponse {
+        sender_now_ms: now,
+        next_seq,
+        sender_last_seq: *node.replication.last_seq.borrow(),
+        entries,
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tandem")], wire::encode_message(&resp))
+        .into_response())
+}
+
+/// How long a receiver waits for the stream's next frame before calling the link down.
+pub fn idle_timeout(heartbeat: Duration) -> Duration {
+    heartbeat * 6
+}
