@@ -14,6 +14,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a whole deployment on this machine: every region, the router, latency proxies.
+    Up(crate::up::UpArgs),
     /// Run one region: its store, HTTP API and replication.
     Node(crate::node_cmd::NodeArgs),
     /// Closed-loop HTTP write load against a node or the router.
@@ -36,6 +38,7 @@ pub enum ConfigCommand {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Up(args) => crate::up::run(args),
         Command::Node(args) => crate::node_cmd::run(args),
         Command::Load(args) => crate::load::command(&args),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),

@@ -5,6 +5,8 @@ mod cli;
 mod config_cmd;
 mod load;
 mod node_cmd;
+mod proxy;
+mod up;
 
 use clap::Parser;
 

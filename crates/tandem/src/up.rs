@@ -1,0 +1,490 @@
+//! `tandem up`: a whole deployment on one machine. Each region is its own OS
+//! process with its own data directory, reaching its peers through latency
+//! proxies (one per directed link); the router runs beside them. `up` prints
+//! the endpoints, serves a small control API for fault injection (cut, heal or
+//! slow a link; kill, stop or start a region), and on ctrl-c or SIGTERM stops
+//! every process it started.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tandem_config::Config;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::proxy::{self, LinkControl};
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Deployment config (TOML); the built-in example when omitted.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Keep data here instead of the config's `deployment.data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the control API (fault injection: links and processes).
+    #[arg(long, default_value = "127.0.0.1:7199")]
+    pub control: SocketAddr,
+    /// Do not start the router.
+    #[arg(long)]
+    pub no_router: bool,
+    /// Restart a region whose process exits on its own.
+    #[arg(long)]
+    pub restart_on_crash: bool,
+    /// Seconds to wait for every process to become healthy.
+    #[arg(long, default_value_t = 60)]
+    pub start_timeout_secs: u64,
+}
+
+struct Proc {
+    /// Arguments after the executable.
+    args: Vec<String>,
+    url: String,
+    child: Option<Child>,
+    /// Set when the control API stopped it on purpose.
+    stopped_on_purpose: bool,
+}
+
+struct Deployment {
+    exe: PathBuf,
+    env: Vec<(String, String)>,
+    procs: Mutex<BTreeMap<String, Proc>>,
+    /// Directed links (from, to): changes of `from` flowing to `to`.
+    links: BTreeMap<(String, String), Arc<LinkControl>>,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(up(args))
+}
+
+/// 32 random bytes from the OS, as hex.
+pub fn random_token() -> anyhow::Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(hex::encode(b))
+}
+
+/// Read a secret file, or create it (mode 0600) with a fresh random token.
+fn secret_file(path: &Path) -> anyhow::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_owned());
+        }
+    }
+    let token = random_token()?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut config = crate::config_cmd::load_or_example(args.config.as_deref())?;
+    if let Some(d) = &args.data_dir {
+        config.deployment.data_dir = d.clone();
+    }
+    let data_dir = config.deployment.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    config.deployment.data_dir = data_dir.clone();
+    // The processes read one file: the effective config, written next to the data.
+    let config_path = data_dir.join("deployment.toml");
+    std::fs::write(&config_path, toml_of(&config)?)?;
+
+    let token_path = data_dir.join("admin.token");
+    let admin_token = match std::env::var("TANDEM_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => secret_file(&token_path)?,
+    };
+    let secret = match (&config.replication.secret, std::env::var("TANDEM_REPLICATION_SECRET")) {
+        (Some(s), _) => s.clone(),
+        (None, Ok(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => secret_file(&data_dir.join("replication.secret"))?,
+    };
+
+    let mut links = BTreeMap::new();
+    let mut procs = BTreeMap::new();
+    for region in &config.regions {
+        let mut node_args = vec![
+            "node".to_string(),
+            "--config".into(),
+            config_path.display().to_string(),
+            "--region".into(),
+            region.name.clone(),
+        ];
+        for peer in config.regions.iter().filter(|p| p.name != region.name) {
+            let control = LinkControl::new(config.link_latency_ms(&region.name, &peer.name));
+            let addr = proxy::start(peer.listen, control.clone()).await?;
+            links.insert((peer.name.clone(), region.name.clone()), control);
+            node_args.push("--peer-url".into());
+            node_args.push(format!("{}=http://{addr}", peer.name));
+        }
+        procs.insert(
+            region.name.clone(),
+            Proc {
+                args: node_args,
+                url: format!("http://{}", region.listen),
+                child: None,
+                stopped_on_purpose: false,
+            },
+        );
+    }
+    if !args.no_router {
+        procs.insert(
+            "router".to_string(),
+            Proc {
+                args: vec!["router".into(), "--config".into(), config_path.display().to_string()],
+                url: format!("http://{}", config.router.listen),
+                child: None,
+                stopped_on_purpose: false,
+            },
+        );
+    }
+    let deployment = Arc::new(Deployment {
+        exe: std::env::current_exe()?,
+        env: vec![
+            ("TANDEM_ADMIN_TOKEN".into(), admin_token),
+            ("TANDEM_REPLICATION_SECRET".into(), secret),
+        ],
+        procs: Mutex::new(procs),
+        links,
+    });
+    let names: Vec<String> = deployment.procs.lock().expect("procs").keys().cloned().collect();
+    for name in &names {
+        start_proc(&deployment, name)?;
+    }
+    let client = reqwest_like_client();
+    for name in &names {
+        let url = deployment.procs.lock().expect("procs")[name].url.clone();
+        wait_healthy(&client, &url, Duration::from_secs(args.start_timeout_secs))
+            .await
+            .with_context(|| format!("{name} did not become healthy at {url}"))?;
+    }
+
+    let control = tokio::net::TcpListener::bind(args.control)
+        .await
+        .with_context(|| format!("binding the control API on {}", args.control))?;
+    let control_addr = control.local_addr()?;
+    let app = control_router(deployment.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(control, app).await;
+    });
+
+    let summary = json!({
+        "config": config_path,
+        "data_dir": data_dir,
+        "admin_token_file": if std::env::var("TANDEM_ADMIN_TOKEN").is_ok() { Value::Null } else { json!(token_path) },
+        "control": format!("http://{control_addr}"),
+        "router": (!args.no_router).then(|| format!("http://{}", config.router.listen)),
+        "regions": config.regions.iter().map(|r| (r.name.clone(), json!({
+            "url": format!("http://{}", r.listen),
+            "jurisdiction": r.jurisdiction,
+        }))).collect::<serde_json::Map<_, _>>(),
+    });
+    std::fs::write(data_dir.join("up.json"), serde_json::to_vec_pretty(&summary)?)?;
+    print_summary(&config, &summary, &args);
+
+    let shutdown = crate::node_cmd::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => supervise(&deployment, args.restart_on_crash),
+        }
+    }
+    println!("tandem up: stopping every process");
+    stop_all(&deployment).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toml_of(config: &Config) -> anyhow::Result<String> {
+    Ok(toml::to_string(config)?)
+}
+
+fn print_summary(config: &Config, summary: &Value, args: &UpArgs) {
+    println!("tandem up: deployment `{}` is running", config.deployment.name);
+    for r in &config.regions {
+        println!("  region {:<12} {:<4} http://{}", r.name, r.jurisdiction, r.listen);
+    }
+    if !args.no_router {
+        println!("  router                   http://{}", config.router.listen);
+    }
+    for l in &config.links {
+        println!("  link   {} <-> {}: {} ms one way", l.between[0], l.between[1], l.latency_ms);
+    }
+    println!("  control API              {}", summary["control"].as_str().unwrap_or(""));
+    match summary["admin_token_file"].as_str() {
+        Some(f) => println!("  admin token              {f}"),
+        None => println!("  admin token              $TANDEM_ADMIN_TOKEN"),
+    }
+    println!("  data                     {}", config.deployment.data_dir.display());
+    println!("press ctrl-c to stop");
+}
+
+fn start_proc(d: &Deployment, name: &str) -> anyhow::Result<()> {
+    let mut procs = d.procs.lock().expect("procs");
+    let p = procs.get_mut(name).with_context(|| format!("no process `{name}`"))?;
+    if p.child.is_some() {
+        return Ok(());
+    }
+    let mut cmd = Command::new(&d.exe);
+    cmd.args(&p.args)
+        .envs(d.env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    for (stream, is_err) in [
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            false,
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            true,
+        ),
+    ] {
+        let Some(stream) = stream else { continue };
+        let prefix = format!("[{name}]");
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if is_err {
+                    eprintln!("{prefix} {line}");
+                } else {
+                    println!("{prefix} {line}");
+                }
+            }
+        });
+    }
+    p.child = Some(child);
+    p.stopped_on_purpose = false;
+    Ok(())
+}
+
+fn supervise(d: &Deployment, restart: bool) {
+    let mut crashed = Vec::new();
+    {
+        let mut procs = d.procs.lock().expect("procs");
+        for (name, p) in procs.iter_mut() {
+            let Some(child) = p.child.as_mut() else { continue };
+            if let Ok(Some(status)) = child.try_wait() {
+                p.child = None;
+                if !p.stopped_on_purpose {
+                    eprintln!("tandem up: {name} exited on its own ({status})");
+                    crashed.push(name.clone());
+                }
+            }
+        }
+    }
+    if restart {
+        for name in crashed {
+            eprintln!("tandem up: restarting {name}");
+            if let Err(e) = start_proc(d, &name) {
+                eprintln!("tandem up: cannot restart {name}: {e:#}");
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// SIGTERM a process and wait for it (SIGKILL after 10 s).
+async fn stop_proc(
+    d: &Deployment,
+    name: &str,
+    sig: nix::sys::signal::Signal,
+) -> anyhow::Result<()> {
+    let child = {
+        let mut procs = d.procs.lock().expect("procs");
+        let p = procs.get_mut(name).with_context(|| format!("no process `{name}`"))?;
+        p.stopped_on_purpose = true;
+        p.child.take()
+    };
+    let Some(mut child) = child else { return Ok(()) };
+    signal(&child, sig);
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+    Ok(())
+}
+
+async fn stop_all(d: &Deployment) {
+    let names: Vec<String> = d.procs.lock().expect("procs").keys().cloned().collect();
+    // The router first, so no request is routed to a region that is stopping.
+    let (router, regions): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| n == "router");
+    for n in router {
+        let _ = stop_proc(d, &n, nix::sys::signal::Signal::SIGTERM).await;
+    }
+    let stops = regions.iter().map(|n| stop_proc(d, n, nix::sys::signal::Signal::SIGTERM));
+    futures_util::future::join_all(stops).await;
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+fn reqwest_like_client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}
+
+async fn wait_healthy(client: &HttpClient, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let uri: hyper::Uri = format!("{url}/healthz").parse()?;
+    loop {
+        if let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
+        {
+            if resp.status().is_success() {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("not healthy after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn control_router(d: Arc<Deployment>) -> Router {
+    Router::new()
+        .route("/v1/deployment", get(describe))
+        .route("/v1/links/{from}/{to}/{action}", post(link_action))
+        .route("/v1/processes/{name}/{action}", post(process_action))
+        .with_state(d)
+}
+
+async fn describe(State(d): State<Arc<Deployment>>) -> Json<Value> {
+    let procs: serde_json::Map<String, Value> = d
+        .procs
+        .lock()
+        .expect("procs")
+        .iter()
+        .map(|(n, p)| {
+            (n.clone(), json!({ "url": p.url, "running": p.child.is_some(), "pid": p.child.as_ref().and_then(|c| c.id()) }))
+        })
+        .collect();
+    let links: Vec<Value> = d
+        .links
+        .iter()
+        .map(|((from, to), c)| json!({ "from": from, "to": to, "latency_ms": c.latency_ms.load(Ordering::Relaxed), "cut": c.is_cut() }))
+        .collect();
+    Json(json!({ "processes": procs, "links": links }))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct LinkBody {
+    latency_ms: Option<u64>,
+}
+
+/// `POST /v1/links/{from}/{to}/{cut|heal|latency}`; `*` matches every region.
+async fn link_action(
+    State(d): State<Arc<Deployment>>,
+    UrlPath((from, to, action)): UrlPath<(String, String, String)>,
+    body: Option<Json<LinkBody>>,
+) -> (StatusCode, Json<Value>) {
+    let matching: Vec<&Arc<LinkControl>> = d
+        .links
+        .iter()
+        .filter(|((f, t), _)| (from == "*" || *f == from) && (to == "*" || *t == to))
+        .map(|(_, c)| c)
+        .collect();
+    if matching.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "no such link"}})),
+        );
+    }
+    for c in &matching {
+        match action.as_str() {
+            "cut" => c.cut(),
+            "heal" => c.heal(),
+            "latency" => match body.as_ref().and_then(|b| b.latency_ms) {
+                Some(ms) if ms <= 60_000 => c.latency_ms.store(ms, Ordering::Relaxed),
+                _ => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        Json(
+                            json!({"error": {"code": "bad_request", "message": "body must be {\"latency_ms\": 0..60000}"}}),
+                        ),
+                    )
+                }
+            },
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"error": {"code": "bad_request", "message": "action must be cut, heal or latency"}}),
+                    ),
+                )
+            }
+        }
+    }
+    (StatusCode::OK, Json(json!({ "links": matching.len(), "action": action })))
+}
+
+/// `POST /v1/processes/{name}/{kill|stop|start}`.
+async fn process_action(
+    State(d): State<Arc<Deployment>>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
+) -> (StatusCode, Json<Value>) {
+    if !d.procs.lock().expect("procs").contains_key(&name) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "no such process"}})),
+        );
+    }
+    let result = match action.as_str() {
+        "kill" => stop_proc(&d, &name, nix::sys::signal::Signal::SIGKILL).await,
+        "stop" => stop_proc(&d, &name, nix::sys::signal::Signal::SIGTERM).await,
+        "start" => start_proc(&d, &name),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"error": {"code": "bad_request", "message": "action must be kill, stop or start"}}),
+                ),
+            )
+        }
+    };
+    match result {
+        Ok(()) => (StatusCode::OK, Json(json!({ "process": name, "action": action }))),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"code": "internal", "message": format!("{e:#}")}})),
+        ),
+    }
+}
