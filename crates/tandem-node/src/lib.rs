@@ -8,9 +8,10 @@ pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod replication;
+pub mod residency;
 pub mod server;
 pub mod validate;
 pub mod writer;
 
 pub use error::ApiError;
-pub use server::{run, NodeOptions, StoreBackend};
+pub use server::{run, LimitedListener, NodeOptions, StoreBackend};

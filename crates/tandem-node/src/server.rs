@@ -96,7 +96,13 @@ pub async fn run(
     let now_ms = clock.physical_ms();
     let mut links = BTreeMap::new();
     let mut peer_urls = BTreeMap::new();
-    for peer in opts.config.regions.iter().filter(|r| r.name != opts.region) {
+    // Without a secret this region does not replicate: it has no links to report.
+    let peers = opts
+        .config
+        .regions
+        .iter()
+        .filter(|r| r.name != opts.region && opts.replication_secret.is_some());
+    for peer in peers {
         let cursor = store.cursor(&direct_key(&peer.name))?.seq;
         links.insert(peer.name.clone(), std::sync::Mutex::new(LinkState::new(now_ms, cursor)));
         let url = opts
@@ -133,10 +139,7 @@ pub async fn run(
     let addr = opts.listen.unwrap_or(region_cfg.listen);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let limited = LimitedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(opts.config.node.max_connections)),
-    };
+    let limited = LimitedListener::new(listener, opts.config.node.max_connections);
     tracing::info!(region = %opts.region, %local, "node listening");
     println!("tandem node {} listening on http://{local}", opts.region);
 
@@ -167,9 +170,16 @@ pub async fn run(
 /// A TCP listener that holds a semaphore permit per open connection, so at
 /// most `max_connections` are served at once; further clients wait in the
 /// kernel's accept backlog.
-struct LimitedListener {
+pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+}
+
+impl LimitedListener {
+    pub fn new(inner: TcpListener, max_connections: usize) -> Self {
+        assert!(max_connections > 0, "a connection limit must be positive");
+        LimitedListener { inner, permits: Arc::new(Semaphore::new(max_connections)) }
+    }
 }
 
 impl axum::serve::Listener for LimitedListener {
@@ -197,7 +207,7 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
-struct LimitedStream {
+pub struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
 }

@@ -305,8 +305,14 @@ fn apply_local(
         None => State::new(w.kind),
     };
     let hlc = clock.now();
+    // Removing what is not there changes nothing: answer without logging a change.
+    let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
+    let before = may_be_noop.then(|| state.clone());
     if let Err(e) = state.apply(&w.op, &cfg.region, hlc) {
         return Ok(Err(merge_error(e)));
+    }
+    if before.as_ref() == Some(&state) {
+        return Ok(Ok(WriteAck { hlc, version: state.version(), seq: 0 }));
     }
     let now_ms = clock.physical_ms();
     let record = StoredRecord { state, updated_at_ms: now_ms };

@@ -18,6 +18,8 @@ pub enum Command {
     Up(crate::up::UpArgs),
     /// Run one region: its store, HTTP API and replication.
     Node(crate::node_cmd::NodeArgs),
+    /// Run the global router: home-region routing, failover inside the jurisdiction.
+    Router(crate::router_cmd::RouterArgs),
     /// Closed-loop HTTP write load against a node or the router.
     Load(crate::load::LoadArgs),
     /// Print the built-in example deployment, or check a config file.
@@ -40,6 +42,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => crate::up::run(args),
         Command::Node(args) => crate::node_cmd::run(args),
+        Command::Router(args) => crate::router_cmd::run(args),
         Command::Load(args) => crate::load::command(&args),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
         Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),

@@ -6,6 +6,7 @@ mod config_cmd;
 mod load;
 mod node_cmd;
 mod proxy;
+mod router_cmd;
 mod up;
 
 use clap::Parser;

@@ -100,6 +100,10 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut config = crate::config_cmd::load_or_example(args.config.as_deref())?;
+    // Bind first: a busy port fails the start before any process is spawned.
+    let control = tokio::net::TcpListener::bind(args.control)
+        .await
+        .with_context(|| format!("binding the control API on {}", args.control))?;
     if let Some(d) = &args.data_dir {
         config.deployment.data_dir = d.clone();
     }
@@ -182,9 +186,6 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{name} did not become healthy at {url}"))?;
     }
 
-    let control = tokio::net::TcpListener::bind(args.control)
-        .await
-        .with_context(|| format!("binding the control API on {}", args.control))?;
     let control_addr = control.local_addr()?;
     let app = control_router(deployment.clone());
     tokio::spawn(async move {

@@ -53,10 +53,13 @@ pub fn router(node: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn_with_state(node.clone(), count_requests))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::overloaded("the request did not complete within the request timeout")
+                }))
+                .layer(tower::timeout::TimeoutLayer::new(timeout)),
+        )
         .with_state(node)
 }
 

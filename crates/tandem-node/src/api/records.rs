@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +19,8 @@ use tandem_store::StoredRecord;
 
 use super::AppState;
 use crate::error::ApiError;
+use crate::metrics::ReasonLabels;
+use crate::residency::FAILOVER_HEADER;
 use crate::validate::{parse_json, read_body};
 use crate::writer::{store_error, LocalWrite, Precondition};
 
@@ -86,6 +89,7 @@ enum OpBody {
 
 pub async fn put_record(
     State(node): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
@@ -94,11 +98,12 @@ pub async fn put_record(
     let bytes = read_body(body, node.config.node.max_body_bytes).await?;
     let put: PutBody = parse_json(&bytes)?;
     let op = Op::Put(canonical(&put.value));
-    write(&node, &entity, &id, &cfg, op, None).await
+    write(&node, &headers, &entity, &id, &cfg, op, None).await
 }
 
 pub async fn patch_record(
     State(node): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
@@ -126,11 +131,12 @@ pub async fn patch_record(
         .iter()
         .map(|(k, v)| (k.clone(), (!v.is_null()).then(|| canonical(v))))
         .collect();
-    write(&node, &entity, &id, &cfg, Op::Patch(changes), None).await
+    write(&node, &headers, &entity, &id, &cfg, Op::Patch(changes), None).await
 }
 
 pub async fn post_ops(
     State(node): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
@@ -144,16 +150,17 @@ pub async fn post_ops(
         OpBody::Add { elements } => Op::Add(check_elements(elements)?),
         OpBody::Remove { elements } => Op::Remove(check_elements(elements)?),
     };
-    write(&node, &entity, &id, &cfg, op, None).await
+    write(&node, &headers, &entity, &id, &cfg, op, None).await
 }
 
 pub async fn delete_record(
     State(node): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
     let cfg = node.target(&entity, &id)?.clone();
-    write(&node, &entity, &id, &cfg, Op::Delete, None).await
+    write(&node, &headers, &entity, &id, &cfg, Op::Delete, None).await
 }
 
 pub async fn get_record(
@@ -218,6 +225,7 @@ pub async fn scan(
 /// Queue a validated write and wait for it to be durable.
 pub async fn write(
     node: &AppState,
+    headers: &HeaderMap,
     entity: &str,
     id: &str,
     cfg: &EntityConfig,
@@ -231,6 +239,7 @@ pub async fn write(
             op.name()
         )));
     }
+    check_residency(node, headers, entity, id, cfg)?;
     let ack = node
         .writer
         .write(LocalWrite {
@@ -243,6 +252,47 @@ pub async fn write(
         })
         .await?;
     Ok(Json(WriteResponse { region: node.region.clone(), hlc: ack.hlc, version: ack.version }))
+}
+
+/// Refuse writes this region must not take (see `residency`).
+fn check_residency(
+    node: &AppState,
+    headers: &HeaderMap,
+    entity: &str,
+    id: &str,
+    cfg: &EntityConfig,
+) -> Result<(), ApiError> {
+    if !cfg.subjects {
+        return Ok(());
+    }
+    let subject = tandem_config::subject_of(id);
+    let home = match subject {
+        Some(s) => node
+            .store
+            .get(tandem_store::SUBJECT_ENTITY, s)
+            .map_err(|e| store_error(&e))?
+            .as_ref()
+            .and_then(crate::api::subjects::home_region_of),
+        None => None,
+    };
+    let failover = headers.get(FAILOVER_HEADER).and_then(|v| v.to_str().ok());
+    crate::residency::check_write(
+        &node.config,
+        &node.region,
+        entity,
+        cfg,
+        subject,
+        home.as_deref(),
+        failover,
+    )
+    .map_err(|d| {
+        node.metrics
+            .residency_denials
+            .get_or_create(&ReasonLabels { reason: d.reason.into() })
+            .inc();
+        tracing::warn!(entity, id, reason = d.reason, "write refused");
+        d.error
+    })
 }
 
 /// JSON text in one canonical form (serde_json sorts object keys).

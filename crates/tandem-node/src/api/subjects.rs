@@ -47,6 +47,7 @@ fn check_subject(subject: &str, len_max: usize) -> Result<(), ApiError> {
 
 pub async fn put_subject(
     State(node): State<AppState>,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
@@ -80,7 +81,7 @@ pub async fn put_subject(
     });
     let cfg = subject_entity();
     let value = canonical(&serde_json::to_value(&req).expect("encodes"));
-    write(&node, SUBJECT_ENTITY, &subject, &cfg, Op::Put(value), Some(precondition)).await
+    write(&node, &headers, SUBJECT_ENTITY, &subject, &cfg, Op::Put(value), Some(precondition)).await
 }
 
 pub async fn get_subject(

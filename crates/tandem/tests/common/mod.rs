@@ -135,7 +135,10 @@ impl Node {
             .arg("--data-dir")
             .arg(&data)
             .args(&self.extra_args)
+            // No admin token and no replication secret: a lone region that
+            // never talks to whatever may listen on its peers' configured ports.
             .env_remove("TANDEM_ADMIN_TOKEN")
+            .env_remove("TANDEM_REPLICATION_SECRET")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))

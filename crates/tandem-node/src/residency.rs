@@ -1,0 +1,143 @@
+//! Residency and pinning, enforced by the node whatever the router did. A pure
+//! decision over the config, the record's subject and its home region, and the
+//! failover marker of the request:
+//!
+//! - a personal record is written only in a region of its subject's
+//!   jurisdiction (403 `residency_violation`, counted);
+//! - a pinned (`home-region`) record is written only in its subject's home
+//!   region, or in another region of the same jurisdiction when the router
+//!   marked the request as a failover for that home (421 `misdirected_write`
+//!   with `home_region` otherwise);
+//! - a record with subjects needs a registered subject when it is personal or
+//!   pinned (422 `unknown_subject`).
+
+use axum::http::StatusCode;
+use tandem_config::{Config, EntityConfig, WritePolicy};
+
+use crate::error::ApiError;
+
+/// The header a router sets on a write it sends away from the subject's home.
+pub const FAILOVER_HEADER: &str = "x-tandem-failover";
+
+/// Why a write was refused; `reason` labels `residency_denials_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: &'static str,
+    pub error: ApiError,
+}
+
+/// Decide whether `region` may take this write.
+pub fn check_write(
+    config: &Config,
+    region: &str,
+    entity: &str,
+    cfg: &EntityConfig,
+    subject: Option<&str>,
+    home_region: Option<&str>,
+    failover_for: Option<&str>,
+) -> Result<(), Denial> {
+    let needs_home = cfg.personal || cfg.writes == WritePolicy::HomeRegion;
+    if !cfg.subjects || !needs_home {
+        return Ok(());
+    }
+    let subject = subject.unwrap_or("");
+    let Some(home) = home_region else {
+        return Err(Denial {
+            reason: "unknown_subject",
+            error: ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_subject",
+                format!("subject `{subject}` is not registered; PUT /v1/subjects/{subject} first"),
+            ),
+        });
+    };
+    let here = config.jurisdiction_of(region).unwrap_or("");
+    let theirs = config.jurisdiction_of(home).unwrap_or("");
+    if cfg.personal && here != theirs {
+        return Err(Denial {
+            reason: "write_outside_jurisdiction",
+            error: ApiError::new(
+                StatusCode::FORBIDDEN,
+                "residency_violation",
+                format!(
+                    "`{entity}` records of subject `{subject}` are personal data of {theirs}; region {region} is in {here}"
+                ),
+            )
+            .with("home_region", home),
+        });
+    }
+    if cfg.writes == WritePolicy::HomeRegion && home != region {
+        let valid_failover = failover_for == Some(home) && here == theirs;
+        if !valid_failover {
+            return Err(Denial {
+                reason: "misdirected_write",
+                error: ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected_write",
+                    format!(
+                        "`{entity}` writes of subject `{subject}` go to its home region {home}"
+                    ),
+                )
+                .with("home_region", home),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        region: &str,
+        entity: &str,
+        home: Option<&str>,
+        failover: Option<&str>,
+    ) -> Result<(), &'static str> {
+        let c = Config::example();
+        let cfg = c.entity(entity).unwrap().clone();
+        check_write(&c, region, entity, &cfg, Some("alice"), home, failover)
+            .map_err(|d| d.error.code)
+    }
+
+    #[test]
+    fn table() {
+        use Result::Ok as Allowed;
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, Result<(), &'a str>);
+        let cases: &[Case] = &[
+            // personal + pinned (credential)
+            ("eu-west", "credential", Some("eu-west"), None, Allowed(())),
+            ("eu-central", "credential", Some("eu-west"), None, Err("misdirected_write")),
+            ("eu-central", "credential", Some("eu-west"), Some("eu-west"), Allowed(())),
+            (
+                "eu-central",
+                "credential",
+                Some("eu-west"),
+                Some("eu-central"),
+                Err("misdirected_write"),
+            ),
+            ("us-east", "credential", Some("eu-west"), Some("eu-west"), Err("residency_violation")),
+            ("us-east", "credential", Some("eu-west"), None, Err("residency_violation")),
+            ("eu-west", "credential", None, None, Err("unknown_subject")),
+            // personal, any region (cart): any region of the jurisdiction
+            ("eu-central", "cart", Some("eu-west"), None, Allowed(())),
+            ("us-east", "cart", Some("eu-west"), None, Err("residency_violation")),
+            ("us-east", "cart", None, None, Err("unknown_subject")),
+            // pinned, not personal (settings): home or failover in the jurisdiction
+            ("eu-west", "settings", Some("eu-west"), None, Allowed(())),
+            ("us-east", "settings", Some("eu-west"), None, Err("misdirected_write")),
+            ("us-east", "settings", Some("eu-west"), Some("eu-west"), Err("misdirected_write")),
+            ("eu-central", "settings", Some("eu-west"), Some("eu-west"), Allowed(())),
+            // neither (article): anywhere
+            ("us-east", "article", None, None, Allowed(())),
+        ];
+        for (region, entity, home, failover, want) in cases {
+            assert_eq!(
+                &check(region, entity, *home, *failover),
+                want,
+                "{region} {entity} {home:?} {failover:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Router metrics of the contract: `router_requests_total{region, route,
+//! outcome}`, `router_region_up{region}`, `router_failovers_total{from, to}`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub region: String,
+    pub route: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub from: String,
+    pub to: String,
+}
+
+pub struct RouterMetrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub region_up: Family<RegionLabels, Gauge>,
+    pub failovers: Family<FailoverLabels, Counter>,
+    pub home_lookups: Family<RequestLabels, Counter>,
+}
+
+impl RouterMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let region_up = Family::<RegionLabels, Gauge>::default();
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        let home_lookups = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "router_requests",
+            "Requests routed, by region, route and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "router_region_up",
+            "1 while the router considers a region healthy",
+            region_up.clone(),
+        );
+        registry.register(
+            "router_failovers",
+            "Pinned writes sent to a region other than home",
+            failovers.clone(),
+        );
+        registry.register(
+            "router_home_lookups",
+            "Home-region lookups, by region asked, route (cache or lookup) and outcome",
+            home_lookups.clone(),
+        );
+        RouterMetrics { registry, requests, region_up, failovers, home_lookups }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("write to String");
+        out
+    }
+}
+
+impl Default for RouterMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
