@@ -3,6 +3,7 @@
 //! entry point; `tandem node` is a thin wrapper around it.
 
 pub mod api;
+pub mod audit;
 pub mod conflicts;
 pub mod error;
 pub mod metrics;

@@ -26,6 +26,7 @@ pub struct Node {
     pub clock: Arc<HlcClock>,
     pub metrics: Arc<Metrics>,
     pub conflicts: Arc<ConflictLog>,
+    pub audit: crate::audit::AuditLog,
     pub replication: Replication,
     /// Set once at shutdown: long-lived streams and loops end.
     pub shutdown: tokio::sync::watch::Sender<bool>,

@@ -120,7 +120,13 @@ pub async fn run(
         secret: opts.replication_secret.clone(),
         timings: Timings::from_config(&opts.config.replication),
     };
+    let audit = match opts.backend {
+        StoreBackend::Redb => crate::audit::AuditLog::open(&data_dir.join(&opts.region))
+            .context("opening the audit log (run `tandem audit verify` to see what is wrong)")?,
+        StoreBackend::Memory => crate::audit::AuditLog::disabled(),
+    };
     let node = Arc::new(Node {
+        audit,
         config,
         region: opts.region.clone(),
         jurisdiction: region_cfg.jurisdiction.clone(),

@@ -65,6 +65,8 @@ pub struct ApplyReport {
     pub conflicts: usize,
     /// Entries refused because this region may not hold them.
     pub refused: usize,
+    /// Their entity types (for the audit log).
+    pub refused_entities: Vec<String>,
     pub cursor: u64,
 }
 
@@ -362,6 +364,7 @@ fn apply_remote(
                 .get_or_create(&ReasonLabels { reason: "replication_inbound".into() })
                 .inc();
             tracing::error!(entity = %e.entity, peer = %a.peer, origin = %e.origin, "refused a personal record of another jurisdiction from a peer");
+            report.refused_entities.push(e.entity.clone());
             continue;
         }
         // The remote stamp advances the local clock (unless it is too far

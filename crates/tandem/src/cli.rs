@@ -20,6 +20,9 @@ pub enum Command {
     Node(crate::node_cmd::NodeArgs),
     /// Run the global router: home-region routing, failover inside the jurisdiction.
     Router(crate::router_cmd::RouterArgs),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCommand),
     /// Closed-loop HTTP write load against a node or the router.
     Load(crate::load::LoadArgs),
     /// Print the built-in example deployment, or check a config file.
@@ -43,6 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => crate::up::run(args),
         Command::Node(args) => crate::node_cmd::run(args),
         Command::Router(args) => crate::router_cmd::run(args),
+        Command::Audit(cmd) => crate::audit_cmd::run(cmd),
         Command::Load(args) => crate::load::command(&args),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
         Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),

@@ -1,6 +1,7 @@
 //! The `tandem` command: a thin layer that parses arguments, sets up logging
 //! and calls into the library crates. Each subcommand lives in its own module.
 
+mod audit_cmd;
 mod cli;
 mod config_cmd;
 mod load;

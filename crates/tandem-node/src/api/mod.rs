@@ -30,6 +30,7 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/status", get(ops::status))
         .route("/v1/digest", get(ops::digest))
         .route("/v1/conflicts", get(ops::conflicts))
+        .route("/v1/audit", get(ops::audit))
         .route("/v1/records/{entity}", get(records::scan))
         .route(
             "/v1/records/{entity}/{id}",

@@ -155,3 +155,31 @@ pub async fn conflicts(
     }
     Ok(Json(json!({ "conflicts": node.conflicts.newest(limit), "kept_max": cap })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Most audit entries in one answer.
+pub const AUDIT_PAGE_MAX: usize = 1000;
+
+pub async fn audit(
+    State(node): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > AUDIT_PAGE_MAX {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {AUDIT_PAGE_MAX}")));
+    }
+    let after = q.after.unwrap_or(0);
+    let node2 = node.clone();
+    let entries = tokio::task::spawn_blocking(move || node2.audit.read(after, limit))
+        .await
+        .expect("audit read");
+    let head = node.audit.head();
+    Ok(Json(json!({ "region": node.region, "head": head, "entries": entries })))
+}

@@ -173,6 +173,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                         .await
                         .map_err(|e| format!("apply: {}", e.message))?;
                     persisted_at = Instant::now();
+                    audit_refused(node, peer, &report);
                     let apply_ms = received.elapsed().as_millis() as u64;
                     let now = node.now_ms();
                     let mut link = node.replication.link(peer);
@@ -299,6 +300,7 @@ async fn forward_once(
         })
         .await
         .map_err(|e| format!("apply: {}", e.message))?;
+    audit_refused(node, peer, &report);
     node.replication.link(peer).forwarded_total += report.changed as u64;
     Ok((report.cursor.max(after), full))
 }
@@ -330,4 +332,23 @@ async fn metrics_loop(node: AppState) {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Record changes a peer sent that this region refused to store.
+fn audit_refused(node: &AppState, peer: &str, report: &crate::writer::ApplyReport) {
+    if report.refused_entities.is_empty() {
+        return;
+    }
+    let mut withheld = BTreeMap::new();
+    for e in &report.refused_entities {
+        *withheld.entry(e.clone()).or_insert(0u64) += 1;
+    }
+    let flow = crate::audit::Flow {
+        kind: "inbound_refused",
+        peer: peer.to_owned(),
+        peer_jurisdiction: node.config.jurisdiction_of(peer).unwrap_or("").to_owned(),
+        withheld,
+        ..Default::default()
+    };
+    node.audit.append(flow, node.now_ms());
 }

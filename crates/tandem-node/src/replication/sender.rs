@@ -3,6 +3,7 @@
 //! Both authenticate the peer, refuse while the region is isolated, filter by
 //! residency, and bound what they send (entries and bytes per batch).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tandem_store::LogEntry;
 use super::filter::{self, ForwardDecision};
 use super::wire::{self, ForwardRequest, ForwardResponse, Frame};
 use crate::api::AppState;
+use crate::audit::Flow;
 use crate::error::ApiError;
 use crate::validate::read_body;
 
@@ -116,7 +118,9 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
                     }
                     Err(_) => return,
                 };
-            let (selected, next_seq) = select_direct(&node, &peer, entries, cursor, bytes_max);
+            let (selected, next_seq, withheld) =
+                select_direct(&node, &peer, entries, cursor, bytes_max);
+            audit_flow(&node, &peer, &selected, withheld);
             let frame = if selected.is_empty() {
                 Frame::Heartbeat { sender_now_ms: node.now_ms(), next_seq, sender_last_seq: last }
             } else {
@@ -154,10 +158,11 @@ fn select_direct(
     entries: Vec<LogEntry>,
     cursor: u64,
     bytes_max: usize,
-) -> (Vec<LogEntry>, u64) {
+) -> (Vec<LogEntry>, u64, BTreeMap<String, u64>) {
     let mut next_seq = cursor;
     let mut bytes = 0usize;
     let mut selected = Vec::new();
+    let mut withheld: BTreeMap<String, u64> = BTreeMap::new();
     for e in entries {
         if filter::direct(&node.config, &node.region, peer, &e) {
             let size = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
@@ -175,11 +180,38 @@ fn select_direct(
                         reason: "replication_withheld".into(),
                     })
                     .inc();
+                *withheld.entry(e.entity.clone()).or_insert(0) += 1;
             }
             next_seq = e.seq;
         }
     }
-    (selected, next_seq)
+    (selected, next_seq, withheld)
+}
+
+/// Record a flow to `peer` in the audit log.
+fn audit_flow(node: &AppState, peer: &str, sent: &[LogEntry], withheld: BTreeMap<String, u64>) {
+    if sent.is_empty() && withheld.is_empty() {
+        return;
+    }
+    let mut records: BTreeMap<String, u64> = BTreeMap::new();
+    let mut personal = 0;
+    for e in sent {
+        *records.entry(e.entity.clone()).or_insert(0) += 1;
+        if node.config.entity(&e.entity).is_some_and(|c| c.personal) {
+            personal += 1;
+        }
+    }
+    let flow = Flow {
+        kind: if sent.is_empty() { "flow_refused" } else { "batch_served" },
+        peer: peer.to_owned(),
+        peer_jurisdiction: node.config.jurisdiction_of(peer).unwrap_or("").to_owned(),
+        records,
+        personal,
+        encrypted: false,
+        withheld,
+        detail: String::new(),
+    };
+    node.audit.append(flow, node.now_ms());
 }
 
 /// `POST /v1/replication/forward`: changes of third regions the peer lacks.
@@ -222,6 +254,7 @@ pub async fn forward(
             }
         }
     }
+    audit_flow(&node, &peer, &entries, BTreeMap::new());
     let resp = ForwardResponse {
         sender_now_ms: now,
         next_seq,

@@ -158,14 +158,6 @@ impl Deployment {
         self.regions.get(region).unwrap_or_else(|| panic!("no region `{region}`"))
     }
 
-    /// The control API of `tandem up` (`None` in direct mode).
-    pub fn control_url(&self) -> Option<&str> {
-        match &self.runner {
-            Runner::Up(up) => Some(&up.control),
-            Runner::Direct(_) => None,
-        }
-    }
-
     // ---- faults -------------------------------------------------------------
 
     /// Cut the directed link carrying `from`'s changes to `to` (`*` matches
@@ -327,8 +319,7 @@ impl Deployment {
         body: Option<&Value>,
     ) -> (u16, Value) {
         let url = format!("{}{path}", self.url(region));
-        self.call(method.clone(), &url, body, &[])
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+        self.call(method.clone(), &url, body, &[]).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
     }
 
     pub fn get(&self, region: &str, path: &str) -> (u16, Value) {
@@ -343,7 +334,12 @@ impl Deployment {
 
     /// `PUT /v1/records/{entity}/{id}` (lww); answers `{"region","hlc","version"}`.
     pub fn put_record(&self, region: &str, entity: &str, id: &str, value: Value) -> Value {
-        self.must(Method::PUT, region, &format!("/v1/records/{entity}/{id}"), &json!({"value": value}))
+        self.must(
+            Method::PUT,
+            region,
+            &format!("/v1/records/{entity}/{id}"),
+            &json!({"value": value}),
+        )
     }
 
     /// `PATCH /v1/records/{entity}/{id}` (lww-fields).
@@ -412,7 +408,12 @@ impl Deployment {
 
     /// Register a subject at its home region and wait until every region knows it.
     pub fn register_subject(&self, subject: &str, home: &str) {
-        self.must(Method::PUT, home, &format!("/v1/subjects/{subject}"), &json!({"home_region": home}));
+        self.must(
+            Method::PUT,
+            home,
+            &format!("/v1/subjects/{subject}"),
+            &json!({"home_region": home}),
+        );
         let known = || {
             ALL.iter().all(|r| {
                 let (status, body) = self.get(r, &format!("/v1/subjects/{subject}"));
@@ -429,7 +430,8 @@ impl Deployment {
     pub fn wait_converged(&self, entity: &str, regions: &[&str], timeout: Duration) -> Duration {
         let started = Instant::now();
         let equal = || {
-            let digests: Vec<(String, u64)> = regions.iter().map(|r| self.digest(r, entity)).collect();
+            let digests: Vec<(String, u64)> =
+                regions.iter().map(|r| self.digest(r, entity)).collect();
             digests.windows(2).all(|w| w[0] == w[1])
         };
         if wait_until(timeout, equal) {
@@ -500,7 +502,12 @@ impl Deployment {
             let text = std::fs::read_to_string(&p).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-            out.push_str(&format!("---- {} (last {} lines)\n{}\n", p.display(), tail.len(), tail.join("\n")));
+            out.push_str(&format!(
+                "---- {} (last {} lines)\n{}\n",
+                p.display(),
+                tail.len(),
+                tail.join("\n")
+            ));
         }
         out
     }
@@ -564,7 +571,9 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 /// (the pid could have been reused).
 fn kill_if_ours(pid: u32, config: &Path) {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return };
-    if String::from_utf8_lossy(&cmdline).contains(&*config.parent().unwrap_or(config).to_string_lossy()) {
+    if String::from_utf8_lossy(&cmdline)
+        .contains(&*config.parent().unwrap_or(config).to_string_lossy())
+    {
         let _ = send_signal(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
 }
@@ -649,7 +658,10 @@ fn deployment_config(data_dir: &Path, opts: &Options) -> tandem_config::Config {
         let link = config
             .links
             .iter_mut()
-            .find(|l| (l.between[0] == *a && l.between[1] == *b) || (l.between[0] == *b && l.between[1] == *a))
+            .find(|l| {
+                (l.between[0] == *a && l.between[1] == *b)
+                    || (l.between[0] == *b && l.between[1] == *a)
+            })
             .unwrap_or_else(|| panic!("no link between {a} and {b}"));
         link.latency_ms = *ms;
     }
@@ -699,18 +711,16 @@ fn start_up(config_path: &Path, data_dir: &Path, dir: &Path) -> UpRunner {
             orphans_of(config_path);
             panic!(
                 "tandem up did not come up ({}):\n{}",
-                exited.map_or_else(|| format!("no up.json within {START_TIMEOUT:?}"), |s| s.to_string()),
+                exited.map_or_else(
+                    || format!("no up.json within {START_TIMEOUT:?}"),
+                    |s| s.to_string()
+                ),
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         std::thread::sleep(POLL);
     };
-    UpRunner {
-        child: Mutex::new(Some(child)),
-        control,
-        log,
-        pids: Mutex::new(BTreeMap::new()),
-    }
+    UpRunner { child: Mutex::new(Some(child)), control, log, pids: Mutex::new(BTreeMap::new()) }
 }
 
 /// SIGKILL every process whose command line names this config (regions left
@@ -842,7 +852,12 @@ impl LinkProxy {
 
 fn relay(shared: &Arc<ProxyShared>, client: TcpStream, server: TcpStream) {
     let clones = (|| {
-        Some((client.try_clone().ok()?, server.try_clone().ok()?, client.try_clone().ok()?, server.try_clone().ok()?))
+        Some((
+            client.try_clone().ok()?,
+            server.try_clone().ok()?,
+            client.try_clone().ok()?,
+            server.try_clone().ok()?,
+        ))
     })();
     let Some((c_reg, s_reg, c_out, s_in)) = clones else { return };
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
