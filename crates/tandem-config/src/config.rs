@@ -36,6 +36,26 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// Declared legal bases for moving personal data from one jurisdiction to
+    /// another. Without one, personal data never leaves its jurisdiction; with
+    /// one, it crosses only encrypted with a key the source jurisdiction holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<TransferConfig>,
+}
+
+/// `[[transfers]]`: a legal basis for a jurisdiction pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferConfig {
+    /// The jurisdiction the personal data belongs to, e.g. `EU`.
+    pub from: String,
+    /// Where it may be stored as ciphertext, e.g. `US`.
+    pub to: String,
+    /// The documented basis, e.g. a standard contractual clauses reference.
+    pub legal_basis: String,
+    /// Environment variable holding the 32-byte key as 64 hex digits. Only
+    /// regions of `from` need it; regions of `to` never see it.
+    pub key_env: String,
 }
 
 /// `[deployment]`
@@ -384,6 +404,11 @@ impl Config {
     }
 
     /// The lag budget of an entity type.
+    /// The declared transfer basis from one jurisdiction to another, if any.
+    pub fn transfer(&self, from: &str, to: &str) -> Option<&TransferConfig> {
+        self.transfers.iter().find(|t| t.from == from && t.to == to)
+    }
+
     pub fn data_class_of(&self, entity: &str) -> Option<&DataClass> {
         self.entity(entity).and_then(|entity| self.data_classes.get(&entity.data_class))
     }

@@ -11,7 +11,8 @@ mod validate;
 
 pub use config::{
     reference_lag_budgets, Config, ConflictPolicy, DataClass, DeploymentConfig, EntityConfig,
-    LinkConfig, NodeConfig, OnBreach, RegionConfig, ReplicationConfig, RouterConfig, WritePolicy,
+    LinkConfig, NodeConfig, OnBreach, RegionConfig, ReplicationConfig, RouterConfig,
+    TransferConfig, WritePolicy,
 };
 pub use error::ConfigError;
 pub use subject::subject_of;

@@ -605,3 +605,28 @@ fn refuses_an_empty_secret_or_deployment_name() {
     let name = edit(MINIMAL, "name = \"mini\"", "name = \"\"");
     assert_refused(&name, "deployment.name", "empty");
 }
+
+#[test]
+fn transfers_are_checked() {
+    let base = Config::example();
+    let ok = format!(
+        "{}\n[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"TANDEM_TRANSFER_KEY_EU_US\"\n",
+        EXAMPLE_TOML
+    );
+    let c = Config::from_toml_str(&ok).unwrap();
+    assert_eq!(c.transfer("EU", "US").unwrap().legal_basis, "SCC 2021/914");
+    assert!(c.transfer("US", "EU").is_none());
+    assert!(base.transfers.is_empty());
+    assert_refused(&ok.replace("to = \"US\"", "to = \"APAC\""), "transfers[0].to", "jurisdiction");
+    assert_refused(&ok.replace("to = \"US\"", "to = \"EU\""), "transfers[0].to", "another");
+    assert_refused(
+        &ok.replace("\"SCC 2021/914\"", "\"\""),
+        "transfers[0].legal_basis",
+        "legal basis",
+    );
+    assert_refused(
+        &ok.replace("key_env = \"TANDEM_TRANSFER_KEY_EU_US\"", "key_env = \"\""),
+        "transfers[0].key_env",
+        "environment",
+    );
+}

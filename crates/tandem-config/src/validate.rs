@@ -26,7 +26,48 @@ impl Config {
         self.validate_data_classes()?;
         self.validate_entities()?;
         self.validate_node()?;
-        self.validate_replication()
+        self.validate_replication()?;
+        self.validate_transfers()
+    }
+
+    fn validate_transfers(&self) -> Result<(), ConfigError> {
+        let jurisdictions: std::collections::BTreeSet<&str> =
+            self.regions.iter().map(|r| r.jurisdiction.as_str()).collect();
+        for (i, t) in self.transfers.iter().enumerate() {
+            for (field, value) in [("from", &t.from), ("to", &t.to)] {
+                if !jurisdictions.contains(value.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("transfers[{i}].{field}"),
+                        format!("no region is in jurisdiction {value:?}"),
+                    ));
+                }
+            }
+            if t.from == t.to {
+                return Err(ConfigError::invalid(
+                    format!("transfers[{i}].to"),
+                    "a transfer must go to another jurisdiction",
+                ));
+            }
+            if t.legal_basis.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("transfers[{i}].legal_basis"),
+                    "a transfer needs a documented legal basis",
+                ));
+            }
+            if t.key_env.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("transfers[{i}].key_env"),
+                    "name the environment variable that holds the key",
+                ));
+            }
+            if self.transfers[..i].iter().any(|o| o.from == t.from && o.to == t.to) {
+                return Err(ConfigError::invalid(
+                    format!("transfers[{i}]"),
+                    format!("a second transfer from {} to {}", t.from, t.to),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_deployment(&self) -> Result<(), ConfigError> {

@@ -21,6 +21,14 @@ impl Lww {
         self.register.write(Version { vv, stamp: Stamp::new(hlc, region), value });
     }
 
+    /// A register holding one version with a vector chosen by the caller (used
+    /// for opaque sealed copies, whose order is the origin's log order).
+    pub fn with_version(vv: VersionVector, stamp: Stamp, value: String) -> Lww {
+        let mut register = Register::default();
+        register.write(Version { vv, stamp, value: Some(value) });
+        Lww { register }
+    }
+
     pub fn merge(&mut self, other: &Lww) -> bool {
         self.register.merge(&other.register)
     }

@@ -119,6 +119,7 @@ pub async fn run(
         peer_urls,
         secret: opts.replication_secret.clone(),
         timings: Timings::from_config(&opts.config.replication),
+        sealer: crate::replication::seal::Sealer::from_env(&opts.config, &region_cfg.jurisdiction),
     };
     let audit = match opts.backend {
         StoreBackend::Redb => crate::audit::AuditLog::open(&data_dir.join(&opts.region))

@@ -342,7 +342,9 @@ fn apply_remote(
     let mut report = ApplyReport::default();
     let mut conflicts = Vec::new();
     for e in &a.entries {
-        let kind = if e.entity == SUBJECT_ENTITY {
+        let kind = if e.entity == SUBJECT_ENTITY
+            || e.entity == crate::replication::seal::SEALED_ENTITY
+        {
             MergeKind::Lww
         } else if let Some(c) = cfg.config.entity(&e.entity) {
             c.merge

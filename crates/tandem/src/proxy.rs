@@ -22,6 +22,8 @@ const CHUNK_BYTES_MAX: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct LinkControl {
     pub latency_ms: AtomicU64,
+    /// Every byte that crosses the link, both directions (for residency tests).
+    capture: Option<std::sync::Mutex<std::fs::File>>,
     cut: AtomicBool,
     /// Bumped on every cut, so open connections close.
     generation: watch::Sender<u64>,
@@ -29,8 +31,13 @@ pub struct LinkControl {
 
 impl LinkControl {
     pub fn new(latency_ms: u64) -> Arc<Self> {
+        Self::with_capture(latency_ms, None)
+    }
+
+    pub fn with_capture(latency_ms: u64, capture: Option<std::fs::File>) -> Arc<Self> {
         Arc::new(LinkControl {
             latency_ms: AtomicU64::new(latency_ms),
+            capture: capture.map(std::sync::Mutex::new),
             cut: AtomicBool::new(false),
             generation: watch::channel(0).0,
         })
@@ -101,6 +108,10 @@ async fn pump(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if let Some(f) = &control.capture {
+                        use std::io::Write;
+                        let _ = f.lock().expect("capture lock").write_all(&buf[..n]);
+                    }
                     let due = Instant::now()
                         + Duration::from_millis(control.latency_ms.load(Ordering::Relaxed));
                     if tx.send((due, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {

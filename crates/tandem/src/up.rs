@@ -43,6 +43,10 @@ pub struct UpArgs {
     /// Restart a region whose process exits on its own.
     #[arg(long)]
     pub restart_on_crash: bool,
+    /// Record every byte crossing each simulated link into DIR/<from>-<to>.bin
+    /// (for residency tests that search replication traffic).
+    #[arg(long)]
+    pub capture_dir: Option<PathBuf>,
     /// Seconds to wait for every process to become healthy.
     #[arg(long, default_value_t = 60)]
     pub start_timeout_secs: u64,
@@ -138,7 +142,19 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             region.name.clone(),
         ];
         for peer in config.regions.iter().filter(|p| p.name != region.name) {
-            let control = LinkControl::new(config.link_latency_ms(&region.name, &peer.name));
+            let capture = match &args.capture_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    Some(std::fs::File::create(
+                        dir.join(format!("{}-{}.bin", peer.name, region.name)),
+                    )?)
+                }
+                None => None,
+            };
+            let control = LinkControl::with_capture(
+                config.link_latency_ms(&region.name, &peer.name),
+                capture,
+            );
             let addr = proxy::start(peer.listen, control.clone()).await?;
             links.insert((peer.name.clone(), region.name.clone()), control);
             node_args.push("--peer-url".into());

@@ -24,6 +24,13 @@ pub enum Withheld {
 
 /// Whether `receiver` may hold the record of this log entry.
 pub fn may_hold(config: &Config, receiver: &str, entry: &LogEntry) -> Result<(), Withheld> {
+    if entry.entity == super::seal::SEALED_ENTITY {
+        // Sealed copies are for the other jurisdictions; the source has the data.
+        return match (config.jurisdiction_of(&entry.origin), config.jurisdiction_of(receiver)) {
+            (Some(h), Some(t)) if h != t => Ok(()),
+            _ => Err(Withheld::Residency),
+        };
+    }
     let Some(entity) = config.entity(&entry.entity) else {
         // Tandem's own entities (the subject registry) go everywhere.
         return Ok(());

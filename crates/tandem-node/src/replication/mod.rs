@@ -20,6 +20,7 @@
 pub mod filter;
 pub mod lag;
 pub mod receiver;
+pub mod seal;
 pub mod sender;
 pub mod wire;
 
@@ -80,6 +81,8 @@ pub struct Replication {
     /// Shared secret authenticating regions to each other; `None` disables replication.
     pub secret: Option<String>,
     pub timings: Timings,
+    /// Keys for sealed transfers out of this region's jurisdiction.
+    pub sealer: seal::Sealer,
 }
 
 impl Replication {

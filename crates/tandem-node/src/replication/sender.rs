@@ -172,6 +172,14 @@ fn select_direct(
             bytes = bytes.saturating_add(size);
             next_seq = e.seq;
             selected.push(e);
+        } else if let Some(sealed) = seal_for(node, peer, &e) {
+            let size = postcard::experimental::serialized_size(&sealed).unwrap_or(usize::MAX);
+            if !selected.is_empty() && bytes.saturating_add(size) > bytes_max {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            next_seq = e.seq;
+            selected.push(sealed);
         } else {
             if e.origin == node.region && filter::may_hold(&node.config, peer, &e).is_err() {
                 node.metrics
@@ -188,6 +196,17 @@ fn select_direct(
     (selected, next_seq, withheld)
 }
 
+/// A sealed copy of one of this region's own changes, when `peer` may not hold
+/// it in clear but a transfer basis to its jurisdiction is declared and keyed.
+fn seal_for(node: &AppState, peer: &str, e: &LogEntry) -> Option<LogEntry> {
+    if e.origin != node.region || filter::may_hold(&node.config, peer, e).is_ok() {
+        return None;
+    }
+    let to = node.config.jurisdiction_of(peer)?;
+    node.config.transfer(&node.jurisdiction, to)?;
+    node.replication.sealer.seal(e, to)
+}
+
 /// Record a flow to `peer` in the audit log.
 fn audit_flow(node: &AppState, peer: &str, sent: &[LogEntry], withheld: BTreeMap<String, u64>) {
     if sent.is_empty() && withheld.is_empty() {
@@ -195,9 +214,12 @@ fn audit_flow(node: &AppState, peer: &str, sent: &[LogEntry], withheld: BTreeMap
     }
     let mut records: BTreeMap<String, u64> = BTreeMap::new();
     let mut personal = 0;
+    let mut encrypted = false;
     for e in sent {
         *records.entry(e.entity.clone()).or_insert(0) += 1;
-        if node.config.entity(&e.entity).is_some_and(|c| c.personal) {
+        let sealed = e.entity == super::seal::SEALED_ENTITY;
+        encrypted |= sealed;
+        if sealed || node.config.entity(&e.entity).is_some_and(|c| c.personal) {
             personal += 1;
         }
     }
@@ -207,7 +229,7 @@ fn audit_flow(node: &AppState, peer: &str, sent: &[LogEntry], withheld: BTreeMap
         peer_jurisdiction: node.config.jurisdiction_of(peer).unwrap_or("").to_owned(),
         records,
         personal,
-        encrypted: false,
+        encrypted,
         withheld,
         detail: String::new(),
     };
