@@ -30,6 +30,7 @@ pub struct LinkControl {
 }
 
 impl LinkControl {
+    #[cfg(test)]
     pub fn new(latency_ms: u64) -> Arc<Self> {
         Self::with_capture(latency_ms, None)
     }
