@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod budget;
 pub mod conflicts;
 pub mod error;
 pub mod metrics;

@@ -27,6 +27,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub conflicts: Arc<ConflictLog>,
     pub audit: crate::audit::AuditLog,
+    /// Lag budget state per data class, updated every evaluation interval.
+    pub budgets: std::sync::Mutex<std::collections::BTreeMap<String, crate::budget::BudgetState>>,
     pub replication: Replication,
     /// Set once at shutdown: long-lived streams and loops end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -52,6 +54,38 @@ impl Node {
             )));
         }
         Ok(cfg)
+    }
+
+    /// 503 `reads_halted` when `entity` has a `halt-cross-region-reads` budget
+    /// and the record's last write came from a peer that is over that budget.
+    pub fn check_read_fresh(&self, entity: &EntityConfig, origin: &str) -> Result<(), ApiError> {
+        if origin == self.region {
+            return Ok(());
+        }
+        let Some(class) = self.config.data_classes.get(&entity.data_class) else { return Ok(()) };
+        if class.on_breach != tandem_config::OnBreach::HaltCrossRegionReads {
+            return Ok(());
+        }
+        let Some(link) = self.replication.links.get(origin) else { return Ok(()) };
+        let timeout_ms = self.replication.timings.link_timeout.as_millis() as u64;
+        let lag = link.lock().expect("link lock").lag_seconds(
+            &entity.data_class,
+            self.now_ms(),
+            timeout_ms,
+        );
+        if lag > class.max_lag.as_secs_f64() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "reads_halted",
+                format!(
+                    "`{}` reads of records from {origin} are halted here: replication from {origin} lags {lag:.1} s, over the {} s budget; read it in {origin}",
+                    entity.data_class,
+                    class.max_lag.as_secs_f64()
+                ),
+            )
+            .with("fresh_region", origin));
+        }
+        Ok(())
     }
 
     pub fn now_ms(&self) -> u64 {

@@ -128,6 +128,7 @@ pub async fn run(
     };
     let node = Arc::new(Node {
         audit,
+        budgets: Default::default(),
         config,
         region: opts.region.clone(),
         jurisdiction: region_cfg.jurisdiction.clone(),

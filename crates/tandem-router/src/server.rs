@@ -41,6 +41,8 @@ pub const CLIENT_REGION_HEADER: &str = "x-tandem-client-region";
 pub const REGION_HEADER: &str = "x-tandem-region";
 pub const ROUTE_HEADER: &str = "x-tandem-route";
 pub const FAILOVER_HEADER: &str = "x-tandem-failover";
+/// Internal: set on a relayed `reads_halted` answer, never sent to clients.
+const FRESH_REGION_HEADER: &str = "x-tandem-fresh-region";
 
 #[derive(Debug, Clone)]
 pub struct RouterOptions {
@@ -477,6 +479,36 @@ async fn forward(
             )
         }
     };
+    let resp = forward_bytes(s, &parts, bytes.clone(), region, route, failover_for).await;
+    // A region that halted reads of a lagging class names where the record is
+    // fresh: read it there instead.
+    let fresh =
+        resp.headers().get(FRESH_REGION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(fresh) = fresh {
+        let available = s.regions.iter().any(|r| {
+            r.name == fresh && r.up.load(Ordering::SeqCst) && !r.drained.load(Ordering::SeqCst)
+        });
+        if parts.method == Method::GET && available && fresh != region {
+            tracing::info!(from = region, to = %fresh, "reads halted for a lagging class: reading where the record is fresh");
+            let mut retried = forward_bytes(s, &parts, bytes, &fresh, Route::Home, None).await;
+            retried.headers_mut().remove(FRESH_REGION_HEADER);
+            return retried;
+        }
+    }
+    let mut resp = resp;
+    resp.headers_mut().remove(FRESH_REGION_HEADER);
+    resp
+}
+
+/// Send one request upstream and relay the answer.
+async fn forward_bytes(
+    s: &AppState,
+    parts: &axum::http::request::Parts,
+    bytes: Bytes,
+    region: &str,
+    route: Route,
+    failover_for: Option<&str>,
+) -> Response {
     let addr = s.config.region(region).expect("decided region exists").listen;
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut builder =
@@ -575,6 +607,14 @@ async fn forward(
     let mut out = Response::builder().status(status);
     if let Some(ct) = content_type {
         out = out.header(axum::http::header::CONTENT_TYPE, ct);
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if v["error"]["code"] == "reads_halted" {
+            if let Some(fresh) = v["error"]["fresh_region"].as_str() {
+                out = out.header(FRESH_REGION_HEADER, fresh);
+            }
+        }
     }
     with_route(out.body(Body::from(body)).expect("valid response"), region, route)
 }

@@ -543,13 +543,25 @@ fn write_to_eu_west(d: &Deployment, key: &str, stop: &AtomicBool, ledger: &Mutex
 }
 
 /// Run the eu-west writer while `fault` runs; answers its ledger.
-fn with_load(d: &Deployment, key: &str, fault: impl FnOnce()) -> Ledger {
+/// `fault` gets a function that waits for `n` more acknowledged increments,
+/// so that each fault lands mid-load however slow the machine is.
+fn with_load(d: &Deployment, key: &str, fault: impl FnOnce(&dyn Fn(u64))) -> Ledger {
     let stop = AtomicBool::new(false);
     let ledger = Mutex::new(Ledger::default());
     std::thread::scope(|s| {
         s.spawn(|| write_to_eu_west(d, key, &stop, &ledger));
         let _stop = StopOnDrop(&stop);
-        fault();
+        let more_acked = |n: u64| {
+            let target = ledger.lock().unwrap().likes_acked + n;
+            let reached =
+                wait_until(CONVERGE_TIMEOUT, || ledger.lock().unwrap().likes_acked >= target);
+            assert!(
+                reached,
+                "eu-west acknowledged fewer than {n} writes: {:?}",
+                ledger.lock().unwrap()
+            );
+        };
+        fault(&more_acked);
     });
     ledger.into_inner().unwrap()
 }
@@ -561,18 +573,17 @@ fn kill9_mid_replication_loses_nothing() {
 
     // The receiver dies mid-stream and comes back: it ends with exactly what
     // eu-west acknowledged, nothing lost, nothing applied twice.
-    let receiver = with_load(&d, "k9a", || {
-        std::thread::sleep(Duration::from_millis(700));
+    let receiver = with_load(&d, "k9a", |more_acked| {
+        more_acked(20);
         d.kill("us-east");
-        std::thread::sleep(Duration::from_millis(700));
+        more_acked(20);
         d.start_region("us-east");
-        std::thread::sleep(Duration::from_millis(500));
+        more_acked(20);
     });
     assert!(
         receiver.likes_unknown == 0 && receiver.tags_unknown.is_empty() && receiver.refused == 0,
         "eu-west failed writes while us-east was killed: {receiver:?}"
     );
-    assert!(receiver.likes_acked > 20, "too little load: {receiver:?}");
     let t = Instant::now();
     d.wait_value(&ALL, "likes", "k9a", Some(&json!(receiver.likes_acked)), CONVERGE_TIMEOUT);
     d.wait_value(&ALL, "tags", "k9a", Some(&set_of(&receiver.tags_acked)), CONVERGE_TIMEOUT);
@@ -581,14 +592,13 @@ fn kill9_mid_replication_loses_nothing() {
 
     // The writer dies mid-load and comes back: every acknowledged write is
     // everywhere; an unanswered one may or may not have landed.
-    let writer = with_load(&d, "k9b", || {
-        std::thread::sleep(Duration::from_millis(700));
+    let writer = with_load(&d, "k9b", |more_acked| {
+        more_acked(20);
         d.kill("eu-west");
         std::thread::sleep(Duration::from_millis(300));
         d.start_region("eu-west");
-        std::thread::sleep(Duration::from_millis(700));
+        more_acked(20);
     });
-    assert!(writer.likes_acked > 20, "too little load: {writer:?}");
     let t = Instant::now();
     for entity in ["likes", "tags", "article"] {
         d.wait_converged(entity, &ALL, CONVERGE_TIMEOUT);

@@ -44,6 +44,7 @@ pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiErro
             "queue_capacity": node.writer.capacity(),
         },
         "isolated": node.replication.is_isolated(),
+        "budgets": *node.budgets.lock().expect("budgets lock"),
         "peers": peers_status(&node),
     })))
 }
@@ -104,7 +105,7 @@ pub async fn digest(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
     if let Some(e) = &q.entity {
-        if e != SUBJECT_ENTITY {
+        if e != SUBJECT_ENTITY && e != crate::replication::seal::SEALED_ENTITY {
             node.entity(e)?;
         }
     }

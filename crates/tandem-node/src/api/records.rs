@@ -175,10 +175,13 @@ pub async fn get_record(
         .await
         .expect("read task")
         .map_err(|e| store_error(&e))?;
-    rec.as_ref()
+    let view = rec
+        .as_ref()
         .and_then(|r| RecordView::new(&entity, &id, r))
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no record {entity}/{id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no record {entity}/{id}")))?;
+    let cfg = node.entity(&entity)?;
+    node.check_read_fresh(cfg, &view.origin)?;
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]

@@ -310,6 +310,7 @@ async fn metrics_loop(node: AppState) {
     let timeout_ms = node.replication.timings.link_timeout.as_millis() as u64;
     while !shutting_down(&node) {
         let now = node.now_ms();
+        let mut lags: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
         for (peer, link) in &node.replication.links {
             let link = link.lock().expect("link lock");
             node.metrics
@@ -317,18 +318,32 @@ async fn metrics_loop(node: AppState) {
                 .get_or_create(&PeerLabels { peer: peer.clone() })
                 .set(link.queue_depth() as i64);
             for class in node.config.data_classes.keys() {
+                let lag = link.lag_seconds(class, now, timeout_ms);
                 node.metrics
                     .lag_seconds
                     .get_or_create(&PeerClassLabels {
                         peer: peer.clone(),
                         data_class: class.clone(),
                     })
-                    .set(link.lag_seconds(class, now, timeout_ms));
+                    .set(lag);
+                lags.entry(peer.clone()).or_default().insert(class.clone(), lag);
             }
         }
+        let previous = node.budgets.lock().expect("budgets lock").clone();
+        let (states, transitions) = crate::budget::evaluate(&node.config, &lags, &previous, now);
+        for t in &transitions {
+            crate::budget::log(t);
+        }
+        for (class, state) in &states {
+            node.metrics
+                .lag_budget_breached
+                .get_or_create(&crate::metrics::ClassLabels { data_class: class.clone() })
+                .set(state.breached as i64);
+        }
+        *node.budgets.lock().expect("budgets lock") = states;
         let mut shutdown = node.shutdown.subscribe();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(crate::budget::EVALUATION_INTERVAL) => {}
             _ = shutdown.changed() => {}
         }
     }
