@@ -20,6 +20,8 @@ pub enum Command {
     Node(crate::node_cmd::NodeArgs),
     /// Run the global router: home-region routing, failover inside the jurisdiction.
     Router(crate::router_cmd::RouterArgs),
+    /// One screen for an operator: health, drains, lag against budgets, conflicts.
+    Status(crate::status_cmd::StatusArgs),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCommand),
@@ -34,6 +36,12 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Print the built-in example deployment (TOML).
     Example,
+    /// Print Prometheus alert rules for a deployment (lag thresholds from its budgets).
+    Alerts {
+        /// The config file; the built-in example when omitted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file; exits non-zero with a message naming the bad key.
     Check {
         /// The config file.
@@ -46,9 +54,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => crate::up::run(args),
         Command::Node(args) => crate::node_cmd::run(args),
         Command::Router(args) => crate::router_cmd::run(args),
+        Command::Status(args) => crate::status_cmd::run(args),
         Command::Audit(cmd) => crate::audit_cmd::run(cmd),
         Command::Load(args) => crate::load::command(&args),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
         Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),
+        Command::Config(ConfigCommand::Alerts { config }) => {
+            let config = crate::config_cmd::load_or_example(config.as_deref())?;
+            print!("{}", crate::alerts::rules_yaml(&config));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

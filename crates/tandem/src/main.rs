@@ -1,6 +1,7 @@
 //! The `tandem` command: a thin layer that parses arguments, sets up logging
 //! and calls into the library crates. Each subcommand lives in its own module.
 
+mod alerts;
 mod audit_cmd;
 mod cli;
 mod config_cmd;
@@ -8,6 +9,7 @@ mod load;
 mod node_cmd;
 mod proxy;
 mod router_cmd;
+mod status_cmd;
 mod up;
 
 use clap::Parser;

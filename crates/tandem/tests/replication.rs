@@ -40,6 +40,21 @@ fn conflicts_of(d: &Deployment, region: &str, entity: &str, id: &str) -> Vec<Val
     d.conflicts(region).into_iter().filter(|c| c["entity"] == entity && c["id"] == id).collect()
 }
 
+/// Wait until every one of `regions` has merged the writes of each of
+/// `writers` into a record (its version vector names them all): after that no
+/// region can count a conflict between those writes any more.
+fn wait_merged(d: &Deployment, regions: &[&str], entity: &str, id: &str, writers: &[&str]) {
+    let merged = |r: &&str| {
+        let (status, body) = d.get(r, &format!("/v1/records/{entity}/{id}"));
+        status == 200 && writers.iter().all(|w| body["version"][w].as_u64().is_some())
+    };
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, || regions.iter().all(merged)),
+        "{entity}/{id} did not merge the writes of {writers:?}: {:?}",
+        regions.iter().map(|r| d.get(r, &format!("/v1/records/{entity}/{id}"))).collect::<Vec<_>>()
+    );
+}
+
 /// `replication_conflicts_total` of one entity type in a region.
 fn conflict_count(d: &Deployment, region: &str, entity: &str) -> f64 {
     metric(&d.metrics(region), "replication_conflicts_total", &[("entity_type", entity)])
@@ -208,12 +223,17 @@ fn converge_after_concurrent_writes_of_every_type() {
     let bob = d.value("eu-west", "settings", "bob:prefs");
     assert_eq!(bob, Some(json!({"round": ROUNDS - 1})));
     // The add-wins merge was a real concurrent update somewhere.
-    let add_wins = ALL.iter().any(|r| {
-        conflicts_of(&d, r, "tags", "aw")
-            .iter()
-            .any(|c| c["conflict_type"] == "concurrent_update" && c["resolution"] == "add_wins")
-    });
-    assert!(add_wins, "the add and the remove of `x` were not concurrent");
+    let add_wins = || {
+        ALL.iter().any(|r| {
+            conflicts_of(&d, r, "tags", "aw")
+                .iter()
+                .any(|c| c["conflict_type"] == "concurrent_update" && c["resolution"] == "add_wins")
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), add_wins),
+        "the add and the remove of `x` were not concurrent"
+    );
     // The causal overwrite was never a conflict.
     for region in ALL {
         assert!(conflicts_of(&d, region, "article", "causal").is_empty());
@@ -253,6 +273,7 @@ fn conflicts_are_counted_with_labels() {
         "from us-east"
     };
     d.wait_value(&ALL, "article", "clash", Some(&json!(expected)), CONVERGE_TIMEOUT);
+    wait_merged(&d, &ALL, "article", "clash", &["eu-west", "us-east"]);
     d.wait_converged("article", &ALL, CONVERGE_TIMEOUT);
     let labelled = |region: &str| {
         let text = d.metrics(region);
@@ -280,14 +301,18 @@ fn conflicts_are_counted_with_labels() {
         "no region counted a concurrent_write conflict of article:\n{}",
         ALL.map(|r| d.metrics(r)).join("\n")
     );
+    // Each region lists what it counted (the list is written just after the
+    // counter, hence the wait).
+    let listed_as_counted =
+        || ALL.iter().all(|r| conflicts_of(&d, r, "article", "clash").len() as f64 == labelled(r));
+    assert!(
+        wait_until(Duration::from_secs(10), listed_as_counted),
+        "counts and lists differ: {:?}",
+        ALL.map(|r| (labelled(r), conflicts_of(&d, r, "article", "clash")))
+    );
     let mut listed_total = 0;
     for region in ALL {
         let listed = conflicts_of(&d, region, "article", "clash");
-        assert_eq!(
-            listed.len() as f64,
-            labelled(region),
-            "{region} counts and lists differ: {listed:?}"
-        );
         listed_total += listed.len();
         for c in &listed {
             assert_eq!(c["conflict_type"], "concurrent_write", "{c}");
@@ -336,6 +361,7 @@ fn conflicts_are_counted_with_labels() {
     assert_eq!(status, 200, "{resp}");
     d.heal("eu-west", "eu-central");
     d.heal("eu-central", "eu-west");
+    wait_merged(&d, &EU, "credential", "carol:pw", &["eu-west", "eu-central"]);
     d.wait_converged("credential", &EU, CONVERGE_TIMEOUT);
     let violations = || {
         EU.iter()
@@ -352,12 +378,17 @@ fn conflicts_are_counted_with_labels() {
         wait_until(Duration::from_secs(10), || violations() >= 1.0),
         "no invariant violation counted"
     );
-    let flagged = EU.iter().any(|r| {
-        conflicts_of(&d, r, "credential", "carol:pw")
-            .iter()
-            .any(|c| c["invariant_violation"] == true)
-    });
-    assert!(flagged, "the credential conflict is not flagged as an invariant violation");
+    let flagged = || {
+        EU.iter().any(|r| {
+            conflicts_of(&d, r, "credential", "carol:pw")
+                .iter()
+                .any(|c| c["invariant_violation"] == true)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), flagged),
+        "the credential conflict is not flagged as an invariant violation"
+    );
     assert_eq!(d.value("us-east", "credential", "carol:pw"), None);
     eprintln!("conflicts_are_counted_with_labels: {:?}", started.elapsed());
 }
