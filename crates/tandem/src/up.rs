@@ -47,6 +47,14 @@ pub struct UpArgs {
     /// (for residency tests that search replication traffic).
     #[arg(long)]
     pub capture_dir: Option<PathBuf>,
+    /// TEST ONLY: start this region with `--unsafe-ack-before-commit` (it
+    /// acknowledges writes before they are durable), to prove that the drill
+    /// and the fault tests catch a lying node.
+    #[arg(long, hide = true)]
+    pub unsafe_ack_region: Option<String>,
+    /// TEST ONLY: skew this region's clock (`REGION=MS`, repeatable).
+    #[arg(long = "clock-skew", hide = true, value_parser = parse_skew)]
+    pub clock_skews: Vec<(String, i64)>,
     /// Seconds to wait for every process to become healthy.
     #[arg(long, default_value_t = 60)]
     pub start_timeout_secs: u64,
@@ -72,6 +80,11 @@ struct Deployment {
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(up(args))
+}
+
+fn parse_skew(s: &str) -> Result<(String, i64), String> {
+    let (r, ms) = s.split_once('=').ok_or("expected REGION=MS")?;
+    Ok((r.to_owned(), ms.parse().map_err(|e| format!("bad skew `{ms}`: {e}"))?))
 }
 
 /// 32 random bytes from the OS, as hex.
@@ -141,6 +154,14 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             "--region".into(),
             region.name.clone(),
         ];
+        if args.unsafe_ack_region.as_deref() == Some(region.name.as_str()) {
+            node_args.push("--unsafe-ack-before-commit".into());
+        }
+        for (r, ms) in &args.clock_skews {
+            if *r == region.name {
+                node_args.push(format!("--clock-skew-ms={ms}"));
+            }
+        }
         for peer in config.regions.iter().filter(|p| p.name != region.name) {
             let capture = match &args.capture_dir {
                 Some(dir) => {
