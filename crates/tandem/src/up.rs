@@ -134,9 +134,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&config_path, toml_of(&config)?)?;
 
     let token_path = data_dir.join("admin.token");
-    let admin_token = match std::env::var("TANDEM_ADMIN_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
-        _ => secret_file(&token_path)?,
+    let token_from_env = std::env::var("TANDEM_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let admin_token = match &token_from_env {
+        Some(t) => t.trim().to_owned(),
+        None => secret_file(&token_path)?,
     };
     let secret = match (&config.replication.secret, std::env::var("TANDEM_REPLICATION_SECRET")) {
         (Some(s), _) => s.clone(),
@@ -212,15 +213,30 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         links,
     });
     let names: Vec<String> = deployment.procs.lock().expect("procs").keys().cloned().collect();
-    for name in &names {
-        start_proc(&deployment, name)?;
-    }
-    let client = reqwest_like_client();
-    for name in &names {
-        let url = deployment.procs.lock().expect("procs")[name].url.clone();
-        wait_healthy(&client, &url, Duration::from_secs(args.start_timeout_secs))
-            .await
-            .with_context(|| format!("{name} did not become healthy at {url}"))?;
+    // The signal handler is installed before any process starts, so a ctrl-c
+    // or SIGTERM during start-up stops what was started instead of orphaning it.
+    let shutdown = crate::node_cmd::shutdown_signal();
+    tokio::pin!(shutdown);
+    let started = async {
+        for name in &names {
+            start_proc(&deployment, name)?;
+        }
+        let client = reqwest_like_client();
+        for name in &names {
+            let url = deployment.procs.lock().expect("procs")[name].url.clone();
+            wait_healthy(&client, &url, Duration::from_secs(args.start_timeout_secs))
+                .await
+                .with_context(|| format!("{name} did not become healthy at {url}"))?;
+        }
+        anyhow::Ok(())
+    };
+    let outcome = tokio::select! {
+        r = started => r,
+        _ = &mut shutdown => Err(anyhow::anyhow!("interrupted during start-up")),
+    };
+    if let Err(e) = outcome {
+        stop_all(&deployment).await;
+        return Err(e);
     }
 
     let control_addr = control.local_addr()?;
@@ -232,7 +248,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let summary = json!({
         "config": config_path,
         "data_dir": data_dir,
-        "admin_token_file": if std::env::var("TANDEM_ADMIN_TOKEN").is_ok() { Value::Null } else { json!(token_path) },
+        "admin_token_file": if token_from_env.is_some() { Value::Null } else { json!(token_path) },
         "control": format!("http://{control_addr}"),
         "router": (!args.no_router).then(|| format!("http://{}", config.router.listen)),
         "regions": config.regions.iter().map(|r| (r.name.clone(), json!({
@@ -240,11 +256,12 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             "jurisdiction": r.jurisdiction,
         }))).collect::<serde_json::Map<_, _>>(),
     });
-    std::fs::write(data_dir.join("up.json"), serde_json::to_vec_pretty(&summary)?)?;
+    // Written whole, then renamed: a reader never sees half a file.
+    let tmp = data_dir.join("up.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::rename(&tmp, data_dir.join("up.json"))?;
     print_summary(&config, &summary, &args);
 
-    let shutdown = crate::node_cmd::shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -508,7 +525,14 @@ async fn process_action(
     let result = match action.as_str() {
         "kill" => stop_proc(&d, &name, nix::sys::signal::Signal::SIGKILL).await,
         "stop" => stop_proc(&d, &name, nix::sys::signal::Signal::SIGTERM).await,
-        "start" => start_proc(&d, &name),
+        "start" => match start_proc(&d, &name) {
+            // Answer once the process serves, so callers need not poll.
+            Ok(()) => {
+                let url = d.procs.lock().expect("procs")[&name].url.clone();
+                wait_healthy(&reqwest_like_client(), &url, Duration::from_secs(60)).await
+            }
+            Err(e) => Err(e),
+        },
         _ => {
             return (
                 StatusCode::BAD_REQUEST,

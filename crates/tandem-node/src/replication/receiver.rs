@@ -77,9 +77,13 @@ async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
             Ok(()) => backoff = t.backoff_min,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "direct stream from peer failed");
+                // An isolated peer answers at once and will rejoin: keep asking
+                // at the heartbeat rate so catch-up starts right after rejoin.
+                let isolated_peer = e.contains("isolated");
                 node.replication.link(&peer).on_down(e);
-                pause(&node, backoff).await;
-                backoff = (backoff * 2).min(t.backoff_max);
+                pause(&node, if isolated_peer { t.heartbeat } else { backoff }).await;
+                backoff =
+                    if isolated_peer { t.backoff_min } else { (backoff * 2).min(t.backoff_max) };
             }
         }
     }
