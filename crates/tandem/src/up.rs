@@ -63,6 +63,9 @@ pub struct UpArgs {
 struct Proc {
     /// Arguments after the executable.
     args: Vec<String>,
+    /// Environment variables this process must not inherit (transfer keys of
+    /// other jurisdictions: a region never holds another jurisdiction's key).
+    env_remove: Vec<String>,
     url: String,
     child: Option<Child>,
     /// Set when the control API stopped it on purpose.
@@ -182,10 +185,17 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             node_args.push("--peer-url".into());
             node_args.push(format!("{}=http://{addr}", peer.name));
         }
+        let env_remove = config
+            .transfers
+            .iter()
+            .filter(|t| t.from != region.jurisdiction)
+            .map(|t| t.key_env.clone())
+            .collect();
         procs.insert(
             region.name.clone(),
             Proc {
                 args: node_args,
+                env_remove,
                 url: format!("http://{}", region.listen),
                 child: None,
                 stopped_on_purpose: false,
@@ -197,6 +207,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             "router".to_string(),
             Proc {
                 args: vec!["router".into(), "--config".into(), config_path.display().to_string()],
+                env_remove: config.transfers.iter().map(|t| t.key_env.clone()).collect(),
                 url: format!("http://{}", config.router.listen),
                 child: None,
                 stopped_on_purpose: false,
@@ -304,9 +315,11 @@ fn start_proc(d: &Deployment, name: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut cmd = Command::new(&d.exe);
-    cmd.args(&p.args)
-        .envs(d.env.iter().cloned())
-        .stdout(std::process::Stdio::piped())
+    cmd.args(&p.args).envs(d.env.iter().cloned());
+    for k in &p.env_remove {
+        cmd.env_remove(k);
+    }
+    cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
