@@ -245,7 +245,9 @@ fn commit_batch(
             for (cmd, outcome) in batch.iter_mut().zip(outcomes.drain(..)) {
                 match (cmd, outcome) {
                     (WriteCommand::Local(w), Outcome::Local(r)) => {
-                        if r.is_ok() {
+                        // tandem's own entities are not data writes: they stay
+                        // out of the conflict-rate denominator.
+                        if r.is_ok() && !w.entity.starts_with('_') {
                             sinks
                                 .metrics
                                 .writes

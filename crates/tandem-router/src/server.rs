@@ -313,11 +313,18 @@ async fn subject(
         conflicts: tandem_config::ConflictPolicy::Allow,
     };
     let regions = views(&s, &caller);
+    // A move goes to the subject's current home, which knows the subject and
+    // refuses a move out of its jurisdiction; a new subject goes to its home.
+    s.cache.forget(&_subject);
+    let current = match lookup_home(&s, &_subject, &regions).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let target = current.unwrap_or(home);
     let decision = decide::decide(
-        &decide::Request { kind: Kind::Write, entity: Some(&pinned), home_region: Some(&home) },
+        &decide::Request { kind: Kind::Write, entity: Some(&pinned), home_region: Some(&target) },
         &regions,
     );
-    s.cache.forget(&_subject);
     match decision {
         // The subject registry accepts writes anywhere: no failover marker needed.
         Decision::Send { region, route, .. } => forward(&s, req, &region, route, None).await,

@@ -127,6 +127,16 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.data_dir {
         config.deployment.data_dir = d.clone();
     }
+    // Every fixed port must be free: otherwise a health check could find some
+    // other process and call this deployment running.
+    let mut ports: Vec<SocketAddr> = config.regions.iter().map(|r| r.listen).collect();
+    if !args.no_router {
+        ports.push(config.router.listen);
+    }
+    for addr in ports {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("{addr} is already in use: is another deployment running?"))?;
+    }
     let data_dir = config.deployment.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
