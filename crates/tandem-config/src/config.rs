@@ -41,6 +41,9 @@ pub struct Config {
     /// one, it crosses only encrypted with a key the source jurisdiction holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfers: Vec<TransferConfig>,
+    /// Per-jurisdiction settings: backup destinations, pseudonym keys.
+    #[serde(default)]
+    pub jurisdictions: BTreeMap<String, JurisdictionConfig>,
 }
 
 /// `[[transfers]]`: a legal basis for a jurisdiction pair.
@@ -168,6 +171,37 @@ pub struct EntityConfig {
     pub subjects: bool,
     pub writes: WritePolicy,
     pub conflicts: ConflictPolicy,
+    /// An anonymized projection replicated to every region for analytics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsProjection>,
+}
+
+/// `[entities.<name>.analytics]`: the fields of a personal record that may be
+/// analysed anywhere, with the subject replaced by a keyed pseudonym.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsProjection {
+    /// The entity type the projection is written to (non-personal, `lww-fields`).
+    pub into: String,
+    /// Fields copied into the projection.
+    pub keep: Vec<String>,
+    /// Fields known to be dropped (documentation; every field not kept is dropped).
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+/// `[jurisdictions.<name>]`: what belongs to one legal area.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JurisdictionConfig {
+    /// URL prefixes where backups of this jurisdiction's regions may be written
+    /// (e.g. `file:///var/backups/eu/`, `s3://eu-backups/`). None declared: no backups.
+    #[serde(default)]
+    pub backup_destinations: Vec<String>,
+    /// Environment variable holding this jurisdiction's pseudonym key (64 hex
+    /// digits) for analytics projections. The key never leaves the jurisdiction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonym_key_env: Option<String>,
 }
 
 /// Where writes of an entity type are accepted.
@@ -208,6 +242,8 @@ struct EntityToml {
     writes: WritePolicy,
     #[serde(default)]
     conflicts: ConflictPolicy,
+    #[serde(default)]
+    analytics: Option<AnalyticsProjection>,
 }
 
 impl From<EntityToml> for EntityConfig {
@@ -219,6 +255,7 @@ impl From<EntityToml> for EntityConfig {
             subjects: raw.subjects.unwrap_or(raw.personal),
             writes: raw.writes,
             conflicts: raw.conflicts,
+            analytics: raw.analytics,
         }
     }
 }

@@ -10,9 +10,9 @@ mod subject;
 mod validate;
 
 pub use config::{
-    reference_lag_budgets, Config, ConflictPolicy, DataClass, DeploymentConfig, EntityConfig,
-    LinkConfig, NodeConfig, OnBreach, RegionConfig, ReplicationConfig, RouterConfig,
-    TransferConfig, WritePolicy,
+    reference_lag_budgets, AnalyticsProjection, Config, ConflictPolicy, DataClass,
+    DeploymentConfig, EntityConfig, JurisdictionConfig, LinkConfig, NodeConfig, OnBreach,
+    RegionConfig, ReplicationConfig, RouterConfig, TransferConfig, WritePolicy,
 };
 pub use error::ConfigError;
 pub use subject::subject_of;

@@ -630,3 +630,24 @@ fn transfers_are_checked() {
         "environment",
     );
 }
+
+#[test]
+fn analytics_projections_and_jurisdictions_are_checked() {
+    let c = Config::example();
+    let a = c.entity("subscription").unwrap().analytics.as_ref().unwrap();
+    assert_eq!(a.into, "subscription_stats");
+    assert_eq!(a.keep, vec!["plan".to_string(), "country".to_string()]);
+    assert!(c.jurisdictions["EU"].backup_destinations[0].starts_with("file:///"));
+    let bad = EXAMPLE_TOML.replace("into = \"subscription_stats\"", "into = \"nope\"");
+    assert_refused(&bad, "entities.subscription.analytics.into", "unknown");
+    let bad = EXAMPLE_TOML.replace("into = \"subscription_stats\"", "into = \"credential\"");
+    assert_refused(&bad, "entities.subscription.analytics.into", "non-personal");
+    let bad = EXAMPLE_TOML.replace("keep = [\"plan\", \"country\"]", "keep = [\"plan\", \"name\"]");
+    assert_refused(&bad, "entities.subscription.analytics.drop", "both");
+    let bad = EXAMPLE_TOML.replace("pseudonym_key_env = \"TANDEM_PSEUDONYM_KEY_US\"", "");
+    assert_refused(&bad, "jurisdictions.US.pseudonym_key_env", "pseudonym key");
+    let bad = EXAMPLE_TOML.replace("[jurisdictions.US]", "[jurisdictions.APAC]");
+    assert_refused(&bad, "jurisdictions.APAC", "no region");
+    let bad = EXAMPLE_TOML.replace("\"s3://tandem-backups-us/\"", "\"ftp://x\"");
+    assert_refused(&bad, "jurisdictions.US.backup_destinations[1]", "URL prefix");
+}

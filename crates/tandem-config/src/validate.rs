@@ -27,7 +27,87 @@ impl Config {
         self.validate_entities()?;
         self.validate_node()?;
         self.validate_replication()?;
-        self.validate_transfers()
+        self.validate_transfers()?;
+        self.validate_jurisdictions()?;
+        self.validate_analytics()
+    }
+
+    fn validate_jurisdictions(&self) -> Result<(), ConfigError> {
+        for (name, j) in &self.jurisdictions {
+            if !self.regions.iter().any(|r| &r.jurisdiction == name) {
+                return Err(ConfigError::invalid(
+                    format!("jurisdictions.{name}"),
+                    format!("no region is in jurisdiction {name:?}"),
+                ));
+            }
+            for (i, d) in j.backup_destinations.iter().enumerate() {
+                if !(d.starts_with("file:///") || d.starts_with("s3://")) || d.len() < 8 {
+                    return Err(ConfigError::invalid(
+                        format!("jurisdictions.{name}.backup_destinations[{i}]"),
+                        format!(
+                            "{d:?} must be a file:///absolute/path/ or s3://bucket/ URL prefix"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_analytics(&self) -> Result<(), ConfigError> {
+        for (name, e) in &self.entities {
+            let Some(a) = &e.analytics else { continue };
+            let key = format!("entities.{name}.analytics");
+            if !e.personal || !e.subjects {
+                return Err(ConfigError::invalid(
+                    key,
+                    "only personal entity types with subjects have an analytics projection",
+                ));
+            }
+            if e.merge != tandem_merge::MergeKind::LwwFields {
+                return Err(ConfigError::invalid(
+                    key,
+                    "the source of a projection must be lww-fields",
+                ));
+            }
+            let Some(target) = self.entities.get(&a.into) else {
+                return Err(ConfigError::invalid(
+                    format!("{key}.into"),
+                    format!("unknown entity type {:?}", a.into),
+                ));
+            };
+            if target.personal
+                || target.subjects
+                || target.merge != tandem_merge::MergeKind::LwwFields
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.into"),
+                    format!("{:?} must be a non-personal lww-fields type without subjects", a.into),
+                ));
+            }
+            if a.keep.is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.keep"), "keep at least one field"));
+            }
+            if let Some(f) = a.keep.iter().find(|f| a.drop.contains(f)) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.drop"),
+                    format!("field {f:?} is both kept and dropped"),
+                ));
+            }
+            for r in &self.regions {
+                let has_key = self
+                    .jurisdictions
+                    .get(&r.jurisdiction)
+                    .is_some_and(|j| j.pseudonym_key_env.is_some());
+                if !has_key {
+                    return Err(ConfigError::invalid(
+                        format!("jurisdictions.{}.pseudonym_key_env", r.jurisdiction),
+                        format!("entity {name:?} has an analytics projection: every jurisdiction needs a pseudonym key"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_transfers(&self) -> Result<(), ConfigError> {

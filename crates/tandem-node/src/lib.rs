@@ -2,6 +2,7 @@
 //! durable store, with a single group-commit writer. `server::run` is the
 //! entry point; `tandem node` is a thin wrapper around it.
 
+pub mod analytics;
 pub mod api;
 pub mod audit;
 pub mod budget;

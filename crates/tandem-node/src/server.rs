@@ -90,6 +90,7 @@ pub async fn run(
             config: config.clone(),
             queue_len: opts.config.node.write_queue_len,
             batch_max: opts.config.node.commit_batch_max,
+            pseudonymizer: pseudonymizer(&opts.config, &region_cfg.jurisdiction),
             unsafe_ack_before_commit: opts.unsafe_ack_before_commit,
         },
     );
@@ -173,6 +174,19 @@ pub async fn run(
         .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
     tracing::info!("node stopped cleanly");
     Ok(())
+}
+
+/// This jurisdiction's pseudonym key, from the variable its config names.
+fn pseudonymizer(config: &Config, jurisdiction: &str) -> Option<crate::analytics::Pseudonymizer> {
+    let var = config.jurisdictions.get(jurisdiction)?.pseudonym_key_env.as_ref()?;
+    let key = std::env::var(var).ok().and_then(|h| crate::analytics::Pseudonymizer::from_hex(&h));
+    if key.is_none() && config.entities.values().any(|e| e.analytics.is_some()) {
+        tracing::error!(
+            variable = %var,
+            "no pseudonym key (64 hex digits) for this jurisdiction: writes of entity types with an analytics projection will be refused"
+        );
+    }
+    key
 }
 
 /// A TCP listener that holds a semaphore permit per open connection, so at

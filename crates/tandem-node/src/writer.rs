@@ -129,6 +129,8 @@ pub struct WriterConfig {
     pub config: Arc<Config>,
     pub queue_len: usize,
     pub batch_max: usize,
+    /// This jurisdiction's pseudonym key, for analytics projections.
+    pub pseudonymizer: Option<crate::analytics::Pseudonymizer>,
     /// Test-only: acknowledge before the batch is durable (to prove that the
     /// crash tests and the drill catch a node that lies). Never set in production.
     pub unsafe_ack_before_commit: bool,
@@ -326,8 +328,40 @@ fn apply_local(
         committed_at_ms: now_ms,
         logged_at_ms: now_ms,
     };
+    let projection = cfg.config.entity(&w.entity).and_then(|e| e.analytics.as_ref());
+    let projected = match (projection, &cfg.pseudonymizer) {
+        (None, _) => None,
+        (Some(p), Some(ps)) => Some((p, ps)),
+        (Some(_), None) => {
+            return Ok(Err(ApiError::unavailable(format!(
+                "`{}` has an analytics projection but this region has no pseudonym key",
+                w.entity
+            ))))
+        }
+    };
     let seq = txn.put(&w.entity, &w.id, &record, &origin)?;
     *last_seq = (*last_seq).max(seq);
+    if let Some((p, ps)) = projected {
+        // Same transaction: the projection can never disagree with its source.
+        if let Some(pid) = ps.projection_id(&w.id) {
+            let subject = tandem_config::subject_of(&w.id).unwrap_or("");
+            let op = crate::analytics::projection_op(&record.state, p, &ps.pseudonym(subject));
+            let current = txn.get(&p.into, &pid)?;
+            let mut pstate =
+                current.map(|r| r.state).unwrap_or_else(|| State::new(MergeKind::LwwFields));
+            let before = pstate.clone();
+            pstate.apply(&op, &cfg.region, clock.now()).expect("projection ops are valid");
+            if pstate != before {
+                let seq = txn.put(
+                    &p.into,
+                    &pid,
+                    &StoredRecord { state: pstate, updated_at_ms: now_ms },
+                    &origin,
+                )?;
+                *last_seq = (*last_seq).max(seq);
+            }
+        }
+    }
     Ok(Ok(WriteAck { hlc, version: record.state.version(), seq }))
 }
 

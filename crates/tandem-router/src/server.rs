@@ -311,6 +311,7 @@ async fn subject(
         subjects: true,
         writes: tandem_config::WritePolicy::HomeRegion,
         conflicts: tandem_config::ConflictPolicy::Allow,
+        analytics: None,
     };
     let regions = views(&s, &caller);
     // A move goes to the subject's current home, which knows the subject and

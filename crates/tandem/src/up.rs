@@ -66,6 +66,8 @@ struct Proc {
     /// Environment variables this process must not inherit (transfer keys of
     /// other jurisdictions: a region never holds another jurisdiction's key).
     env_remove: Vec<String>,
+    /// Environment of this process only (its jurisdiction's pseudonym key).
+    env_own: Vec<(String, String)>,
     url: String,
     child: Option<Child>,
     /// Set when the control API stopped it on purpose.
@@ -158,6 +160,17 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         _ => secret_file(&data_dir.join("replication.secret"))?,
     };
 
+    // One pseudonym key per jurisdiction, generated once and kept next to the
+    // data; each region gets only its own jurisdiction's.
+    let mut pseudonym_keys: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (j, jc) in &config.jurisdictions {
+        let Some(var) = &jc.pseudonym_key_env else { continue };
+        let key = match std::env::var(var) {
+            Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+            _ => secret_file(&data_dir.join(format!("pseudonym-{j}.key")))?,
+        };
+        pseudonym_keys.insert(j.clone(), (var.clone(), key));
+    }
     let mut links = BTreeMap::new();
     let mut procs = BTreeMap::new();
     for region in &config.regions {
@@ -195,17 +208,26 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             node_args.push("--peer-url".into());
             node_args.push(format!("{}=http://{addr}", peer.name));
         }
-        let env_remove = config
+        let mut env_remove: Vec<String> = config
             .transfers
             .iter()
             .filter(|t| t.from != region.jurisdiction)
             .map(|t| t.key_env.clone())
             .collect();
+        let mut env_own = Vec::new();
+        for (j, (var, key)) in &pseudonym_keys {
+            if *j == region.jurisdiction {
+                env_own.push((var.clone(), key.clone()));
+            } else {
+                env_remove.push(var.clone());
+            }
+        }
         procs.insert(
             region.name.clone(),
             Proc {
                 args: node_args,
                 env_remove,
+                env_own,
                 url: format!("http://{}", region.listen),
                 child: None,
                 stopped_on_purpose: false,
@@ -217,7 +239,13 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             "router".to_string(),
             Proc {
                 args: vec!["router".into(), "--config".into(), config_path.display().to_string()],
-                env_remove: config.transfers.iter().map(|t| t.key_env.clone()).collect(),
+                env_remove: config
+                    .transfers
+                    .iter()
+                    .map(|t| t.key_env.clone())
+                    .chain(pseudonym_keys.values().map(|(v, _)| v.clone()))
+                    .collect(),
+                env_own: Vec::new(),
                 url: format!("http://{}", config.router.listen),
                 child: None,
                 stopped_on_purpose: false,
@@ -325,7 +353,7 @@ fn start_proc(d: &Deployment, name: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut cmd = Command::new(&d.exe);
-    cmd.args(&p.args).envs(d.env.iter().cloned());
+    cmd.args(&p.args).envs(d.env.iter().cloned()).envs(p.env_own.iter().cloned());
     for k in &p.env_remove {
         cmd.env_remove(k);
     }

@@ -109,5 +109,6 @@ pub fn subject_entity() -> EntityConfig {
         subjects: false,
         writes: WritePolicy::AnyRegion,
         conflicts: ConflictPolicy::Allow,
+        analytics: None,
     }
 }
