@@ -441,6 +441,28 @@ impl Config {
     }
 
     /// The lag budget of an entity type.
+    /// Whether `url` is a backup destination declared for `region`'s
+    /// jurisdiction. The error says what is permitted.
+    pub fn backup_permitted(&self, region: &str, url: &str) -> Result<(), String> {
+        let j = self.jurisdiction_of(region).ok_or_else(|| format!("unknown region `{region}`"))?;
+        let declared =
+            self.jurisdictions.get(j).map(|c| c.backup_destinations.as_slice()).unwrap_or(&[]);
+        // A destination must not climb out of its prefix.
+        if url.contains("/../") || url.ends_with("/..") {
+            return Err(format!("{url} contains `..`"));
+        }
+        if declared.iter().any(|p| url.starts_with(p.as_str())) {
+            Ok(())
+        } else if declared.is_empty() {
+            Err(format!("{region} is in {j}, which declares no backup destinations"))
+        } else {
+            Err(format!(
+                "{url} is not a backup destination of {j} (declared: {})",
+                declared.join(", ")
+            ))
+        }
+    }
+
     /// The declared transfer basis from one jurisdiction to another, if any.
     pub fn transfer(&self, from: &str, to: &str) -> Option<&TransferConfig> {
         self.transfers.iter().find(|t| t.from == from && t.to == to)

@@ -14,11 +14,16 @@ pub struct Lww {
 }
 
 impl Lww {
-    /// Write a value (JSON text) or, with `None`, delete.
-    pub fn write(&mut self, value: Option<String>, region: &str, hlc: Hlc) {
+    /// Write a value (JSON text) or, with `None`, delete. `actor` names the
+    /// dot (a region's incarnation); `stamp` orders concurrent writes.
+    pub fn write_as(&mut self, value: Option<String>, actor: &str, stamp: Stamp) {
         let mut vv = self.register.vv();
-        vv.increment(region);
-        self.register.write(Version { vv, stamp: Stamp::new(hlc, region), value });
+        vv.increment(actor);
+        self.register.write(Version { vv, stamp, value });
+    }
+
+    pub fn write(&mut self, value: Option<String>, region: &str, hlc: Hlc) {
+        self.write_as(value, region, Stamp::new(hlc, region));
     }
 
     /// A register holding one version with a vector chosen by the caller (used

@@ -29,25 +29,38 @@ impl LwwFields {
 
     /// Set (`Some`) or remove (`None`) fields in one write: one dot for all.
     pub fn write(&mut self, changes: &BTreeMap<String, Option<String>>, region: &str, hlc: Hlc) {
+        self.write_as(changes, region, Stamp::new(hlc, region));
+    }
+
+    /// As `write`, with the dot named by `actor` and the given stamp.
+    pub fn write_as(
+        &mut self,
+        changes: &BTreeMap<String, Option<String>>,
+        actor: &str,
+        stamp: Stamp,
+    ) {
         let mut clock = self.version();
-        let dot = clock.increment(region);
-        let stamp = Stamp::new(hlc, region);
+        let dot = clock.increment(actor);
         for (name, value) in changes {
             let reg = self.fields.entry(name.clone()).or_default();
             let mut vv = reg.vv();
-            vv.set(region, dot);
+            vv.set(actor, dot);
             reg.write(Version { vv, stamp: stamp.clone(), value: value.clone() });
         }
     }
 
     /// Remove every field seen so far.
     pub fn delete(&mut self, region: &str, hlc: Hlc) {
+        self.delete_as(region, Stamp::new(hlc, region));
+    }
+
+    pub fn delete_as(&mut self, actor: &str, stamp: Stamp) {
         let all: BTreeMap<String, Option<String>> =
             self.fields.keys().map(|k| (k.clone(), None)).collect();
         if all.is_empty() {
             return;
         }
-        self.write(&all, region, hlc);
+        self.write_as(&all, actor, stamp);
     }
 
     pub fn merge(&mut self, other: &LwwFields) -> bool {

@@ -79,9 +79,14 @@ impl Register {
         let mut all: Vec<Version> = Vec::with_capacity(self.versions.len() + other.versions.len());
         all.extend(self.versions.iter().cloned());
         for v in &other.versions {
-            if let Some(same) = all.iter().find(|x| x.vv == v.vv) {
-                // Equal vectors name the same write: dots are unique.
-                assert_eq!(same, v, "two different versions share one version vector");
+            if let Some(i) = all.iter().position(|x| x.vv == v.vv) {
+                // Equal vectors name the same write, as long as no actor ever
+                // reuses a dot. Should one (a region wiped and restarted empty
+                // instead of restored), keep the greater version on both sides
+                // so replicas still converge, rather than take the node down.
+                if all[i] != *v && v.order_key() > all[i].order_key() {
+                    all[i] = v.clone();
+                }
             } else {
                 all.push(v.clone());
             }

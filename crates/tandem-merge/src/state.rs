@@ -121,20 +121,35 @@ impl State {
     /// version causally follows everything this state had seen. On error the
     /// state is unchanged.
     pub fn apply(&mut self, op: &Op, region: &str, hlc: Hlc) -> Result<(), MergeError> {
+        self.apply_as(op, region, region, hlc)
+    }
+
+    /// As `apply`, with the dots, counter slots and version entries named by
+    /// `actor` (a region's incarnation: a region restored from a backup writes
+    /// as a new actor, so it can never reuse a dot it handed out before) and the
+    /// stamp naming `region`.
+    pub fn apply_as(
+        &mut self,
+        op: &Op,
+        actor: &str,
+        region: &str,
+        hlc: Hlc,
+    ) -> Result<(), MergeError> {
         if !op.allowed_for(self.kind()) {
             return Err(MergeError::WrongMergeType { kind: self.kind(), op: op.name() });
         }
         let here = Stamp::new(hlc, region);
+        let region = actor;
         match (self, op) {
-            (State::Lww(r), Op::Put(v)) => r.write(Some(v.clone()), region, hlc),
-            (State::Lww(r), Op::Delete) => r.write(None, region, hlc),
+            (State::Lww(r), Op::Put(v)) => r.write_as(Some(v.clone()), region, here),
+            (State::Lww(r), Op::Delete) => r.write_as(None, region, here),
             (State::LwwFields(f), Op::Patch(changes)) => {
                 if changes.is_empty() {
                     return Err(MergeError::InvalidOp("a patch needs at least one field"));
                 }
-                f.write(changes, region, hlc)
+                f.write_as(changes, region, here)
             }
-            (State::LwwFields(f), Op::Delete) => f.delete(region, hlc),
+            (State::LwwFields(f), Op::Delete) => f.delete_as(region, here),
             (State::GCounter { counter, ops, stamp }, Op::Incr(by)) => {
                 nonzero(*by)?;
                 counter.increment(region, *by)?;

@@ -5,6 +5,7 @@
 pub mod analytics;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod budget;
 pub mod conflicts;
 pub mod error;

@@ -87,6 +87,10 @@ pub async fn run(
         },
         WriterConfig {
             region: opts.region.clone(),
+            actor: match store.incarnation()? {
+                Some(n) => format!("{}+{n}", opts.region),
+                None => opts.region.clone(),
+            },
             config: config.clone(),
             queue_len: opts.config.node.write_queue_len,
             batch_max: opts.config.node.commit_batch_max,
@@ -121,6 +125,7 @@ pub async fn run(
         secret: opts.replication_secret.clone(),
         timings: Timings::from_config(&opts.config.replication),
         sealer: crate::replication::seal::Sealer::from_env(&opts.config, &region_cfg.jurisdiction),
+        own_have: store.own_have()?,
     };
     let audit = match opts.backend {
         StoreBackend::Redb => crate::audit::AuditLog::open(&data_dir.join(&opts.region))

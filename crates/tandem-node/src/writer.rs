@@ -126,6 +126,10 @@ impl Writer {
 
 pub struct WriterConfig {
     pub region: String,
+    /// The name this region's dots and counter slots are written under: the
+    /// region's name, or `<region>+<incarnation>` after a restore from backup,
+    /// so a restored region never reuses a dot it handed out before.
+    pub actor: String,
     pub config: Arc<Config>,
     pub queue_len: usize,
     pub batch_max: usize,
@@ -314,7 +318,7 @@ fn apply_local(
     // Removing what is not there changes nothing: answer without logging a change.
     let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
     let before = may_be_noop.then(|| state.clone());
-    if let Err(e) = state.apply(&w.op, &cfg.region, hlc) {
+    if let Err(e) = state.apply_as(&w.op, &cfg.actor, &cfg.region, hlc) {
         return Ok(Err(merge_error(e)));
     }
     if before.as_ref() == Some(&state) {
@@ -350,7 +354,9 @@ fn apply_local(
             let mut pstate =
                 current.map(|r| r.state).unwrap_or_else(|| State::new(MergeKind::LwwFields));
             let before = pstate.clone();
-            pstate.apply(&op, &cfg.region, clock.now()).expect("projection ops are valid");
+            pstate
+                .apply_as(&op, &cfg.actor, &cfg.region, clock.now())
+                .expect("projection ops are valid");
             if pstate != before {
                 let seq = txn.put(
                     &p.into,

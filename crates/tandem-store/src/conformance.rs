@@ -33,6 +33,33 @@ pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
     log_is_ordered_and_paged(make().as_ref());
     cursors_persist_with_the_batch(make().as_ref());
     remote_changes_keep_their_origin(make().as_ref());
+    snapshots_restore_everything_and_raise_the_floor(make().as_ref(), make().as_ref());
+}
+
+fn snapshots_restore_everything_and_raise_the_floor(source: &dyn Store, target: &dyn Store) {
+    let rec = record(MergeKind::Lww, &Op::Put("\"v\"".into()), 1);
+    source
+        .write(&mut |txn| {
+            txn.put("article", "a", &rec, &local(1))?;
+            txn.put("article", "b", &rec, &local(1))?;
+            txn.set_cursor("us-east/direct", &PeerCursor { seq: 7, origins: BTreeMap::new() })
+        })
+        .unwrap();
+    let snap = source.snapshot("eu-west").unwrap();
+    assert_eq!((snap.last_seq, snap.records.len(), snap.log.len()), (2, 2, 2));
+    target.write(&mut |txn| txn.put("article", "stale", &rec, &local(1)).map(|_| ())).unwrap();
+    assert_eq!(target.own_have().unwrap(), None);
+    target.restore(&snap, 1_000).unwrap();
+    assert!(target.get("article", "stale").unwrap().is_none(), "restore replaces everything");
+    assert_eq!(target.get("article", "a").unwrap(), Some(rec.clone()));
+    assert_eq!(target.cursor("us-east/direct").unwrap().seq, 7);
+    assert_eq!(target.own_have().unwrap(), Some(2));
+    assert_eq!(target.incarnation().unwrap(), Some(1_000));
+    assert_eq!(source.incarnation().unwrap(), None);
+    let mut seq = 0;
+    target.write(&mut |txn| txn.put("article", "c", &rec, &local(2)).map(|s| seq = s)).unwrap();
+    assert_eq!(seq, 1_000, "new changes number above the floor");
+    assert_eq!(target.snapshot("eu-west").unwrap().records.len(), 3);
 }
 
 fn writes_are_read_back_and_logged(store: &dyn Store) {

@@ -17,7 +17,7 @@ pub mod conformance;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use model::{
-    decode, encode, ChangeOrigin, LogEntry, PeerCursor, StoredRecord, FORMAT_VERSION,
+    decode, encode, ChangeOrigin, LogEntry, PeerCursor, Snapshot, StoredRecord, FORMAT_VERSION,
     SUBJECT_ENTITY,
 };
 pub use redb_store::RedbStore;
@@ -45,6 +45,23 @@ pub trait Store: Send + Sync + 'static {
     fn last_seq(&self) -> Result<u64, StoreError>;
 
     fn cursor(&self, peer: &str) -> Result<PeerCursor, StoreError>;
+
+    /// A consistent copy of everything (one read transaction).
+    fn snapshot(&self, region: &str) -> Result<Snapshot, StoreError>;
+
+    /// Replace everything with `snapshot` in one transaction (all or nothing).
+    /// Later log entries get sequence numbers of at least `seq_floor`, above
+    /// any the region handed out before the restore, and `own_have` records
+    /// how far the region's own changes go in the snapshot.
+    fn restore(&self, snapshot: &Snapshot, seq_floor: u64) -> Result<(), StoreError>;
+
+    /// After a restore: the newest own change the snapshot held. Changes of
+    /// this region above it may exist at peers, which send them back.
+    fn own_have(&self) -> Result<Option<u64>, StoreError>;
+
+    /// After a restore: its sequence floor, which also names the region's new
+    /// incarnation (the actor its new dots are written as).
+    fn incarnation(&self) -> Result<Option<u64>, StoreError>;
 
     /// Run `f` in one write transaction and commit it durably. If `f` returns an
     /// error nothing it wrote is kept.

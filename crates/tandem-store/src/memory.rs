@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::{ChangeOrigin, LogEntry, PeerCursor, Store, StoreError, StoredRecord, WriteTxn};
+use crate::{
+    ChangeOrigin, LogEntry, PeerCursor, Snapshot, Store, StoreError, StoredRecord, WriteTxn,
+};
 
 #[derive(Default)]
 struct Inner {
     records: BTreeMap<(String, String), StoredRecord>,
     log: BTreeMap<u64, LogEntry>,
     cursors: BTreeMap<String, PeerCursor>,
+    seq_floor: u64,
+    own_have: Option<u64>,
 }
 
 /// A store that lives and dies with the process.
@@ -124,12 +128,49 @@ impl Store for MemoryStore {
         Ok(inner.cursors.get(peer).cloned().unwrap_or_default())
     }
 
+    fn snapshot(&self, region: &str) -> Result<Snapshot, StoreError> {
+        let inner = self.inner.lock().expect("store lock");
+        Ok(Snapshot {
+            region: region.to_owned(),
+            format_version: crate::FORMAT_VERSION,
+            last_seq: inner.log.keys().next_back().copied().unwrap_or(0),
+            records: inner
+                .records
+                .iter()
+                .map(|((e, i), r)| (e.clone(), i.clone(), r.clone()))
+                .collect(),
+            log: inner.log.values().cloned().collect(),
+            cursors: inner.cursors.iter().map(|(k, c)| (k.clone(), c.clone())).collect(),
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot, seq_floor: u64) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("store lock");
+        inner.records =
+            snapshot.records.iter().map(|(e, i, r)| ((e.clone(), i.clone()), r.clone())).collect();
+        inner.log = snapshot.log.iter().map(|e| (e.seq, e.clone())).collect();
+        inner.cursors = snapshot.cursors.iter().cloned().collect();
+        inner.seq_floor = seq_floor;
+        inner.own_have = Some(snapshot.last_seq);
+        Ok(())
+    }
+
+    fn incarnation(&self) -> Result<Option<u64>, StoreError> {
+        let inner = self.inner.lock().expect("store lock");
+        Ok(inner.own_have.map(|_| inner.seq_floor))
+    }
+
+    fn own_have(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.inner.lock().expect("store lock").own_have)
+    }
+
     fn write(
         &self,
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().expect("store lock");
-        let next_seq = inner.log.keys().next_back().copied().unwrap_or(0) + 1;
+        let next_seq =
+            (inner.log.keys().next_back().copied().unwrap_or(0) + 1).max(inner.seq_floor);
         let mut txn = MemTxn {
             base: &inner,
             records: BTreeMap::new(),

@@ -81,3 +81,15 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
         None => Err(StoreError::Decode { what, message: "empty value".into() }),
     }
 }
+
+/// A consistent copy of a region's whole store (one read transaction), for
+/// backups. Restoring it replaces everything in one write transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub region: String,
+    pub format_version: u64,
+    pub last_seq: u64,
+    pub records: Vec<(String, String, StoredRecord)>,
+    pub log: Vec<LogEntry>,
+    pub cursors: Vec<(String, PeerCursor)>,
+}

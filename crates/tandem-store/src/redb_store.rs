@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 
 use crate::model::{decode, encode, FORMAT_VERSION};
-use crate::{ChangeOrigin, LogEntry, PeerCursor, Store, StoreError, StoredRecord, WriteTxn};
+use crate::{
+    ChangeOrigin, LogEntry, PeerCursor, Snapshot, Store, StoreError, StoredRecord, WriteTxn,
+};
 
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -200,6 +202,77 @@ impl Store for RedbStore {
         }
     }
 
+    fn snapshot(&self, region: &str) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut records = Vec::new();
+        for item in txn.open_table(RECORDS)?.iter()? {
+            let (k, v) = item?;
+            let (e, i) = k.value();
+            records.push((e.to_owned(), i.to_owned(), decode("record", v.value())?));
+        }
+        let mut log = Vec::new();
+        for item in txn.open_table(LOG)?.iter()? {
+            let (_, v) = item?;
+            log.push(decode::<LogEntry>("log entry", v.value())?);
+        }
+        let mut cursors = Vec::new();
+        for item in txn.open_table(CURSORS)?.iter()? {
+            let (k, v) = item?;
+            cursors.push((k.value().to_owned(), decode("cursor", v.value())?));
+        }
+        Ok(Snapshot {
+            region: region.to_owned(),
+            format_version: FORMAT_VERSION,
+            last_seq: log.last().map(|e| e.seq).unwrap_or(0),
+            records,
+            log,
+            cursors,
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot, seq_floor: u64) -> Result<(), StoreError> {
+        if snapshot.format_version != FORMAT_VERSION {
+            return Err(StoreError::IncompatibleFormat {
+                found: snapshot.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(RECORDS)?;
+        txn.delete_table(LOG)?;
+        txn.delete_table(CURSORS)?;
+        {
+            let mut records = txn.open_table(RECORDS)?;
+            for (e, i, r) in &snapshot.records {
+                records.insert((e.as_str(), i.as_str()), encode(r).as_slice())?;
+            }
+            let mut log = txn.open_table(LOG)?;
+            for e in &snapshot.log {
+                log.insert(e.seq, encode(e).as_slice())?;
+            }
+            let mut cursors = txn.open_table(CURSORS)?;
+            for (k, c) in &snapshot.cursors {
+                cursors.insert(k.as_str(), encode(c).as_slice())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert("seq_floor", seq_floor.to_le_bytes().as_slice())?;
+            meta.insert("own_have", snapshot.last_seq.to_le_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn incarnation(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        meta_u64(&txn.open_table(META)?, "seq_floor")
+    }
+
+    fn own_have(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        meta_u64(&txn.open_table(META)?, "own_have")
+    }
+
     fn write(
         &self,
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
@@ -208,7 +281,8 @@ impl Store for RedbStore {
         txn.set_durability(Durability::Immediate);
         {
             let log = txn.open_table(LOG)?;
-            let next_seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+            let floor = meta_u64(&txn.open_table(META)?, "seq_floor")?.unwrap_or(0);
+            let next_seq = (log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1).max(floor);
             let mut t = RedbTxn {
                 records: txn.open_table(RECORDS)?,
                 log,
@@ -224,6 +298,13 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(())
     }
+}
+
+fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
+    t: &T,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(t.get(key)?.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
 }
 
 impl RedbStore {

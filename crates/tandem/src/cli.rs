@@ -22,9 +22,15 @@ pub enum Command {
     Router(crate::router_cmd::RouterArgs),
     /// One screen for an operator: health, drains, lag against budgets, conflicts.
     Status(crate::status_cmd::StatusArgs),
+    /// Back up one region, encrypted, to a destination of its jurisdiction.
+    Backup(crate::backup_cmd::BackupArgs),
+    /// Restore a stopped region from a backup (verified before anything changes).
+    Restore(crate::backup_cmd::RestoreArgs),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCommand),
+    /// Run the scripted failover drill against a running deployment.
+    Drill(crate::drill::DrillArgs),
     /// Closed-loop HTTP write load against a node or the router.
     Load(crate::load::LoadArgs),
     /// Print the built-in example deployment, or check a config file.
@@ -55,7 +61,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => crate::node_cmd::run(args),
         Command::Router(args) => crate::router_cmd::run(args),
         Command::Status(args) => crate::status_cmd::run(args),
+        Command::Backup(args) => crate::backup_cmd::backup(args),
+        Command::Restore(args) => crate::backup_cmd::restore(args),
         Command::Audit(cmd) => crate::audit_cmd::run(cmd),
+        Command::Drill(args) => crate::drill::run(args),
         Command::Load(args) => crate::load::command(&args),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
         Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),

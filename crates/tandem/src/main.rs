@@ -3,8 +3,10 @@
 
 mod alerts;
 mod audit_cmd;
+mod backup_cmd;
 mod cli;
 mod config_cmd;
+mod drill;
 mod load;
 mod node_cmd;
 mod proxy;

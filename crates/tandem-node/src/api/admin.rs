@@ -46,3 +46,56 @@ pub async fn rejoin(
     }
     Ok(Json(json!({ "region": node.region, "isolated": false })))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// Where the caller will write the backup: checked against the
+    /// jurisdiction's declared destinations before anything is read.
+    destination: String,
+}
+
+/// `GET /v1/admin/snapshot?destination=URL`: a consistent snapshot of this
+/// region for `tandem backup`, which encrypts it. Refused (403) unless the
+/// destination is declared for this region's jurisdiction; both outcomes are
+/// audited.
+pub async fn snapshot(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let axum::extract::Query(q) = query?;
+    let audit = |kind: &'static str, records: u64, detail: String| {
+        let flow = crate::audit::Flow {
+            kind,
+            peer: "backup".into(),
+            peer_jurisdiction: node.jurisdiction.clone(),
+            records: [("*".to_string(), records)].into_iter().filter(|(_, n)| *n > 0).collect(),
+            detail,
+            ..Default::default()
+        };
+        node.audit.append(flow, node.now_ms());
+    };
+    if let Err(why) = node.config.backup_permitted(&node.region, &q.destination) {
+        audit("backup_refused", 0, format!("destination {}: {why}", q.destination));
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "backup_destination_refused",
+            why,
+        ));
+    }
+    let store = node.store.clone();
+    let region = node.region.clone();
+    let snap = tokio::task::spawn_blocking(move || store.snapshot(&region))
+        .await
+        .expect("snapshot task")
+        .map_err(|e| crate::writer::store_error(&e))?;
+    audit("backup", snap.records.len() as u64, format!("destination {}", q.destination));
+    use axum::response::IntoResponse;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-tandem-snapshot")],
+        tandem_store::encode(&snap),
+    )
+        .into_response())
+}

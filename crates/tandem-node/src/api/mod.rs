@@ -43,6 +43,7 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/subjects/{subject}", put(subjects::put_subject).get(subjects::get_subject))
         .route("/v1/admin/isolate", post(admin::isolate))
         .route("/v1/admin/rejoin", post(admin::rejoin))
+        .route("/v1/admin/snapshot", get(admin::snapshot))
         .route("/v1/replication/stream", get(crate::replication::sender::stream))
         .route("/v1/replication/forward", post(crate::replication::sender::forward))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

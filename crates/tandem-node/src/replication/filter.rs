@@ -69,10 +69,16 @@ pub fn forward(
     now_ms: u64,
     forward_delay_ms: u64,
 ) -> ForwardDecision {
-    if entry.origin == sender || entry.origin == receiver {
+    if entry.origin == sender {
         return ForwardDecision::Skip;
     }
-    if have.get(&entry.origin).is_some_and(|&hwm| entry.origin_seq <= hwm) {
+    // A receiver has its own changes, except after a restore from a backup:
+    // then it says how far its own changes go, and the newer ones come back.
+    let covered = match have.get(&entry.origin) {
+        Some(&hwm) => entry.origin_seq <= hwm,
+        None => entry.origin == receiver,
+    };
+    if covered {
         return ForwardDecision::Skip;
     }
     if may_hold(config, receiver, entry).is_err() {
@@ -156,5 +162,21 @@ mod tests {
         );
         assert!(direct(&c, "us-east", "eu-west", &e));
         assert!(!direct(&c, "eu-central", "eu-west", &e));
+        // A receiver restored from a backup gets its own newer changes back.
+        let own = entry("article", "b", "eu-west", 9, 0);
+        assert_eq!(
+            forward(&c, "eu-central", "eu-west", &BTreeMap::new(), &own, 9_999, 0),
+            ForwardDecision::Skip
+        );
+        let restored = BTreeMap::from([("eu-west".to_string(), 5u64)]);
+        assert_eq!(
+            forward(&c, "eu-central", "eu-west", &restored, &own, 9_999, 0),
+            ForwardDecision::Send
+        );
+        let current = BTreeMap::from([("eu-west".to_string(), 9u64)]);
+        assert_eq!(
+            forward(&c, "eu-central", "eu-west", &current, &own, 9_999, 0),
+            ForwardDecision::Skip
+        );
     }
 }

@@ -83,6 +83,8 @@ pub struct Replication {
     pub timings: Timings,
     /// Keys for sealed transfers out of this region's jurisdiction.
     pub sealer: seal::Sealer,
+    /// After a restore: how far this region's own changes went in the backup.
+    pub own_have: Option<u64>,
 }
 
 impl Replication {

@@ -257,12 +257,15 @@ async fn forward_once(
     client: &HttpClient,
     after: u64,
 ) -> Result<(u64, bool), String> {
-    let have: BTreeMap<String, u64> = node
+    let mut have: BTreeMap<String, u64> = node
         .replication
         .links
         .iter()
         .map(|(p, l)| (p.clone(), l.lock().expect("link lock").cursor))
         .collect();
+    if let Some(own) = node.replication.own_have {
+        have.insert(node.region.clone(), own);
+    }
     let limit = node.config.replication.batch_max as u32;
     let body = wire::encode_message(&ForwardRequest { after, have, limit });
     let url = format!("{}/v1/replication/forward", node.replication.peer_urls[peer]);

@@ -72,8 +72,10 @@ pub struct RequestRecord {
     pub op: String,
     /// `X-Tandem-Client-Region` of the request.
     pub caller: String,
-    /// The subject's home region when the router routes this request by it.
+    /// The home region of the record's subject (types with subjects).
     pub home: Option<String>,
+    /// The region that serves this request when every region is available.
+    pub normal: String,
     /// HTTP status; `None` when there was no answer.
     pub status: Option<u16>,
     /// `X-Tandem-Region` and `X-Tandem-Route` of the answer.

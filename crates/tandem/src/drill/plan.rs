@@ -5,6 +5,7 @@
 //! record, which regions survive the target, and whether a request is routed
 //! by its subject's home or by the caller's location. Pure: no I/O.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tandem_config::{Config, ConflictPolicy, MergeKind, WritePolicy};
@@ -140,6 +141,8 @@ pub struct Topology {
     pub regions: Vec<RegionInfo>,
     pub router_url: String,
     pub entities: Vec<EntityInfo>,
+    /// One-way latency between two regions (ms), by `(a, b)` with `a < b`.
+    pub latency_ms: BTreeMap<(String, String), u64>,
 }
 
 impl Topology {
@@ -167,6 +170,61 @@ impl Topology {
                     conflicts_never: e.conflicts == ConflictPolicy::Never,
                 })
                 .collect(),
+            latency_ms: config
+                .regions
+                .iter()
+                .flat_map(|a| config.regions.iter().map(move |b| (a, b)))
+                .filter(|(a, b)| a.name < b.name)
+                .map(|(a, b)| {
+                    ((a.name.clone(), b.name.clone()), config.link_latency_ms(&a.name, &b.name))
+                })
+                .collect(),
+        }
+    }
+
+    /// How far `to` is from a caller in `from` (0 for the caller's own region).
+    pub fn distance_ms(&self, from: &str, to: &str) -> u64 {
+        if from == to {
+            return 0;
+        }
+        let key = if from < to {
+            (from.to_owned(), to.to_owned())
+        } else {
+            (to.to_owned(), from.to_owned())
+        };
+        self.latency_ms.get(&key).copied().unwrap_or(0).max(1)
+    }
+
+    /// The region that serves a request when every region is available: the
+    /// subject's home for a pinned write, the nearest region of the subject's
+    /// jurisdiction for personal records, the nearest region otherwise
+    /// (ties to the smaller name). The drill's own statement of the routing
+    /// contract, used to tell which requests are the target's traffic.
+    pub fn normal_region(
+        &self,
+        entity: &EntityInfo,
+        write: bool,
+        home: Option<&str>,
+        caller: &str,
+    ) -> String {
+        let nearest = |candidates: Vec<&RegionInfo>| {
+            candidates
+                .into_iter()
+                .min_by(|a, b| {
+                    (self.distance_ms(caller, &a.name), &a.name)
+                        .cmp(&(self.distance_ms(caller, &b.name), &b.name))
+                })
+                .map(|r| r.name.clone())
+        };
+        let by_home = entity.routed_by_home(write);
+        match home.filter(|_| by_home) {
+            Some(h) if write && entity.pinned => h.to_owned(),
+            Some(h) => {
+                let j = self.jurisdiction_of(h).unwrap_or_default();
+                nearest(self.regions.iter().filter(|r| r.jurisdiction == j).collect())
+                    .unwrap_or_else(|| h.to_owned())
+            }
+            None => nearest(self.regions.iter().collect()).unwrap_or_else(|| caller.to_owned()),
         }
     }
 
@@ -249,6 +307,14 @@ mod tests {
         let settings = t.entity("settings").unwrap();
         assert!(settings.routed_by_home(true) && !settings.routed_by_home(false));
         assert!(!t.entity("article").unwrap().routed_by_home(true));
-        assert!(t.entity("cart").unwrap().routed_by_home(true));
+        let cart = t.entity("cart").unwrap();
+        assert!(cart.routed_by_home(true));
+        // A roaming EU subject writing from the US lands in the nearest EU region.
+        assert_eq!(t.normal_region(cart, true, Some("eu-central"), "us-east"), "eu-west");
+        assert_eq!(t.normal_region(cart, true, Some("eu-west"), "eu-central"), "eu-central");
+        assert_eq!(t.normal_region(cred, true, Some("eu-west"), "us-east"), "eu-west");
+        assert_eq!(t.normal_region(settings, false, Some("us-east"), "eu-central"), "eu-central");
+        assert_eq!(t.normal_region(t.entity("article").unwrap(), true, None, "us-east"), "us-east");
+        assert_eq!(t.distance_ms("us-east", "eu-central"), 45);
     }
 }

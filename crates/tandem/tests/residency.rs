@@ -1,0 +1,884 @@
+//! Region pinning, the router and data residency, proven end to end on the real
+//! binary: each test runs its own `tandem up` deployment of the example config
+//! (router included) on free loopback ports. They show that EU-homed pinned
+//! writes land in their home region and fail over only inside the EU (drain,
+//! restore and kills take effect at once or within the probe budget), that a
+//! roaming caller is served inside its subject's jurisdiction, that the node
+//! refuses what the router must never send (403, 421, 422, 409), that after a
+//! long mixed workload with failovers no EU personal value or record key is in
+//! us-east's files, replication traffic, audit log or log lines, that a
+//! declared transfer basis moves personal data only as ciphertext, and that
+//! `tandem audit verify` catches a tampered audit log.
+
+mod router_support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use router_support::{
+    files_under, find_in_files, metric, wait_until, Deployment, Options, Resp, ALL, EU,
+};
+use serde_json::{json, Value};
+
+/// A dead region must be routed around within this time (the issue's 2 s)...
+const ROUTE_AROUND_BUDGET: Duration = Duration::from_secs(2);
+/// ...plus this much for the test's own polling and a busy machine.
+const POLL_MARGIN: Duration = Duration::from_millis(500);
+/// Pause between two attempts while waiting for the router to notice a kill.
+const KILL_POLL: Duration = Duration::from_millis(20);
+/// Length of the mixed workload of the residency sweep.
+const WORKLOAD: Duration = Duration::from_secs(12);
+/// Writer threads of the mixed workload.
+const WORKERS: usize = 4;
+/// The transfer key of the sealed-transfer test (32 bytes as 64 hex digits).
+const TRANSFER_KEY: &str = "8f4e2a9c1b7d3e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7";
+const TRANSFER_KEY_ENV: &str = "TANDEM_TRANSFER_KEY_EU_US";
+
+/// A tag unique to one test run, so that markers never match anything else.
+fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
+}
+
+fn assert_routed(r: &Resp, status: u16, region: &str, route: &str, what: &str) {
+    assert_eq!(
+        (r.status, r.region.as_deref(), r.route.as_deref()),
+        (status, Some(region), Some(route)),
+        "{what}: {r}"
+    );
+}
+
+fn assert_error(r: &Resp, status: u16, code: &str, what: &str) {
+    assert_eq!((r.status, r.code()), (status, code), "{what}: {r}");
+}
+
+/// PUT an `lww` record through the router from a caller in `client`.
+fn put_routed(d: &Deployment, entity: &str, id: &str, value: &str, client: &str) -> Resp {
+    let path = format!("/v1/records/{entity}/{id}");
+    d.routed(Method::PUT, &path, Some(&json!({ "value": value })), client)
+}
+
+#[test]
+fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
+    let d = Deployment::start(Options::default());
+    let subject = "anna";
+    d.register(subject, "eu-west");
+    let id = format!("{subject}:password");
+    let write = |v: &str| put_routed(&d, "credential", &id, v, "us-east");
+
+    // Home, even for a caller in the US; replicated to the other EU region.
+    let r = write("v1");
+    assert_routed(&r, 200, "eu-west", "home", "pinned write from the US");
+    assert_eq!(r.body["region"], "eu-west", "{r}");
+    d.wait_value("eu-central", "credential", &id, &json!("v1"));
+
+    // Drain and restore are token-protected...
+    assert_error(&d.router_admin("eu-west", "drain", None), 401, "unauthorized", "drain, no token");
+    let r = d.router_admin("eu-west", "drain", Some("not-the-token"));
+    assert_error(&r, 401, "unauthorized", "drain, wrong token");
+    assert_eq!(d.route_of("eu-west")["drained"], false, "a refused drain changed nothing");
+    // ...and take effect on the very next request.
+    d.drain("eu-west");
+    assert_eq!(d.route_of("eu-west")["drained"], true);
+    let r = write("v2");
+    assert_routed(&r, 200, "eu-central", "failover", "first write after draining eu-west");
+    d.wait_value("eu-west", "credential", &id, &json!("v2"));
+    d.restore("eu-west");
+    let r = write("v3");
+    assert_routed(&r, 200, "eu-west", "home", "first write after restoring eu-west");
+
+    // Both EU regions drained: 503, never us-east.
+    d.drain("eu-west");
+    d.drain("eu-central");
+    let r = write("v4-must-not-land");
+    assert_error(&r, 503, "no_region_available", "pinned write with the EU drained");
+    assert_eq!(r.region, None, "a refused request names no serving region: {r}");
+    let r = d.routed(Method::GET, &format!("/v1/records/credential/{id}"), None, "us-east");
+    assert_error(&r, 503, "no_region_available", "personal read with the EU drained");
+    let cart = format!("/v1/records/cart/{subject}:cart/ops");
+    let add = json!({"op": "add", "elements": ["v4-cart"]});
+    let r = d.routed(Method::POST, &cart, Some(&add), "eu-west");
+    assert_error(&r, 503, "no_region_available", "roaming personal write with the EU drained");
+    // Public data is still served, by the nearest region.
+    let r = put_routed(&d, "article", "news-1", "public", "eu-west");
+    assert_routed(&r, 200, "us-east", "nearest", "public write with the EU drained");
+    assert_eq!(d.value("us-east", "credential", &id), None, "the EU record reached us-east");
+    assert_eq!(d.value("us-east", "cart", &format!("{subject}:cart")), None);
+    assert_eq!(d.digest("us-east", "credential").1, 0, "us-east holds credentials");
+    d.restore("eu-west");
+    d.restore("eu-central");
+    let r = write("v5");
+    assert_routed(&r, 200, "eu-west", "home", "after restoring both");
+    d.wait_value("eu-central", "credential", &id, &json!("v5"));
+
+    let router_metrics = d.metrics_at(d.router());
+    let failovers = [("from", "eu-west"), ("to", "eu-central")];
+    assert!(
+        metric(&router_metrics, "router_failovers_total", &failovers) >= 1.0,
+        "router_failovers_total does not count the failover:\n{router_metrics}"
+    );
+    let no_region = [("outcome", "no_region")];
+    assert!(metric(&router_metrics, "router_requests_total", &no_region) >= 3.0);
+
+    // A killed home region is routed around by the router on its own: with no
+    // traffic at all, its probes find out, and the very next write fails over.
+    let started = Instant::now();
+    d.kill("eu-west");
+    let mut polls = 0;
+    while d.route_of("eu-west")["up"] == true {
+        polls += 1;
+        assert!(started.elapsed() < Duration::from_secs(10), "eu-west never marked down");
+        std::thread::sleep(KILL_POLL);
+    }
+    let r = write("after-kill");
+    let route_around = started.elapsed();
+    assert_routed(&r, 200, "eu-central", "failover", "the first write after eu-west was killed");
+    eprintln!("dead eu-west (no traffic) routed around after {route_around:?} ({polls} polls)");
+    assert!(
+        route_around < ROUTE_AROUND_BUDGET + POLL_MARGIN,
+        "a dead eu-west was routed around only after {route_around:?}"
+    );
+
+    // With the whole EU dead, under traffic: 503 within the same budget, never us-east.
+    let started = Instant::now();
+    d.kill("eu-central");
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let refused = loop {
+        let r = write("eu-dead");
+        *seen.entry(format!("{} {}", r.status, r.code())).or_default() += 1;
+        assert_ne!(r.region.as_deref(), Some("us-east"), "an EU write left the EU: {r}");
+        if r.status == 503 {
+            assert_error(&r, 503, "no_region_available", "with the EU dead");
+            break started.elapsed();
+        }
+        // Until the router has seen enough failures the write still goes to
+        // the dying region, and fails without being stored anywhere.
+        assert_error(&r, 502, "upstream_unavailable", "a write while eu-central is dying");
+        assert!(started.elapsed() < Duration::from_secs(10), "never refused: {seen:?}");
+        std::thread::sleep(KILL_POLL);
+    };
+    eprintln!("EU dead: 503 no_region_available after {refused:?} (answers meanwhile: {seen:?})");
+    assert!(refused < ROUTE_AROUND_BUDGET + POLL_MARGIN, "503 only after {refused:?}: {seen:?}");
+    // The gauge follows at the next probe.
+    let gauges_down = || {
+        let text = d.metrics_at(d.router());
+        EU.iter().all(|r| metric(&text, "router_region_up", &[("region", r)]) == 0.0)
+            && metric(&text, "router_region_up", &[("region", "us-east")]) == 1.0
+    };
+    assert!(
+        wait_until(Duration::from_secs(2), gauges_down),
+        "router_region_up does not show the EU down:\n{}",
+        d.metrics_at(d.router())
+    );
+
+    // Back: writes go home again, the failover write reached home, and
+    // nothing of it ever reached us-east.
+    d.start_region("eu-west");
+    d.start_region("eu-central");
+    let home_again = || write("v6").region.as_deref() == Some("eu-west");
+    assert!(wait_until(Duration::from_secs(10), home_again), "{}", d.routes());
+    let r = write("v7");
+    assert_routed(&r, 200, "eu-west", "home", "after the EU came back");
+    d.wait_value("eu-central", "credential", &id, &json!("v7"));
+    assert_eq!(d.value("us-east", "credential", &id), None, "the EU record reached us-east");
+    assert_eq!(d.digest("us-east", "credential").1, 0, "us-east holds credentials");
+}
+
+#[test]
+fn roaming_reads_and_writes_stay_in_the_jurisdiction() {
+    let d = Deployment::start(Options::default());
+    d.register("bea", "eu-west");
+    d.register("cem", "eu-central");
+    d.register("dan", "us-east");
+    let add = |item: &str| json!({"op": "add", "elements": [item]});
+    let in_eu = |r: &Resp, what: &str| {
+        assert_eq!(r.status, 200, "{what}: {r}");
+        let region = r.region.as_deref().unwrap_or("");
+        assert!(EU.contains(&region), "{what} was served outside the EU: {r}");
+        assert!(matches!(r.route.as_deref(), Some("home" | "nearest")), "{what}: {r}");
+    };
+
+    // An EU user roaming in the US adds to her cart (personal, any-region):
+    // the nearest EU region takes it, and reads come from the EU too.
+    let r = d.routed(Method::POST, "/v1/records/cart/bea:cart/ops", Some(&add("book")), "us-east");
+    in_eu(&r, "bea's cart write from the US");
+    let r = d.routed(Method::GET, "/v1/records/cart/bea:cart", None, "us-east");
+    in_eu(&r, "bea's cart read from the US");
+    assert_eq!(r.body["value"], json!(["book"]), "{r}");
+
+    // Homed at eu-central; from the US the nearest EU region is eu-west.
+    let r = d.routed(Method::POST, "/v1/records/cart/cem:cart/ops", Some(&add("pen")), "us-east");
+    in_eu(&r, "cem's cart write from the US");
+    assert_eq!(r.region.as_deref(), Some("eu-west"), "nearest EU region from us-east: {r}");
+    assert_eq!(r.route.as_deref(), Some("nearest"), "{r}");
+    let r = d.routed(Method::GET, "/v1/records/cart/cem:cart", None, "us-east");
+    in_eu(&r, "cem's cart read from the US");
+    assert_eq!(r.body["value"], json!(["pen"]), "{r}");
+
+    // From eu-central, eu-central serves; it sees the other region's adds
+    // once they replicate.
+    let r =
+        d.routed(Method::POST, "/v1/records/cart/bea:cart/ops", Some(&add("map")), "eu-central");
+    assert_routed(&r, 200, "eu-central", "nearest", "bea's cart write from eu-central");
+    let both = json!(["book", "map"]);
+    let converged = || {
+        let r = d.routed(Method::GET, "/v1/records/cart/bea:cart", None, "eu-central");
+        r.region.as_deref() == Some("eu-central") && r.body["value"] == both
+    };
+    assert!(wait_until(router_support::CONVERGE_TIMEOUT, converged), "bea's cart never merged");
+
+    // With eu-west drained the roaming user is still served in the EU.
+    d.drain("eu-west");
+    let r = d.routed(Method::POST, "/v1/records/cart/bea:cart/ops", Some(&add("hat")), "us-east");
+    assert_routed(&r, 200, "eu-central", "nearest", "bea's cart with eu-west drained");
+    let r = d.routed(Method::GET, "/v1/records/cart/bea:cart", None, "us-east");
+    assert_routed(&r, 200, "eu-central", "nearest", "bea's cart read with eu-west drained");
+    d.restore("eu-west");
+
+    // None of it is in the US.
+    for id in ["bea:cart", "cem:cart"] {
+        assert_eq!(d.value("us-east", "cart", id), None, "{id} reached us-east");
+    }
+
+    // Controls: a US user roaming in the EU is served by us-east; public data
+    // is served by the caller's nearest region; an unknown caller region is refused.
+    let r = d.routed(Method::POST, "/v1/records/cart/dan:cart/ops", Some(&add("cap")), "eu-west");
+    assert_routed(&r, 200, "us-east", "home", "dan's cart write from the EU");
+    assert_eq!(d.value("eu-west", "cart", "dan:cart"), None, "a US cart reached the EU");
+    let r = put_routed(&d, "article", "roaming-news", "hello", "us-east");
+    assert_routed(&r, 200, "us-east", "nearest", "public write from the US");
+    let r = put_routed(&d, "article", "roaming-news", "hello", "mars");
+    assert_error(&r, 400, "bad_request", "unknown caller region");
+}
+
+#[test]
+fn node_enforces_residency_and_pinning() {
+    let d = Deployment::start(Options::default());
+    d.register("eva", "eu-west");
+    d.register("fay", "eu-west");
+    d.register("gus", "us-east");
+    let put = |region: &str, entity: &str, id: &str, value: &str, headers: &[(&str, &str)]| {
+        let path = format!("/v1/records/{entity}/{id}");
+        d.direct(Method::PUT, region, &path, Some(&json!({ "value": value })), headers)
+    };
+    let denials = |region: &str, reason: &str| {
+        metric(&d.metrics_at(d.url(region)), "residency_denials_total", &[("reason", reason)])
+    };
+
+    // Straight at us-east, personal data of an EU subject is refused and not stored.
+    let digest_before = d.digest("us-east", "credential");
+    let cart_before = d.digest("us-east", "cart");
+    let denied_before = denials("us-east", "write_outside_jurisdiction");
+    let r = put("us-east", "credential", "eva:pw", "eva-secret-value", &[]);
+    assert_error(&r, 403, "residency_violation", "EU credential written at us-east");
+    assert_eq!(r.body["error"]["home_region"], "eu-west", "{r}");
+    let add = json!({"op": "add", "elements": ["eva-cart-item"]});
+    let r = d.direct(Method::POST, "us-east", "/v1/records/cart/eva:cart/ops", Some(&add), &[]);
+    assert_error(&r, 403, "residency_violation", "EU cart written at us-east");
+    assert_eq!(d.value("us-east", "credential", "eva:pw"), None, "the refused write was stored");
+    assert_eq!(d.value("us-east", "cart", "eva:cart"), None, "the refused write was stored");
+    assert_eq!(d.digest("us-east", "credential"), digest_before);
+    assert_eq!(d.digest("us-east", "cart"), cart_before);
+    assert_eq!(denials("us-east", "write_outside_jurisdiction"), denied_before + 2.0);
+    // A failover marker does not open the US to EU data.
+    let eu_failover = [("x-tandem-failover", "eu-west")];
+    let r = put("us-east", "credential", "eva:pw", "eva-secret-value", &eu_failover);
+    assert!(matches!(r.status, 403 | 421), "failover marker accepted at us-east: {r}");
+    assert_eq!(d.value("us-east", "credential", "eva:pw"), None, "the refused write was stored");
+    // Not even for pinned non-personal data: failover stays in the jurisdiction.
+    let r = put("us-east", "article", "x", "ok", &[]);
+    assert_eq!(r.status, 200, "public data is written anywhere: {r}");
+    let path = "/v1/records/settings/eva:prefs";
+    let patch = json!({"fields": {"theme": "dark"}});
+    let r = d.direct(Method::PATCH, "us-east", path, Some(&patch), &eu_failover);
+    assert_error(&r, 421, "misdirected_write", "pinned settings at us-east marked as failover");
+    assert_eq!(r.body["error"]["home_region"], "eu-west", "{r}");
+    // The value never reached us-east's logs either.
+    assert!(!d.log_text().contains("eva-secret-value"), "a refused value was logged");
+
+    // Pinned writes at a non-home region of the same jurisdiction need a valid failover.
+    let misdirected_before = denials("eu-central", "misdirected_write");
+    let r = put("eu-central", "credential", "eva:pw", "v1", &[]);
+    assert_error(&r, 421, "misdirected_write", "pinned write at eu-central without failover");
+    assert_eq!(r.body["error"]["home_region"], "eu-west", "{r}");
+    let wrong_home = [("x-tandem-failover", "eu-central")];
+    let r = put("eu-central", "credential", "eva:pw", "v1", &wrong_home);
+    assert_error(&r, 421, "misdirected_write", "failover marker naming the wrong home");
+    assert_eq!(denials("eu-central", "misdirected_write"), misdirected_before + 2.0);
+    assert_eq!(d.value("eu-central", "credential", "eva:pw"), None);
+    let r = put("eu-central", "credential", "eva:pw", "v1", &eu_failover);
+    assert_eq!(r.status, 200, "a valid failover inside the EU: {r}");
+    assert_eq!(r.body["region"], "eu-central", "{r}");
+    d.wait_value("eu-west", "credential", "eva:pw", &json!("v1"));
+    // At home, no marker is needed.
+    assert_eq!(put("eu-west", "credential", "eva:pw", "v2", &[]).status, 200);
+
+    // Unknown subjects on personal types, at the node and through the router.
+    let r = put("eu-west", "credential", "nobody:pw", "x", &[]);
+    assert_error(&r, 422, "unknown_subject", "credential of an unknown subject");
+    let r =
+        d.direct(Method::POST, "eu-central", "/v1/records/cart/nobody:cart/ops", Some(&add), &[]);
+    assert_error(&r, 422, "unknown_subject", "cart of an unknown subject");
+    let r = put_routed(&d, "credential", "nobody:pw", "x", "eu-west");
+    assert_error(&r, 422, "unknown_subject", "credential of an unknown subject via the router");
+    assert_eq!(d.value("eu-west", "credential", "nobody:pw"), None);
+
+    // Moves: inside the jurisdiction yes, out of it never.
+    let subject_path = "/v1/subjects/fay";
+    let to = |home: &str| json!({ "home_region": home });
+    let r = d.routed(Method::PUT, subject_path, Some(&to("eu-central")), "eu-west");
+    assert_eq!(r.status, 200, "move fay to eu-central: {r}");
+    d.wait_subject_everywhere("fay", "eu-central");
+    let r = d.routed(Method::GET, subject_path, None, "us-east");
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        (&r.body["home_region"], &r.body["jurisdiction"]),
+        (&json!("eu-central"), &json!("EU"))
+    );
+    let r = d.routed(Method::PUT, subject_path, Some(&to("us-east")), "us-east");
+    assert_error(&r, 409, "cross_jurisdiction_move", "move fay to us-east via the router");
+    for region in ALL {
+        let r = d.direct(Method::PUT, region, subject_path, Some(&to("us-east")), &[]);
+        assert_error(
+            &r,
+            409,
+            "cross_jurisdiction_move",
+            &format!("move fay to us-east at {region}"),
+        );
+    }
+    d.wait_subject_everywhere("fay", "eu-central");
+    // After the move, pinned writes follow the new home.
+    assert_eq!(put("eu-central", "credential", "fay:pw", "f1", &[]).status, 200);
+    let r = put("eu-west", "credential", "fay:pw", "f2", &[]);
+    assert_error(&r, 421, "misdirected_write", "pinned write at the old home");
+    assert_eq!(r.body["error"]["home_region"], "eu-central", "{r}");
+    let r = put_routed(&d, "credential", "fay:pw", "f3", "us-east");
+    assert_routed(&r, 200, "eu-central", "home", "pinned write after the move");
+
+    // A US subject cannot move to the EU either, and its data is refused there.
+    let r = d.routed(Method::PUT, "/v1/subjects/gus", Some(&to("eu-west")), "eu-west");
+    assert_error(&r, 409, "cross_jurisdiction_move", "move gus to eu-west");
+    let r = put("eu-west", "credential", "gus:pw", "x", &[]);
+    assert_error(&r, 403, "residency_violation", "US credential written at eu-west");
+    assert_eq!(r.body["error"]["home_region"], "us-east", "{r}");
+}
+
+/// What the mixed workload saw.
+#[derive(Default)]
+struct Tally {
+    /// `"<kind> <status> <code>"` → count.
+    answers: BTreeMap<String, u64>,
+    /// EU personal marker values that were acknowledged.
+    eu_acked: Vec<String>,
+    /// Anything a router must never do.
+    violations: Vec<String>,
+}
+
+/// A small xorshift generator: the workload is varied but needs no crate.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One step of the mixed workload through the router.
+fn workload_step(
+    d: &Deployment,
+    tag: &str,
+    worker: usize,
+    n: u64,
+    rng: &mut Rng,
+    tally: &Mutex<Tally>,
+) {
+    let client = ALL[rng.below(3) as usize];
+    let eu_subject = format!("eus{}", rng.below(4));
+    let us_subject = format!("uss{}", rng.below(2));
+    // EU markers: values and the non-subject part of record ids.
+    let eu_val = format!("EUVAL{tag}-{worker}-{n}");
+    let eu_key = format!("EUKEY{tag}-{worker}-{n}");
+    let (kind, r) = match rng.below(9) {
+        0 => {
+            ("eu", put_routed(d, "credential", &format!("{eu_subject}:{eu_key}"), &eu_val, client))
+        }
+        1 => {
+            let path = format!("/v1/records/profile/{eu_subject}:{eu_key}");
+            let body = json!({"fields": {"name": eu_val, "email": format!("{eu_val}@example.eu")}});
+            ("eu", d.routed(Method::PATCH, &path, Some(&body), client))
+        }
+        2 => {
+            // Roaming personal data: one cart per subject, many elements.
+            let path = format!("/v1/records/cart/{eu_subject}:cart/ops");
+            (
+                "eu",
+                d.routed(
+                    Method::POST,
+                    &path,
+                    Some(&json!({"op": "add", "elements": [eu_val]})),
+                    client,
+                ),
+            )
+        }
+        3 => {
+            let path = format!("/v1/records/balance/{eu_subject}:{eu_key}/ops");
+            ("eu", d.routed(Method::POST, &path, Some(&json!({"op": "incr", "by": 5})), client))
+        }
+        4 => {
+            let id = format!("{us_subject}:USKEY{tag}-{worker}-{n}");
+            ("us", put_routed(d, "credential", &id, &format!("USVAL{tag}-{worker}-{n}"), client))
+        }
+        5 => (
+            "public",
+            put_routed(
+                d,
+                "article",
+                &format!("art-{worker}-{n}"),
+                &format!("PUBVAL{tag}-{worker}-{n}"),
+                client,
+            ),
+        ),
+        6 => {
+            let path = format!("/v1/records/likes/post-{}/ops", rng.below(5));
+            ("public", d.routed(Method::POST, &path, Some(&json!({"op": "incr", "by": 1})), client))
+        }
+        7 => {
+            // Pinned but not personal: may go anywhere, so no EU marker in it.
+            let path = format!("/v1/records/settings/{eu_subject}:prefs");
+            (
+                "public",
+                d.routed(
+                    Method::PATCH,
+                    &path,
+                    Some(&json!({"fields": {"theme": format!("t{n}")}})),
+                    client,
+                ),
+            )
+        }
+        _ => {
+            let path = format!("/v1/records/cart/{eu_subject}:cart");
+            ("eu-read", d.routed(Method::GET, &path, None, client))
+        }
+    };
+    let mut t = tally.lock().expect("tally");
+    *t.answers.entry(format!("{kind} {} {}", r.status, r.code())).or_default() += 1;
+    let served = r.region.as_deref().unwrap_or("");
+    let bad = match (kind, r.status) {
+        (_, 403) => Some("refused for residency: the router sent it to the wrong jurisdiction"),
+        ("eu" | "eu-read", _) if served == "us-east" => {
+            Some("EU personal request served by us-east")
+        }
+        ("us", 200) if served != "us-east" => Some("US personal write served outside the US"),
+        ("eu" | "us" | "public", 200 | 502 | 503 | 504) => None,
+        ("eu-read", 200 | 404 | 502 | 503 | 504) => None,
+        _ => Some("unexpected answer"),
+    };
+    if let Some(why) = bad {
+        t.violations.push(format!("{why}: {kind} from {client}: {r}"));
+    }
+    if kind == "eu" && r.status == 200 {
+        t.eu_acked.push(eu_val);
+    }
+}
+
+/// The fault script of the mixed workload: drains, link cuts, a kill.
+fn chaos(d: &Deployment, deadline: Instant) -> Vec<String> {
+    let steps: [(&str, &dyn Fn()); 8] = [
+        ("drain eu-west", &|| d.drain("eu-west")),
+        ("restore eu-west", &|| d.restore("eu-west")),
+        ("cut eu-west->us-east (us-east gets eu-west's changes forwarded)", &|| {
+            d.cut("eu-west", "us-east")
+        }),
+        ("heal eu-west->us-east; cut eu-west->eu-central", &|| {
+            d.heal("eu-west", "us-east");
+            d.cut("eu-west", "eu-central");
+        }),
+        ("heal eu-west->eu-central; partition eu-central/us-east; drain eu-central", &|| {
+            d.heal("eu-west", "eu-central");
+            d.cut("eu-central", "us-east");
+            d.cut("us-east", "eu-central");
+            d.drain("eu-central");
+        }),
+        ("heal everything; restore eu-central", &|| {
+            d.heal("*", "*");
+            d.restore("eu-central");
+        }),
+        ("kill eu-west", &|| d.kill("eu-west")),
+        ("start eu-west", &|| d.start_region("eu-west")),
+    ];
+    let mut done = Vec::new();
+    for (name, step) in steps.iter().cycle() {
+        if Instant::now() >= deadline {
+            break;
+        }
+        step();
+        done.push((*name).to_owned());
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    // Leave everything whole whatever step the clock stopped at.
+    if !d.processes().contains_key("eu-west") {
+        d.start_region("eu-west");
+    }
+    d.heal("*", "*");
+    for region in ALL {
+        d.restore(region);
+    }
+    done
+}
+
+fn capture_files(d: &Deployment, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let dir = d.capture_dir.as_ref().expect("capturing");
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&pred))
+        .collect()
+}
+
+/// Entries of a region's audit log, read from its file (after the stop).
+fn audit_file(d: &Deployment, region: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(d.data_dir.join(region).join("audit.jsonl"))
+        .unwrap_or_else(|e| panic!("audit log of {region}: {e}"));
+    text.lines().map(|l| serde_json::from_str(l).expect("an audit entry")).collect()
+}
+
+fn audit_verify(d: &Deployment, region: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["audit", "verify", "--config"])
+        .arg(&d.config_path)
+        .args(["--region", region])
+        .output()
+        .expect("run tandem audit verify")
+}
+
+#[test]
+fn no_eu_personal_data_in_us_after_mixed_workload_with_failovers() {
+    let d = Deployment::start(Options { capture: true, ..Options::default() });
+    let tag = run_tag();
+    for i in 0..4 {
+        d.register(&format!("eus{i}"), EU[i % 2]);
+    }
+    for i in 0..2 {
+        d.register(&format!("uss{i}"), "us-east");
+    }
+    let tally = Mutex::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + WORKLOAD;
+    let steps = std::thread::scope(|s| {
+        for worker in 0..WORKERS {
+            let (d, tag, tally) = (&d, tag.as_str(), &tally);
+            s.spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((worker as u64 + 1) * 0x1000_0001));
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    n += 1;
+                    workload_step(d, tag, worker, n, &mut rng, tally);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+        chaos(&d, deadline)
+    });
+    let tally = tally.into_inner().expect("tally");
+    eprintln!(
+        "mixed workload: {:?}, fault steps {steps:?}\nanswers: {:#?}",
+        started.elapsed(),
+        tally.answers
+    );
+    assert!(tally.violations.is_empty(), "the router misrouted:\n{}", tally.violations.join("\n"));
+    assert!(tally.eu_acked.len() >= 50, "too few EU writes acknowledged: {}", tally.eu_acked.len());
+    let failovers =
+        metric(&d.metrics_at(d.router()), "router_requests_total", &[("route", "failover")]);
+    assert!(failovers >= 1.0, "the workload never failed over");
+
+    // Let the EU converge, so the EU markers are in eu-central's store.
+    for entity in ["credential", "profile", "cart", "balance", "article"] {
+        let regions: &[&str] = if entity == "article" { &ALL } else { &EU };
+        let equal = || {
+            let digests: Vec<_> = regions.iter().map(|r| d.digest(r, entity)).collect();
+            digests.windows(2).all(|w| w[0] == w[1])
+        };
+        assert!(wait_until(router_support::CONVERGE_TIMEOUT, equal), "{entity} did not converge");
+    }
+    // Through the API: us-east holds personal records of US subjects only.
+    for entity in ["credential", "profile", "cart", "balance"] {
+        let r = d.direct(
+            Method::GET,
+            "us-east",
+            &format!("/v1/records/{entity}?limit=1000"),
+            None,
+            &[],
+        );
+        assert_eq!(r.status, 200, "{r}");
+        for rec in r.body["records"].as_array().expect("records") {
+            let id = rec["id"].as_str().expect("id");
+            assert!(id.starts_with("uss"), "us-east holds {entity}/{id}");
+        }
+    }
+    let us_audit_api = serde_json::to_string(&d.audit("us-east")).expect("audit encodes");
+    d.stop();
+
+    let needles = vec![format!("EUVAL{tag}"), format!("EUKEY{tag}")];
+    // us-east: every file of its data directory, every byte of every link
+    // into or out of it, its audit log as served, and its log lines.
+    let us_files = files_under(&d.data_dir.join("us-east"));
+    let names: Vec<String> = us_files.iter().map(|p| p.display().to_string()).collect();
+    assert!(names.iter().any(|n| n.ends_with("audit.jsonl")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("audit.head")), "{names:?}");
+    let us_links = capture_files(&d, |n| n.ends_with("-us-east.bin") || n.starts_with("us-east-"));
+    assert_eq!(us_links.len(), 4, "{us_links:?}");
+    let mut searched = us_files.clone();
+    searched.extend(us_links.iter().cloned());
+    let hits = find_in_files(&searched, &needles);
+    assert!(hits.is_empty(), "EU personal data outside the EU: {hits:?}");
+    for n in &needles {
+        assert!(!us_audit_api.contains(n.as_str()), "{n} in us-east's /v1/audit");
+    }
+    let log = d.log_text();
+    for line in log.lines().filter(|l| l.starts_with("[us-east]")) {
+        assert!(!needles.iter().any(|n| line.contains(n.as_str())), "in us-east's log: {line}");
+    }
+
+    // Positive controls: the same search finds what must be there.
+    let us_markers = vec![format!("USVAL{tag}"), format!("PUBVAL{tag}")];
+    let found = find_in_files(&us_files, &us_markers);
+    assert!(
+        found.iter().any(|(_, n)| n == &us_markers[0]),
+        "US values not found in us-east's files"
+    );
+    let inbound = capture_files(&d, |n| n.ends_with("-us-east.bin"));
+    let found = find_in_files(&inbound, &us_markers[1..]);
+    assert!(!found.is_empty(), "public values not found in us-east's inbound captures");
+    let mut eu_side = files_under(&d.data_dir.join("eu-central"));
+    eu_side.extend(capture_files(&d, |n| n == "eu-west-eu-central.bin"));
+    let found = find_in_files(&eu_side, &needles);
+    assert!(found.len() >= 2, "EU markers not found on the EU side: {found:?}");
+    let sample: Vec<String> = tally.eu_acked.iter().take(5).cloned().collect();
+    assert!(
+        !find_in_files(&eu_side, &sample).is_empty(),
+        "no acknowledged EU value found on the EU side"
+    );
+
+    // The audit logs: eu-west withheld personal records from us-east and never
+    // served it any; every chain verifies.
+    let eu_west = audit_file(&d, "eu-west");
+    let to_us: Vec<&Value> = eu_west.iter().filter(|e| e["peer"] == "us-east").collect();
+    let withheld: u64 = to_us
+        .iter()
+        .flat_map(|e| e["withheld"].as_object().into_iter().flatten())
+        .map(|(_, n)| n.as_u64().expect("count"))
+        .sum();
+    assert!(withheld > 0, "eu-west's audit log shows nothing withheld from us-east");
+    for region in ALL {
+        for e in audit_file(&d, region) {
+            let crosses = e["peer_jurisdiction"] != if region == "us-east" { "US" } else { "EU" };
+            if crosses {
+                assert_eq!(e["personal"], 0, "{region} served personal records across: {e}");
+                assert_eq!(e["encrypted"], false, "{e}");
+            }
+        }
+        let out = audit_verify(&d, region);
+        assert!(
+            out.status.success(),
+            "audit of {region}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "searched {} us-east files and {} link captures; eu-west withheld {withheld} records from us-east in {} audit entries",
+        us_files.len(),
+        us_links.len(),
+        to_us.len()
+    );
+}
+
+#[test]
+fn sealed_transfer_under_a_legal_basis() {
+    let transfer = format!(
+        "[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"{TRANSFER_KEY_ENV}\"\n"
+    );
+    let d = Deployment::start(Options {
+        capture: true,
+        extra_toml: transfer,
+        env: vec![(TRANSFER_KEY_ENV.to_owned(), TRANSFER_KEY.to_owned())],
+    });
+    // Only the EU regions hold the key.
+    for process in ["eu-west", "eu-central", "us-east", "router"] {
+        let has = d.env_names(process).iter().any(|k| k == TRANSFER_KEY_ENV);
+        assert_eq!(has, EU.contains(&process), "{process} holding {TRANSFER_KEY_ENV}: {has}");
+    }
+    let tag = run_tag();
+    d.register("sue", "eu-west");
+    let val = |i: u32| format!("EUVAL{tag}-{i}");
+    let key = |i: u32| format!("sue:EUKEY{tag}-{i}");
+    let r = put_routed(&d, "credential", &key(1), &val(1), "us-east");
+    assert_routed(&r, 200, "eu-west", "home", "credential");
+    let fields = json!({"fields": {"email": val(2)}});
+    let r = d.routed(
+        Method::PATCH,
+        &format!("/v1/records/profile/{}", key(2)),
+        Some(&fields),
+        "us-east",
+    );
+    assert_routed(&r, 200, "eu-west", "home", "profile");
+    let add = json!({"op": "add", "elements": [val(3)]});
+    let r =
+        d.routed(Method::POST, &format!("/v1/records/cart/{}/ops", key(3)), Some(&add), "us-east");
+    assert_eq!(r.status, 200, "cart: {r}");
+    d.wait_value("eu-central", "credential", &key(1), &json!(val(1)));
+
+    // us-east receives opaque sealed copies, one per record, and serves none of it.
+    let sealed = || d.digest("us-east", "_sealed").1 >= 3;
+    assert!(
+        wait_until(router_support::CONVERGE_TIMEOUT, sealed),
+        "us-east holds {} sealed copies, not 3",
+        d.digest("us-east", "_sealed").1
+    );
+    assert_eq!(d.digest("eu-central", "_sealed").1, 0, "sealed copies stay out of the EU");
+    assert_eq!(
+        d.value("us-east", "credential", &key(1)),
+        None,
+        "personal record in clear at us-east"
+    );
+    assert_eq!(d.value("us-east", "profile", &key(2)), None);
+    assert_eq!(d.value("us-east", "cart", &key(3)), None);
+    let r = d.direct(Method::GET, "us-east", "/v1/records/_sealed?limit=10", None, &[]);
+    assert_eq!(r.status, 404, "sealed copies are served at us-east: {r}");
+    let r = d.routed(Method::GET, &format!("/v1/records/credential/{}", key(1)), None, "us-east");
+    assert_routed(&r, 200, "eu-west", "home", "the personal record read from the US");
+    assert_eq!(r.body["value"], json!(val(1)));
+
+    // eu-west audited the encrypted flow.
+    let audit = d.audit("eu-west");
+    let sealed_batch = audit.iter().find(|e| {
+        e["kind"] == "batch_served"
+            && e["peer"] == "us-east"
+            && e["encrypted"] == true
+            && e["personal"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(sealed_batch.is_some(), "no encrypted batch to us-east in eu-west's audit: {audit:#?}");
+    let us_audit_api = serde_json::to_string(&d.audit("us-east")).expect("audit encodes");
+    d.stop();
+
+    let needles = vec![format!("EUVAL{tag}"), format!("EUKEY{tag}")];
+    let us_files = files_under(&d.data_dir.join("us-east"));
+    let us_links = capture_files(&d, |n| n.ends_with("-us-east.bin") || n.starts_with("us-east-"));
+    let mut searched = us_files.clone();
+    searched.extend(us_links.iter().cloned());
+    let hits = find_in_files(&searched, &needles);
+    assert!(hits.is_empty(), "EU personal data in clear outside the EU: {hits:?}");
+    for n in &needles {
+        assert!(!us_audit_api.contains(n.as_str()), "{n} in us-east's /v1/audit");
+    }
+    assert!(!d.log_text().contains(TRANSFER_KEY), "the transfer key was logged");
+    // Positive controls: the ciphertext and its legal basis did cross and were
+    // stored; the plaintext is on the EU side.
+    let crossed = find_in_files(&us_links, &["SCC 2021/914".to_owned()]);
+    assert!(!crossed.is_empty(), "no sealed copy crossed to us-east");
+    let stored = find_in_files(&us_files, &["ciphertext".to_owned()]);
+    assert!(!stored.is_empty(), "no sealed copy stored at us-east");
+    let eu_link = capture_files(&d, |f| f == "eu-west-eu-central.bin");
+    let found = find_in_files(&eu_link, &needles);
+    assert_eq!(found.len(), needles.len(), "EU markers not on the EU link: {found:?}");
+}
+
+/// `"records":{"<entity>":N` → N+1 in one audit line (`None` without records).
+fn bump_count(line: &str) -> Option<String> {
+    let start = line.find("\"records\":{\"")? + "\"records\":{\"".len();
+    let colon = start + line[start..].find("\":")? + 2;
+    let digits = line[colon..].chars().take_while(char::is_ascii_digit).count();
+    let n: u64 = line[colon..colon + digits].parse().ok()?;
+    Some(format!("{}{}{}", &line[..colon], n + 1, &line[colon + digits..]))
+}
+
+#[test]
+fn audit_verify_detects_tampering() {
+    let d = Deployment::start(Options::default());
+    d.register("tom", "eu-west");
+    for i in 0..4 {
+        let r = put_routed(&d, "credential", &format!("tom:k{i}"), &format!("v{i}"), "eu-west");
+        assert_routed(&r, 200, "eu-west", "home", "credential");
+        let r = put_routed(&d, "article", &format!("a{i}"), "public", "eu-west");
+        assert_routed(&r, 200, "eu-west", "nearest", "article");
+        d.wait_value("eu-central", "credential", &format!("tom:k{i}"), &json!(format!("v{i}")));
+        d.wait_value("us-east", "article", &format!("a{i}"), &json!("public"));
+    }
+    d.stop();
+
+    let path = d.data_dir.join("eu-west").join("audit.jsonl");
+    let original = std::fs::read_to_string(&path).expect("eu-west's audit log");
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 4, "too few audit entries to tamper with: {}", lines.len());
+    let verify = |expect_ok: bool, what: &str| -> String {
+        let out = audit_verify(&d, "eu-west");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = if expect_ok { Some(0) } else { Some(1) };
+        assert_eq!(out.status.code(), want, "{what}: {text}");
+        text
+    };
+    let write = |text: String| std::fs::write(&path, text).expect("rewrite the audit log");
+    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    verify(true, "the untouched log");
+    // `--data-dir` names the same directory explicitly.
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["audit", "verify", "--config"])
+        .arg(&d.config_path)
+        .args(["--region", "eu-west", "--data-dir"])
+        .arg(&d.data_dir)
+        .output()
+        .expect("run tandem audit verify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A changed count, in a middle entry.
+    let (i, bumped) = lines
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find_map(|(i, l)| Some((i, bump_count(l)?)))
+        .expect("an entry with record counts");
+    let mut modified = lines.clone();
+    modified[i] = &bumped;
+    write(join(&modified));
+    let text = verify(false, "a modified entry");
+    assert!(text.contains(&format!("line {}", i + 1)), "the message names no line: {text}");
+    write(original.clone());
+    verify(true, "the restored log");
+
+    // A removed entry.
+    let mut removed = lines.clone();
+    removed.remove(1);
+    write(join(&removed));
+    let text = verify(false, "a removed entry");
+    assert!(text.contains("line 2"), "the message names no line: {text}");
+
+    // Two entries swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    write(join(&swapped));
+    let text = verify(false, "swapped entries");
+    assert!(text.contains("line 2"), "the message names no line: {text}");
+
+    // The newest entry cut off.
+    write(join(&lines[..lines.len() - 1]));
+    verify(false, "a truncated log");
+
+    write(original);
+    verify(true, "the restored log");
+    for region in ["eu-central", "us-east"] {
+        let out = audit_verify(&d, region);
+        assert!(out.status.success(), "{region}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
