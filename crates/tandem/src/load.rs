@@ -84,6 +84,10 @@ pub struct LoadArgs {
     /// Print the report as JSON instead of text
     #[arg(long)]
     pub json: bool,
+    /// Target total requests per second (0: as fast as the clients go). Each
+    /// client paces itself to rate/clients.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// What a run measured, over the measured window only (warm-up excluded).
@@ -179,6 +183,8 @@ struct Plan {
     clients: usize,
     warmup: Duration,
     duration: Duration,
+    /// Pause between one client's request starts, when a rate is set.
+    interval: Option<Duration>,
 }
 
 impl Plan {
@@ -221,7 +227,10 @@ impl Plan {
                 args.entity
             );
         }
+        let interval = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
         Ok(Plan {
+            interval,
             workload,
             base,
             entity: args.entity.clone(),
@@ -449,6 +458,9 @@ async fn client_loop(
                 }
             }
         }
+        if let Some(interval) = plan.interval {
+            tokio::time::sleep_until((started + interval).min(deadline).into()).await;
+        }
     }
     tally
 }
@@ -567,6 +579,7 @@ mod tests {
             keys: 10_000,
             value_bytes: 100,
             json: false,
+            rate: 0,
         }
     }
 
