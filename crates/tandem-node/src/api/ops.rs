@@ -86,6 +86,9 @@ fn peers_status(node: &AppState) -> Vec<Value> {
                 "lag_ms_p50": link.percentile_ms(0.5),
                 "lag_ms_p99": link.percentile_ms(0.99),
                 "lag_ms_max": link.hist_ms.max(),
+                "commit_to_apply_ms_p50": link.commit_to_apply_percentile_ms(0.5),
+                "commit_to_apply_ms_p99": link.commit_to_apply_percentile_ms(0.99),
+                "commit_to_apply_samples": link.commit_to_apply_ms.len(),
                 "classes": lag,
                 "last_error": link.last_error,
             })

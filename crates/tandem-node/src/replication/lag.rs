@@ -27,6 +27,9 @@ pub struct LinkState {
     recent: BTreeMap<String, (f64, u64)>,
     /// Lag samples (ms) of every applied change, for percentiles.
     pub hist_ms: hdrhistogram::Histogram<u64>,
+    /// Origin commit to local apply (ms), across the two regions' clocks:
+    /// exact on one machine (benchmarks), skewed by any clock offset elsewhere.
+    pub commit_to_apply_ms: hdrhistogram::Histogram<u64>,
     pub applied_total: u64,
     pub forwarded_total: u64,
     pub last_error: Option<String>,
@@ -43,6 +46,7 @@ impl LinkState {
             sender_last_seq: cursor,
             recent: BTreeMap::new(),
             hist_ms: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("bounds"),
+            commit_to_apply_ms: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("bounds"),
             applied_total: 0,
             forwarded_total: 0,
             last_error: None,
@@ -93,6 +97,18 @@ impl LinkState {
             recent
         } else {
             recent.max(now_ms.saturating_sub(self.caught_up_at_ms) as f64 / 1000.0)
+        }
+    }
+
+    pub fn record_commit_to_apply(&mut self, ms: u64) {
+        let _ = self.commit_to_apply_ms.record(ms.clamp(1, 3_600_000));
+    }
+
+    pub fn commit_to_apply_percentile_ms(&self, q: f64) -> u64 {
+        if self.commit_to_apply_ms.is_empty() {
+            0
+        } else {
+            self.commit_to_apply_ms.value_at_quantile(q)
         }
     }
 

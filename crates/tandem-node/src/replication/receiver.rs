@@ -164,6 +164,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                 Frame::Batch { sender_now_ms, next_seq, sender_last_seq, entries } => {
                     let received = Instant::now();
                     let classes = classes_of(node, &entries, sender_now_ms);
+                    let committed: Vec<u64> = entries.iter().map(|e| e.committed_at_ms).collect();
                     let n = entries.len();
                     let report = node
                         .writer
@@ -185,6 +186,9 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                         link.record_sample(&class, waited_ms + rtt_ms / 2 + apply_ms, now);
                     }
                     link.applied_total += n as u64;
+                    for c in committed {
+                        link.record_commit_to_apply(now.saturating_sub(c));
+                    }
                     link.on_frame(now, report.cursor, sender_last_seq);
                 }
                 Frame::Heartbeat { next_seq, sender_last_seq, .. } => {
