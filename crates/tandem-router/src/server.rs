@@ -41,6 +41,8 @@ pub const CLIENT_REGION_HEADER: &str = "x-tandem-client-region";
 pub const REGION_HEADER: &str = "x-tandem-region";
 pub const ROUTE_HEADER: &str = "x-tandem-route";
 pub const FAILOVER_HEADER: &str = "x-tandem-failover";
+/// Internal: set when the upstream connection was refused, never sent to clients.
+const CONNECT_FAILED_HEADER: &str = "x-tandem-connect-failed";
 /// Internal: set on a relayed `reads_halted` answer, never sent to clients.
 const FRESH_REGION_HEADER: &str = "x-tandem-fresh-region";
 
@@ -369,7 +371,44 @@ async fn route_and_forward(
                     .get_or_create(&FailoverLabels { from: from.clone(), to: region.clone() })
                     .inc();
             }
-            forward(s, req, &region, route, failover_for.as_deref()).await
+            // Keep the request so it can be sent once more if the connection
+            // to the chosen region is refused (the region never saw it).
+            let (parts, body) = req.into_parts();
+            let max = s.config.router.max_body_bytes;
+            let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("request body is larger than {max} bytes"),
+                );
+            };
+            let again = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+            let mut resp = forward(s, again, &region, route, failover_for.as_deref()).await;
+            if resp.headers_mut().remove(CONNECT_FAILED_HEADER).is_none() {
+                return resp;
+            }
+            let mut regions = regions;
+            if let Some(r) = regions.iter_mut().find(|r| r.name == region) {
+                r.up = false;
+            }
+            let retry = decide::decide(
+                &decide::Request { kind, entity: entity.as_ref(), home_region: home.as_deref() },
+                &regions,
+            );
+            if let Decision::Send { region: other, route, failover_for } = retry {
+                tracing::info!(from = %region, to = %other, "connection refused: sending the request to the next region");
+                if let Some(from) = &failover_for {
+                    s.metrics
+                        .failovers
+                        .get_or_create(&FailoverLabels { from: from.clone(), to: other.clone() })
+                        .inc();
+                }
+                let req = Request::from_parts(parts, Body::from(bytes));
+                let mut resp = forward(s, req, &other, route, failover_for.as_deref()).await;
+                resp.headers_mut().remove(CONNECT_FAILED_HEADER);
+                return resp;
+            }
+            resp
         }
         Decision::NoRegionAvailable { jurisdiction } => {
             s.metrics.requests.get_or_create(&label("none", "none", "no_region")).inc();
@@ -556,12 +595,17 @@ async fn forward_bytes(
             Ok(Err(e)) => {
                 if region_state.failure(s.config.router.probe_failure_threshold) {
                     tracing::error!(region, "region is down (upstream errors): routing around it");
+                    s.metrics
+                        .region_up
+                        .get_or_create(&crate::metrics::RegionLabels { region: region.to_owned() })
+                        .set(0);
                 }
+                let connect_failed = e.is_connect();
                 s.metrics
                     .requests
                     .get_or_create(&label(region, route.as_str(), "upstream_error"))
                     .inc();
-                return with_route(
+                let mut resp = with_route(
                     error(
                         StatusCode::BAD_GATEWAY,
                         "upstream_unavailable",
@@ -570,6 +614,11 @@ async fn forward_bytes(
                     region,
                     route,
                 );
+                if connect_failed {
+                    // The request never reached the region: safe to send elsewhere.
+                    resp.headers_mut().insert(CONNECT_FAILED_HEADER, HeaderValue::from_static("1"));
+                }
+                return resp;
             }
             Ok(Ok(r)) => r,
         };

@@ -459,7 +459,7 @@ async fn client_loop(
             }
         }
         if let Some(interval) = plan.interval {
-            tokio::time::sleep_until((started + interval).min(deadline).into()).await;
+            tokio::time::sleep_until((started + interval).min(deadline)).await;
         }
     }
     tally

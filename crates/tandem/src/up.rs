@@ -273,9 +273,15 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let client = reqwest_like_client();
         for name in &names {
             let url = deployment.procs.lock().expect("procs")[name].url.clone();
-            wait_healthy(&client, &url, Duration::from_secs(args.start_timeout_secs))
-                .await
-                .with_context(|| format!("{name} did not become healthy at {url}"))?;
+            wait_ours(
+                &deployment,
+                &client,
+                name,
+                &url,
+                Duration::from_secs(args.start_timeout_secs),
+            )
+            .await
+            .with_context(|| format!("{name} did not become healthy at {url}"))?;
         }
         anyhow::Ok(())
     };
@@ -465,6 +471,50 @@ type HttpClient = hyper_util::client::legacy::Client<
 fn reqwest_like_client() -> HttpClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}
+
+/// Wait until `name` serves at `url` and it is really that process: its
+/// `/healthz` names the region (or says it is the router), and the child has
+/// not exited (another process holding the port must not pass for it).
+async fn wait_ours(
+    d: &Deployment,
+    client: &HttpClient,
+    name: &str,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let uri: hyper::Uri = format!("{url}/healthz").parse()?;
+    loop {
+        {
+            let mut procs = d.procs.lock().expect("procs");
+            let p = procs.get_mut(name).expect("known process");
+            if let Some(status) = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                p.child = None;
+                anyhow::bail!("{name} exited during start-up ({status}); see its log lines above");
+            }
+        }
+        if let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
+        {
+            if resp.status().is_success() {
+                let body =
+                    resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let ours =
+                    if name == "router" { v["role"] == "router" } else { v["region"] == name };
+                if !ours {
+                    anyhow::bail!("{url} answers, but it is not {name}: is another deployment using the port?");
+                }
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("not healthy after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait_healthy(client: &HttpClient, url: &str, timeout: Duration) -> anyhow::Result<()> {

@@ -111,6 +111,7 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     assert_routed(&r, 200, "us-east", "nearest", "public write with the EU drained");
     assert_eq!(d.value("us-east", "credential", &id), None, "the EU record reached us-east");
     assert_eq!(d.value("us-east", "cart", &format!("{subject}:cart")), None);
+    assert_eq!(d.value("eu-west", "credential", &id), Some(json!("v3")), "a refused write landed");
     assert_eq!(d.digest("us-east", "credential").1, 0, "us-east holds credentials");
     d.restore("eu-west");
     d.restore("eu-central");

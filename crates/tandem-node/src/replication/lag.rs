@@ -46,7 +46,8 @@ impl LinkState {
             sender_last_seq: cursor,
             recent: BTreeMap::new(),
             hist_ms: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("bounds"),
-            commit_to_apply_ms: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("bounds"),
+            commit_to_apply_ms: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3)
+                .expect("bounds"),
             applied_total: 0,
             forwarded_total: 0,
             last_error: None,
