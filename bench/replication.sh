@@ -45,25 +45,29 @@ us_p50=$(link $U eu-west commit_to_apply_ms_p50); us_p99=$(link $U eu-west commi
 c_p50=$(link $C eu-west commit_to_apply_ms_p50); c_p99=$(link $C eu-west commit_to_apply_ms_p99)
 us_n=$(link $U eu-west commit_to_apply_samples)
 
-echo "== catch-up: us-east isolated, eu-west writes for ${SECS}s"
-curl -s -XPOST -H "Authorization: Bearer $TANDEM_ADMIN_TOKEN" $U/v1/admin/isolate >/dev/null
-before=$(link $W us-east peer_last_seq >/dev/null 2>&1 || true)
-"$TANDEM_BIN" load --target $W --clients 32 --duration-secs "$SECS" --warmup-secs 0 \
-  --workload incr --entity likes --keys 100000 --json > "$tmp/backlog.json"
-backlog_writes=$(python3 -c "import json; print(json.load(open('$tmp/backlog.json'))['requests_ok'])")
-write_rate=$(python3 -c "import json; print(round(json.load(open('$tmp/backlog.json'))['throughput_per_sec'],1))")
-start=$(date +%s.%N)
-curl -s -XPOST -H "Authorization: Bearer $TANDEM_ADMIN_TOKEN" $U/v1/admin/rejoin >/dev/null
-while :; do
-  st=$(curl -s $U/v1/status)
-  done_=$(echo "$st" | python3 -c "import json,sys; d=json.load(sys.stdin); p=[x for x in d['peers'] if x['peer']=='eu-west'][0]; print(1 if p['connected'] and p['queue_depth']==0 and p['cursor']>0 else 0)")
-  [ "$done_" = 1 ] && break
-  sleep 0.05
-done
-end=$(date +%s.%N)
-catchup=$(python3 -c "print(round($end-$start,2))")
-catchup_rate=$(python3 -c "print(round($backlog_writes/max($end-$start,0.001),1))")
-ratio=$(python3 -c "print(round(($backlog_writes/max($end-$start,0.001))/$write_rate,1))")
+catchup() { # label clients rate -> sets backlog_writes write_rate catchup catchup_rate ratio
+  echo "== catch-up ($1): us-east isolated, eu-west writes for ${SECS}s"
+  curl -s -XPOST -H "Authorization: Bearer $TANDEM_ADMIN_TOKEN" $U/v1/admin/isolate >/dev/null
+  "$TANDEM_BIN" load --target $W --clients "$2" --rate "$3" --duration-secs "$SECS" --warmup-secs 0 \
+    --workload incr --entity likes --keys 100000 --json > "$tmp/backlog.json"
+  backlog_writes=$(python3 -c "import json; print(json.load(open('$tmp/backlog.json'))['requests_ok'])")
+  write_rate=$(python3 -c "import json; print(round(json.load(open('$tmp/backlog.json'))['throughput_per_sec'],1))")
+  local start end
+  start=$(date +%s.%N)
+  curl -s -XPOST -H "Authorization: Bearer $TANDEM_ADMIN_TOKEN" $U/v1/admin/rejoin >/dev/null
+  while :; do
+    done_=$(curl -s $U/v1/status | python3 -c "import json,sys; d=json.load(sys.stdin); p=[x for x in d['peers'] if x['peer']=='eu-west'][0]; print(1 if p['connected'] and p['queue_depth']==0 and p['cursor']>0 else 0)")
+    [ "$done_" = 1 ] && break
+    sleep 0.05
+  done
+  end=$(date +%s.%N)
+  catchup=$(python3 -c "print(round($end-$start,2))")
+  catchup_rate=$(python3 -c "print(round($backlog_writes/max($end-$start,0.001),1))")
+  ratio=$(python3 -c "print(round(($backlog_writes/max($end-$start,0.001))/$write_rate,1))")
+}
+catchup "steady ${BACKLOG_RATE:-1000}/s" 8 "${BACKLOG_RATE:-1000}"
+s_writes=$backlog_writes; s_rate=$write_rate; s_catchup=$catchup; s_crate=$catchup_rate; s_ratio=$ratio
+catchup "as fast as 32 clients go" 32 0
 
 cat <<MD
 | measure | value |
@@ -71,8 +75,9 @@ cat <<MD
 | steady write rate at eu-west | $steady_rate writes/s |
 | eu-west -> eu-central lag p50 / p99 | $c_p50 ms / $c_p99 ms |
 | eu-west -> us-east lag p50 / p99 | $us_p50 ms / $us_p99 ms ($us_n samples) |
-| backlog written while us-east was isolated | $backlog_writes writes in ${SECS} s ($write_rate writes/s) |
-| catch-up time after rejoin | $catchup s |
-| catch-up rate | $catchup_rate writes/s ($ratio x the write rate) |
+| backlog at a steady rate while us-east was isolated | $s_writes writes in ${SECS} s ($s_rate writes/s) |
+| its catch-up after rejoin | $s_catchup s: $s_crate writes/s, $s_ratio x the write rate |
+| backlog at the node's full write rate | $backlog_writes writes in ${SECS} s ($write_rate writes/s) |
+| its catch-up after rejoin | $catchup s: $catchup_rate writes/s, $ratio x the write rate |
 MD
 echo "machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores; links ${LATENCY_MS} ms one way"
