@@ -440,15 +440,23 @@ impl Config {
             .map_or(0, |link| link.latency_ms)
     }
 
-    /// The lag budget of an entity type.
     /// Whether `url` is a backup destination declared for `region`'s
     /// jurisdiction. The error says what is permitted.
     pub fn backup_permitted(&self, region: &str, url: &str) -> Result<(), String> {
         let j = self.jurisdiction_of(region).ok_or_else(|| format!("unknown region `{region}`"))?;
         let declared =
             self.jurisdictions.get(j).map(|c| c.backup_destinations.as_slice()).unwrap_or(&[]);
-        // A destination must not climb out of its prefix.
-        if url.contains("/../") || url.ends_with("/..") {
+        // A destination must not climb out of its prefix. URL parsing resolves
+        // `..` and also `%2e%2e`, backslashes and dot segments split by a tab or
+        // newline (it drops those), so refuse all of them: the string checked
+        // here must be the place that is written.
+        if let Some(c) = url
+            .chars()
+            .find(|c| matches!(c, '%' | '\\' | '?' | '#') || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("{url:?} contains {c:?}, which a backup destination may not"));
+        }
+        if url.split('/').any(|s| s == "." || s == "..") {
             return Err(format!("{url} contains `..`"));
         }
         if declared.iter().any(|p| url.starts_with(p.as_str())) {
@@ -468,6 +476,7 @@ impl Config {
         self.transfers.iter().find(|t| t.from == from && t.to == to)
     }
 
+    /// The lag budget of an entity type.
     pub fn data_class_of(&self, entity: &str) -> Option<&DataClass> {
         self.entity(entity).and_then(|entity| self.data_classes.get(&entity.data_class))
     }

@@ -70,6 +70,14 @@ impl Config {
                     "the source of a projection must be lww-fields",
                 ));
             }
+            // The projection is derived where the source is written: with one
+            // writer per subject it cannot drift from the merged source.
+            if e.writes != WritePolicy::HomeRegion {
+                return Err(ConfigError::invalid(
+                    format!("entities.{name}.writes"),
+                    "the source of an analytics projection must be written in its home region (writes = \"home-region\")",
+                ));
+            }
             let Some(target) = self.entities.get(&a.into) else {
                 return Err(ConfigError::invalid(
                     format!("{key}.into"),

@@ -88,6 +88,7 @@ pub enum AuditError {
 pub fn verify(text: &str, head: Option<&Head>) -> Result<u64, AuditError> {
     let mut prev = GENESIS.to_owned();
     let mut seq = 0u64;
+    let mut hashes: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
@@ -116,10 +117,15 @@ pub fn verify(text: &str, head: Option<&Head>) -> Result<u64, AuditError> {
             });
         }
         prev = e.hash.clone();
+        hashes.push(e.hash.clone());
         seq = e.seq;
     }
     if let Some(h) = head {
-        if h.seq != seq || (seq > 0 && h.hash != prev) {
+        // The log may have grown past the head (appended after it was read),
+        // never fallen short of it, and the head's entry must be the one logged.
+        let head_entry_ok =
+            h.seq == 0 || hashes.get(h.seq as usize - 1).is_some_and(|x| *x == h.hash);
+        if h.seq > seq || !head_entry_ok {
             return Err(AuditError::HeadMismatch { head_seq: h.seq, log_seq: seq });
         }
     }
@@ -127,9 +133,17 @@ pub fn verify(text: &str, head: Option<&Head>) -> Result<u64, AuditError> {
 }
 
 /// Verify the files of one region's audit log.
+///
+/// The head is read before the log, so a region appending meanwhile only adds
+/// entries after the head; a last line still being written is left out.
 pub fn verify_dir(dir: &Path) -> Result<u64, AuditError> {
-    let text = std::fs::read_to_string(dir.join(AUDIT_FILE)).unwrap_or_default();
-    let head = match std::fs::read_to_string(dir.join(HEAD_FILE)) {
+    let head_text = std::fs::read_to_string(dir.join(HEAD_FILE));
+    let mut text = std::fs::read_to_string(dir.join(AUDIT_FILE)).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        let keep = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        text.truncate(keep);
+    }
+    let head = match head_text {
         Ok(s) => Some(
             serde_json::from_str::<Head>(&s)
                 .map_err(|e| AuditError::Io(format!("{HEAD_FILE}: {e}")))?,
@@ -306,6 +320,13 @@ mod tests {
 
         std::fs::write(&path, &original).unwrap();
         assert_eq!(verify_dir(dir.path()), Ok(6));
+        // A reader racing an append: the log is ahead of the head it read,
+        // and its last line may be half written. Both are fine.
+        let old_head = Head { seq: 5, hash: serde_json::from_str::<AuditEntry>(lines[4]).unwrap().hash };
+        assert_eq!(verify(&original, Some(&old_head)), Ok(6));
+        std::fs::write(&path, format!("{original}{{\"seq\":7,\"at_")).unwrap();
+        assert_eq!(verify_dir(dir.path()), Ok(6));
+        std::fs::write(&path, &original).unwrap();
         // A tampered log is not written on top of.
         std::fs::write(&path, &modified).unwrap();
         assert!(AuditLog::open(dir.path()).is_err());

@@ -164,14 +164,16 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = tandem_store::RedbStore::open(&data_dir, &region.name).with_context(|| {
         format!("opening {}'s store (stop the region before restoring)", region.name)
     })?;
+    // The audit log must verify before anything is replaced: a restore is
+    // never done without its entry.
+    let audit = tandem_node::audit::AuditLog::open(&data_dir.join(&region.name))
+        .context("the region's audit log does not verify; nothing was restored")?;
     // New changes number above anything handed out before, so peers that saw
     // changes made after the backup still take the new ones.
     let floor =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
     use tandem_store::Store;
     store.restore(&snapshot, floor.max(snapshot.last_seq + 1))?;
-    let audit = tandem_node::audit::AuditLog::open(&data_dir.join(&region.name))
-        .context("the region's audit log does not verify")?;
     audit.append(
         tandem_node::audit::Flow {
             kind: "restore",

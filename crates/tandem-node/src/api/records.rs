@@ -242,6 +242,14 @@ pub async fn write(
             op.name()
         )));
     }
+    if node.config.entities.values().any(|e| e.analytics.as_ref().is_some_and(|a| a.into == entity))
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "read_only_projection",
+            format!("`{entity}` is an analytics projection: it is derived from its source and cannot be written"),
+        ));
+    }
     check_residency(node, headers, entity, id, cfg)?;
     let ack = node
         .writer

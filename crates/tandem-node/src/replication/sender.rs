@@ -101,8 +101,11 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
     }
     let batch_max = node.config.replication.batch_max;
     let bytes_max = node.config.replication.batch_bytes_max;
+    let mut shutdown_rx = node.shutdown.subscribe();
     loop {
-        if repl.is_isolated() {
+        // Isolation and shutdown end the stream, so graceful shutdown does not
+        // wait on a peer's long-lived request.
+        if repl.is_isolated() || *shutdown_rx.borrow() {
             return;
         }
         let last = *last_seq_rx.borrow_and_update();
@@ -140,6 +143,7 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
         tokio::select! {
             changed = last_seq_rx.changed() => if changed.is_err() { return },
             _ = isolated_rx.changed() => {}
+            _ = shutdown_rx.changed() => {}
             _ = tokio::time::sleep(repl.timings.heartbeat) => {
                 let beat = Frame::Heartbeat { sender_now_ms: node.now_ms(), next_seq: cursor, sender_last_seq: last };
                 if tx.send(wire::encode_frame(&beat)).await.is_err() {
