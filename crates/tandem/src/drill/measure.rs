@@ -45,7 +45,7 @@ pub fn target_bound(rec: &RequestRecord, target: &str) -> bool {
 }
 
 /// A read of a record that is not there (yet) is a served read, not an error.
-fn served(rec: &RequestRecord) -> bool {
+pub fn served(rec: &RequestRecord) -> bool {
     rec.ok()
         || (rec.status == Some(404) && !rec.is_write() && rec.error.as_deref() == Some("not_found"))
 }
@@ -66,12 +66,13 @@ pub fn classify(rec: &RequestRecord, target: &str) -> Class {
 }
 
 /// Time-to-Route: from `t_iso` to the answer of the first request of the
-/// target's traffic, sent after `t_iso`, that a surviving region served.
+/// target's traffic, sent after `t_iso`, that a surviving region served
+/// (answered 2xx, or 404 for a read of a record it does not hold).
 /// Returns the seconds and a description of that request.
 pub fn time_to_route(records: &[RequestRecord], target: &str, t_iso: f64) -> Option<(f64, String)> {
     records
         .iter()
-        .filter(|r| r.sent_s >= t_iso && r.ok() && target_bound(r, target))
+        .filter(|r| r.sent_s >= t_iso && served(r) && target_bound(r, target))
         .filter(|r| r.region.as_deref().is_some_and(|g| g != target))
         .min_by(|a, b| a.done_s.total_cmp(&b.done_s))
         .map(|r| {
@@ -236,7 +237,7 @@ pub fn explained_by_switch(c: &ConflictSeen, switches_ms: &[u64], window_ms: u64
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn rec(
@@ -321,6 +322,13 @@ mod tests {
         assert!((ttr - 0.41).abs() < 1e-9, "{ttr}");
         assert!(what.contains("served by eu-central"), "{what}");
         assert!(time_to_route(&records[..4], t, 10.0).is_none());
+        // A probe read of a record the surviving region does not hold was routed there.
+        let mut probe = rec(10.3, Some(t), t, Some(404), Some("eu-central"), Some("nearest"));
+        probe.error = Some("not_found".into());
+        let mut with_probe = records.clone();
+        with_probe.push(probe);
+        let (ttr, _) = time_to_route(&with_probe, t, 10.0).unwrap();
+        assert!((ttr - 0.31).abs() < 1e-9, "{ttr}");
     }
 
     fn tick(t: f64, target_up: bool, breached_on: Option<&str>, lag: f64) -> Tick {

@@ -12,16 +12,21 @@
 //!
 //! Layout: `plan` (timings, the deployment's shape), `http`, `journal` (the
 //! clock and the record of every request), `workload`, `monitor` (polling the
-//! deployment), `phases` (the six phases), and the pure parts: `measure`
-//! (TTD, TTR, classes, conflicts), `verify` (read-back and residency),
-//! `report` and `svg`; `progress` is the live display.
+//! deployment), `phases` (the drill's state and phases 1 to 5, with the
+//! checks of phase 1 in `precheck` and phase 6 in `postdrill`), `outcome`
+//! (the report and the files), and the pure parts: `measure` (TTD, TTR,
+//! classes, conflicts), `verify` (read-back and residency), `report` and
+//! `svg`; `progress` is the live display.
 
 mod http;
 mod journal;
 mod measure;
 mod monitor;
+mod outcome;
 mod phases;
 mod plan;
+mod postdrill;
+mod precheck;
 mod progress;
 mod report;
 mod svg;
@@ -118,11 +123,14 @@ fn setup(args: &DrillArgs) -> anyhow::Result<Settings> {
         anyhow::bail!("--phase-scale must be above 0 and at most 100");
     }
     let timings = plan::Timings::preset(args.timings).scaled(args.phase_scale);
-    let timings_name = match (args.timings, args.phase_scale) {
-        (TimingsPreset::Short, s) if s == 1.0 => "short".to_owned(),
-        (TimingsPreset::Production, s) if s == 1.0 => "production".to_owned(),
-        (TimingsPreset::Short, s) => format!("short x{s}"),
-        (TimingsPreset::Production, s) => format!("production x{s}"),
+    let preset = match args.timings {
+        TimingsPreset::Short => "short",
+        TimingsPreset::Production => "production",
+    };
+    let timings_name = if args.phase_scale == 1.0 {
+        preset.to_owned()
+    } else {
+        format!("{preset} x{}", args.phase_scale)
     };
     let data_dir = args.data_dir.clone().unwrap_or_else(|| config.deployment.data_dir.clone());
     let admin_token = admin_token(&data_dir);

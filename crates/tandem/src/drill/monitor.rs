@@ -144,11 +144,6 @@ impl Monitor {
         self.ticks.lock().expect("ticks lock").clone()
     }
 
-    /// The newest round, if any.
-    pub fn latest(&self) -> Option<Tick> {
-        self.ticks.lock().expect("ticks lock").last().cloned()
-    }
-
     /// Stop polling (after the round in progress) and return every round.
     pub async fn stop(&mut self) -> Vec<Tick> {
         self.stop.store(true, Ordering::Relaxed);

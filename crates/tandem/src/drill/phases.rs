@@ -1,57 +1,56 @@
-//! The six phases of the reference article's drill script, carried out
-//! against the deployment: pre-drill verification, region isolation,
-//! observation, validation, restoration with catch-up, and the post-drill
-//! verification and report. Each phase is a list of named checks; the
-//! measurements and verdicts come from the pure modules, this one does the
-//! I/O and keeps the state needed to put the deployment back if the drill is
-//! interrupted or fails half-way (a drained, isolated or killed target is
-//! restored on the way out).
+//! The drill's run and state, and the phases of the reference article's
+//! drill script carried out against the deployment: pre-drill verification
+//! (its static checks in `precheck`), region isolation, observation,
+//! validation and restoration with catch-up (the post-drill phase is in
+//! `postdrill`, the report in `outcome`). Each phase is a list of named
+//! checks; the measurements and verdicts come from the pure modules, this one
+//! does the I/O and keeps the state needed to put the deployment back if the
+//! drill is interrupted or fails half-way (a drained, isolated or killed
+//! target is restored on the way out).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::http::Http;
-use super::journal::{DrillClock, Journal, RequestRecord, WriteOutcome};
+use super::journal::{DrillClock, Journal, RequestRecord};
 use super::measure::{self, Class, ConflictSeen, Tick};
 use super::monitor::{self, Monitor};
 use super::plan::{Mode, Topology, PHASES};
 use super::progress::Progress;
-use super::report::{self, Check, PhaseReport, Report, Requests, Writes};
-use super::verify::{self, ReadBack, ReadResult, Verification};
+use super::report::{self, Check, PhaseReport};
+use super::verify::Verification;
 use super::workload::{self, Ctx, Item, Rng, Workload};
 use super::{Settings, EXIT_CANNOT_RUN, EXIT_FAIL, EXIT_PASS};
 
 /// Time-out of the drill's own calls (status, admin, control, read-back).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a change may take to cross a link while the catch-up is judged.
+pub(super) const CATCH_UP_GRACE: Duration = Duration::from_secs(1);
 /// The pre-drill replication lag bound (the article's "lag < 5 s").
-const PRE_LAG_MAX_S: f64 = 5.0;
-/// How long the pre-drill checks may take to turn green (a deployment that
-/// just started needs a moment to connect its links).
-const PRE_CHECK_WAIT: Duration = Duration::from_secs(10);
+pub(super) const PRE_LAG_MAX_S: f64 = 5.0;
 /// A version written this long before a routing switch may not have
 /// replicated when the traffic moved: a conflict with it is the switch's.
-const CONFLICT_WINDOW_MS: u64 = 2_000;
+pub(super) const CONFLICT_WINDOW_MS: u64 = 2_000;
 /// After the router took the target out, requests already on their way may
 /// still fail; the checks on rerouted traffic start this much later.
-const SETTLE_S: f64 = 0.5;
+pub(super) const SETTLE_S: f64 = 0.5;
 /// Kill mode without a "down" from the router: settle after this long.
-const SETTLE_KILL_FALLBACK_S: f64 = 3.0;
+pub(super) const SETTLE_KILL_FALLBACK_S: f64 = 3.0;
 /// Pages read of one scan or audit log (1000 entries each).
-const PAGES_MAX: usize = 10_000;
+pub(super) const PAGES_MAX: usize = 10_000;
 /// Concurrent read-back requests.
-const READBACK_CONCURRENCY: usize = 16;
+pub(super) const READBACK_CONCURRENCY: usize = 16;
 /// Tries of one read-back (503 and transport errors are retried).
-const READBACK_TRIES: usize = 5;
+pub(super) const READBACK_TRIES: usize = 5;
 /// Lines of detail quoted in one finding.
-const QUOTE_MAX: usize = 20;
+pub(super) const QUOTE_MAX: usize = 20;
 /// The conflict rate the deployment's alert rules fire on (0.1% of writes).
-const CONFLICT_RATE_ALERT: f64 = 0.001;
+pub(super) const CONFLICT_RATE_ALERT: f64 = 0.001;
 
-enum Stop {
+pub(super) enum Stop {
     /// A pre-drill check failed: nothing was touched.
     PreCheck,
     /// The drill could not go on.
@@ -64,35 +63,37 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
-struct PhaseStart {
+pub(super) struct PhaseStart {
     index: usize,
     t: f64,
 }
 
-struct Drill {
-    s: Settings,
-    topo: Topology,
-    http: Http,
-    clock: DrillClock,
-    ctx: Arc<Ctx>,
-    monitor: Monitor,
-    workload: Option<Workload>,
-    progress: Progress,
-    phases: Vec<PhaseReport>,
-    findings: Vec<String>,
-    t_iso: Option<f64>,
-    t_settle: Option<f64>,
+pub(super) struct Drill {
+    pub(super) s: Settings,
+    pub(super) topo: Topology,
+    pub(super) http: Http,
+    pub(super) clock: DrillClock,
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) monitor: Monitor,
+    pub(super) workload: Option<Workload>,
+    /// The Time-to-Route probes, from the isolation on.
+    pub(super) probes: Option<tokio::task::JoinHandle<()>>,
+    pub(super) progress: Progress,
+    pub(super) phases: Vec<PhaseReport>,
+    pub(super) findings: Vec<String>,
+    pub(super) t_iso: Option<f64>,
+    pub(super) t_settle: Option<f64>,
     /// Unix ms of the routing switches (drain or kill, restore).
-    switches_ms: Vec<u64>,
-    drained: bool,
-    isolated: bool,
-    killed: bool,
-    audit_from: BTreeMap<String, u64>,
-    conflict_base: BTreeMap<String, BTreeMap<String, f64>>,
-    conflicts_restoration: u64,
-    residency_violations: u64,
-    verification: Option<Verification>,
-    smoke_n: usize,
+    pub(super) switches_ms: Vec<u64>,
+    pub(super) drained: bool,
+    pub(super) isolated: bool,
+    pub(super) killed: bool,
+    pub(super) audit_from: BTreeMap<String, u64>,
+    pub(super) conflict_base: BTreeMap<String, BTreeMap<String, f64>>,
+    pub(super) conflicts_restoration: u64,
+    pub(super) residency_violations: u64,
+    pub(super) verification: Option<Verification>,
+    pub(super) smoke_n: usize,
 }
 
 /// Run the drill; returns the exit status.
@@ -127,6 +128,7 @@ pub async fn drill(s: Settings) -> u8 {
         ctx,
         monitor,
         workload: None,
+        probes: None,
         phases: Vec::new(),
         findings: Vec::new(),
         t_iso: None,
@@ -170,7 +172,7 @@ pub async fn drill(s: Settings) -> u8 {
     }
     let report = d.finish().await;
     let written = d.write_outputs(&report);
-    print_summary(&report, &d.s.out);
+    super::outcome::print_summary(&report, &d.s.out);
     if let Err(e) = written {
         eprintln!("tandem drill: cannot write the report: {e:#}");
         return EXIT_CANNOT_RUN;
@@ -178,31 +180,7 @@ pub async fn drill(s: Settings) -> u8 {
     code.unwrap_or(if report.verdict == "pass" { EXIT_PASS } else { EXIT_FAIL })
 }
 
-fn print_summary(r: &Report, out: &std::path::Path) {
-    let s = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |v| format!("{v:.2} s"));
-    println!("drill {} ({}): {}", r.target, r.mode, r.verdict.to_uppercase());
-    println!(
-        "  time to detect  {}{}",
-        s(r.ttd_seconds),
-        r.ttd_alert.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
-    );
-    println!("  time to route   {}", s(r.ttr_seconds));
-    println!(
-        "  writes          {} attempted, {} acknowledged, {} verified, {} lost",
-        r.writes.attempted, r.writes.acknowledged, r.writes.verified, r.writes.lost
-    );
-    println!("  conflicts       {} during restoration", r.conflicts_during_restoration);
-    println!("  residency       {} violation(s)", r.residency_violations);
-    println!("  max lag         {:.2} s", r.max_replication_lag_seconds);
-    for p in &r.phases {
-        for c in p.checks.iter().filter(|c| !c.ok) {
-            println!("  FAILED {}: {}: {}", p.name, c.name, c.detail);
-        }
-    }
-    println!("  report          {}", out.join("report.md").display());
-}
-
-fn join_or(items: &[String], none: &str) -> String {
+pub(super) fn join_or(items: &[String], none: &str) -> String {
     if items.is_empty() {
         none.to_owned()
     } else if items.len() > QUOTE_MAX {
@@ -213,24 +191,24 @@ fn join_or(items: &[String], none: &str) -> String {
 }
 
 impl Drill {
-    fn now(&self) -> f64 {
+    pub(super) fn now(&self) -> f64 {
         self.clock.now()
     }
 
-    async fn sleep_until(&self, t: f64) {
+    pub(super) async fn sleep_until(&self, t: f64) {
         let left = t - self.now();
         if left > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(left)).await;
         }
     }
 
-    fn begin(&mut self, index: usize) -> PhaseStart {
+    pub(super) fn begin(&mut self, index: usize) -> PhaseStart {
         let planned = self.s.timings.of_phase(index);
         self.progress.phase(index, PHASES[index], planned, index >= 4);
         PhaseStart { index, t: self.now() }
     }
 
-    fn end(&mut self, start: PhaseStart, checks: Vec<Check>) {
+    pub(super) fn end(&mut self, start: PhaseStart, checks: Vec<Check>) {
         let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
         let summary = if failed.is_empty() {
             format!("{}: {} check(s) passed", PHASES[start.index], checks.len())
@@ -253,35 +231,35 @@ impl Drill {
         });
     }
 
-    fn survivors(&self) -> Vec<String> {
+    pub(super) fn survivors(&self) -> Vec<String> {
         self.topo.survivors(&self.s.target)
     }
 
-    fn region_url(&self, region: &str) -> String {
+    pub(super) fn region_url(&self, region: &str) -> String {
         self.topo.region(region).map(|r| r.url.clone()).unwrap_or_default()
     }
 
-    async fn get_json(&self, url: &str) -> Option<Value> {
+    pub(super) async fn get_json(&self, url: &str) -> Option<Value> {
         match self.http.get(url, CALL_TIMEOUT).await {
             Ok(a) if a.ok() => Some(a.body),
             _ => None,
         }
     }
 
-    async fn status(&self, region: &str) -> Option<Value> {
+    pub(super) async fn status(&self, region: &str) -> Option<Value> {
         self.get_json(&format!("{}/v1/status", self.region_url(region))).await
     }
 
-    async fn healthy(&self, region: &str) -> bool {
+    pub(super) async fn healthy(&self, region: &str) -> bool {
         self.get_json(&format!("{}/healthz", self.region_url(region))).await.is_some()
     }
 
-    async fn routes(&self) -> Option<Value> {
+    pub(super) async fn routes(&self) -> Option<Value> {
         self.get_json(&format!("{}/v1/routes", self.topo.router_url)).await
     }
 
     /// An admin call that must succeed; its failure stops the drill.
-    async fn admin(&self, url: &str, what: &str) -> anyhow::Result<Value> {
+    pub(super) async fn admin(&self, url: &str, what: &str) -> anyhow::Result<Value> {
         let a = self
             .http
             .admin_post(url, self.s.admin_token.as_deref(), CALL_TIMEOUT)
@@ -293,23 +271,23 @@ impl Drill {
         Ok(a.body)
     }
 
-    async fn router_action(&self, action: &str) -> anyhow::Result<Value> {
+    pub(super) async fn router_action(&self, action: &str) -> anyhow::Result<Value> {
         let url = format!("{}/v1/admin/regions/{}/{action}", self.topo.router_url, self.s.target);
         self.admin(&url, &format!("{action} {} at the router", self.s.target)).await
     }
 
-    async fn node_action(&self, action: &str) -> anyhow::Result<Value> {
+    pub(super) async fn node_action(&self, action: &str) -> anyhow::Result<Value> {
         let url = format!("{}/v1/admin/{action}", self.region_url(&self.s.target));
         self.admin(&url, &format!("{action} {}", self.s.target)).await
     }
 
-    async fn control_action(&self, action: &str) -> anyhow::Result<Value> {
+    pub(super) async fn control_action(&self, action: &str) -> anyhow::Result<Value> {
         let control = self.s.control.as_deref().ok_or_else(|| anyhow::anyhow!("no control API"))?;
         let url = format!("{control}/v1/processes/{}/{action}", self.s.target);
         self.admin(&url, &format!("{action} the process of {}", self.s.target)).await
     }
 
-    async fn conflicts_by_region(
+    pub(super) async fn conflicts_by_region(
         &self,
         regions: &[String],
     ) -> BTreeMap<String, BTreeMap<String, f64>> {
@@ -324,7 +302,11 @@ impl Drill {
     }
 
     /// Conflicts detected at `regions` since `since_ms`.
-    async fn conflicts_since(&self, regions: &[String], since_ms: u64) -> Vec<ConflictSeen> {
+    pub(super) async fn conflicts_since(
+        &self,
+        regions: &[String],
+        since_ms: u64,
+    ) -> Vec<ConflictSeen> {
         let mut out = Vec::new();
         for r in regions {
             let url = format!("{}/v1/conflicts?limit=1000", self.region_url(r));
@@ -340,7 +322,7 @@ impl Drill {
         out
     }
 
-    async fn run(&mut self) -> Result<(), Stop> {
+    pub(super) async fn run(&mut self) -> Result<(), Stop> {
         self.pre_drill().await?;
         self.isolation().await?;
         self.observation().await;
@@ -352,181 +334,9 @@ impl Drill {
 
     // ---- 1. pre-drill ---------------------------------------------------------
 
-    async fn static_checks(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
-        let regions = self.topo.region_names();
-        let mut unhealthy = Vec::new();
-        for r in &regions {
-            if !self.healthy(r).await {
-                unhealthy.push(r.clone());
-            }
-        }
-        checks.push(Check::new(
-            "every region healthy",
-            unhealthy.is_empty(),
-            if unhealthy.is_empty() {
-                format!("/healthz answered by {}", regions.join(", "))
-            } else {
-                format!("no /healthz from {}", unhealthy.join(", "))
-            },
-        ));
-        match self.routes().await {
-            None => checks.push(Check::new(
-                "router sees every region up, none drained",
-                false,
-                format!("no /v1/routes from the router at {}", self.topo.router_url),
-            )),
-            Some(v) => {
-                let samples = monitor::route_samples(&v).unwrap_or_default();
-                let bad: Vec<String> = samples
-                    .iter()
-                    .filter(|r| !r.up || r.drained)
-                    .map(|r| format!("{} (up {}, drained {})", r.region, r.up, r.drained))
-                    .collect();
-                checks.push(Check::new(
-                    "router sees every region up, none drained",
-                    bad.is_empty() && samples.len() == regions.len(),
-                    join_or(&bad, &format!("{} regions up", samples.len())),
-                ));
-                let mismatches = self.routes_mismatches(&v);
-                checks.push(Check::new(
-                    "router routes as configured",
-                    mismatches.is_empty(),
-                    join_or(&mismatches, "regions, jurisdictions, default region and entity policies match the config"),
-                ));
-            }
-        }
-        let mut isolated = Vec::new();
-        let mut lagging = Vec::new();
-        let mut worst = (0.0f64, String::new());
-        for r in &regions {
-            let Some(sample) = self.status(r).await.as_ref().and_then(monitor::node_sample) else {
-                lagging.push(format!("{r}: no /v1/status"));
-                continue;
-            };
-            if sample.isolated {
-                isolated.push(r.clone());
-            }
-            for p in &sample.peers {
-                if !p.connected || p.lag_seconds >= PRE_LAG_MAX_S {
-                    lagging.push(format!(
-                        "{}→{r}: {} lag {:.2} s",
-                        p.peer,
-                        if p.connected { "connected" } else { "not connected" },
-                        p.lag_seconds
-                    ));
-                }
-                if p.lag_seconds >= worst.0 {
-                    worst = (p.lag_seconds, format!("{}→{r}", p.peer));
-                }
-            }
-        }
-        checks.push(Check::new(
-            "no region isolated",
-            isolated.is_empty(),
-            join_or(
-                &isolated.iter().map(|r| format!("{r} is isolated")).collect::<Vec<_>>(),
-                "none",
-            ),
-        ));
-        checks.push(Check::new(
-            "replication lag below 5 s on every link",
-            lagging.is_empty(),
-            join_or(&lagging, &format!("worst {:.2} s ({})", worst.0, worst.1)),
-        ));
-        checks.push(self.token_check(&isolated).await);
-        if self.s.mode == Mode::Kill {
-            checks.push(self.control_check().await);
-        }
-        checks
-    }
-
-    fn routes_mismatches(&self, v: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        let config = &self.s.config;
-        let default =
-            config.router.default_region.clone().unwrap_or_else(|| config.regions[0].name.clone());
-        if v["default_region"].as_str() != Some(default.as_str()) {
-            out.push(format!("default region {} (config: {default})", v["default_region"]));
-        }
-        let listed = v["regions"].as_array().cloned().unwrap_or_default();
-        if listed.len() != self.topo.regions.len() {
-            out.push(format!("{} regions (config: {})", listed.len(), self.topo.regions.len()));
-        }
-        for r in &self.topo.regions {
-            match listed.iter().find(|x| x["region"] == r.name.as_str()) {
-                None => out.push(format!("region {} missing", r.name)),
-                Some(x) => {
-                    if x["jurisdiction"] != r.jurisdiction.as_str() || x["url"] != r.url.as_str() {
-                        out.push(format!(
-                            "region {}: {} at {} (config: {} at {})",
-                            r.name, x["jurisdiction"], x["url"], r.jurisdiction, r.url
-                        ));
-                    }
-                }
-            }
-        }
-        for e in &self.topo.entities {
-            let x = &v["entities"][&e.name];
-            let writes = if e.pinned { "home-region" } else { "any-region" };
-            if x["personal"] != e.personal || x["subjects"] != e.subjects || x["writes"] != writes {
-                out.push(format!("entity {}: router has {x}", e.name));
-            }
-        }
-        out
-    }
-
-    async fn token_check(&self, isolated: &[String]) -> Check {
-        let name = "admin token accepted by the router and the target";
-        let Some(token) = self.s.admin_token.as_deref() else {
-            return Check::new(name, false, "no admin token: set TANDEM_ADMIN_TOKEN or pass --data-dir of the deployment (admin.token)");
-        };
-        // An unknown region is refused after the token is checked: 404 means accepted.
-        let url = format!("{}/v1/admin/regions/drill-token-check/drain", self.topo.router_url);
-        let router = self.http.admin_post(&url, Some(token), CALL_TIMEOUT).await;
-        let router_ok = matches!(&router, Ok(a) if a.status == 404);
-        // Rejoin is a no-op on a region that is not isolated.
-        let node_ok = if isolated.contains(&self.s.target) {
-            false
-        } else {
-            let url = format!("{}/v1/admin/rejoin", self.region_url(&self.s.target));
-            matches!(self.http.admin_post(&url, Some(token), CALL_TIMEOUT).await, Ok(a) if a.ok())
-        };
-        let describe = |r: &Result<super::http::Answer, String>| match r {
-            Ok(a) => format!("{}", a.status),
-            Err(e) => e.clone(),
-        };
-        Check::new(
-            name,
-            router_ok && node_ok,
-            format!(
-                "router {}, {} {}",
-                if router_ok {
-                    "accepts it".into()
-                } else {
-                    format!("answered {}", describe(&router))
-                },
-                self.s.target,
-                if node_ok { "accepts it" } else { "refused it or is isolated" }
-            ),
-        )
-    }
-
-    async fn control_check(&self) -> Check {
-        let name = "control API reachable and the target's process running";
-        let Some(control) = self.s.control.as_deref() else {
-            return Check::new(name, false, "kill mode needs the control API of `tandem up`: no up.json in the data directory (pass --data-dir)");
-        };
-        let Some(v) = self.get_json(&format!("{control}/v1/deployment")).await else {
-            return Check::new(name, false, format!("no answer from {control}/v1/deployment"));
-        };
-        let running = v["processes"][&self.s.target]["running"].as_bool() == Some(true);
-        Check::new(name, running, format!("{control}: {} running {running}", self.s.target))
-    }
-
-    async fn pre_drill(&mut self) -> Result<(), Stop> {
+    pub(super) async fn pre_drill(&mut self) -> Result<(), Stop> {
         let start = self.begin(0);
-        let deadline = start.t + self.s.timings.pre.max(PRE_CHECK_WAIT).as_secs_f64();
+        let deadline = start.t + self.s.timings.checks_wait.as_secs_f64();
         let mut checks = loop {
             let checks = self.static_checks().await;
             if checks.iter().all(|c| c.ok) || self.now() > deadline {
@@ -544,9 +354,13 @@ impl Drill {
                 self.get_json(&url).await.and_then(|v| v["head"]["seq"].as_u64()).unwrap_or(0);
             self.audit_from.insert(r, head);
         }
-        let registered =
-            workload::register_subjects(&self.http, &self.topo, &self.ctx.subjects, PRE_CHECK_WAIT)
-                .await;
+        let registered = workload::register_subjects(
+            &self.http,
+            &self.topo,
+            &self.ctx.subjects,
+            self.s.timings.checks_wait,
+        )
+        .await;
         checks.push(Check::new(
             "drill subjects registered and known in every region",
             registered.is_ok(),
@@ -622,7 +436,7 @@ impl Drill {
 
     // ---- 2. isolation ---------------------------------------------------------
 
-    async fn isolation(&mut self) -> Result<(), Stop> {
+    pub(super) async fn isolation(&mut self) -> Result<(), Stop> {
         let start = self.begin(1);
         let target = self.s.target.clone();
         let survivors = self.survivors();
@@ -635,6 +449,8 @@ impl Drill {
             Mode::Isolate => {
                 self.router_action("drain").await?;
                 self.drained = true;
+                self.start_probes();
+                self.progress.println(&format!("{target} drained at the router at +{t_iso:.2} s"));
                 let drained = self
                     .routes()
                     .await
@@ -688,6 +504,8 @@ impl Drill {
             Mode::Kill => {
                 self.control_action("kill").await?;
                 self.killed = true;
+                self.start_probes();
+                self.progress.println(&format!("{target} killed at +{t_iso:.2} s"));
                 let control = self.s.control.clone().unwrap_or_default();
                 let running = self
                     .get_json(&format!("{control}/v1/deployment"))
@@ -705,11 +523,22 @@ impl Drill {
         Ok(())
     }
 
+    /// Probe the target's traffic every 100 ms until a surviving region
+    /// serves it (Time-to-Route), at most until the end of the observation.
+    pub(super) fn start_probes(&mut self) {
+        let specs =
+            workload::probe_specs(&self.topo, &self.ctx.subjects, &self.ctx.run, &self.s.target);
+        let t = &self.s.timings;
+        let until = self.now() + (t.isolation + t.observation).as_secs_f64();
+        self.probes =
+            Some(tokio::spawn(workload::probe_until_rerouted(self.ctx.clone(), specs, until)));
+    }
+
     // ---- 3. observation -------------------------------------------------------
 
     /// Whether a refusal of this request is what the rules require: its
     /// subject's jurisdiction has no region left.
-    fn refusal_expected(&self, r: &RequestRecord) -> bool {
+    pub(super) fn refusal_expected(&self, r: &RequestRecord) -> bool {
         if r.error.as_deref() == Some("reads_halted") && !r.is_write() {
             return true;
         }
@@ -722,7 +551,7 @@ impl Drill {
     }
 
     /// Whether a served request was served where the rules allow.
-    fn permitted(&self, r: &RequestRecord) -> bool {
+    pub(super) fn permitted(&self, r: &RequestRecord) -> bool {
         let Some(region) = r.region.as_deref() else { return true };
         let Some(e) = self.topo.entity(&r.entity) else { return true };
         let Some(home) = r.home.as_deref() else { return true };
@@ -736,7 +565,7 @@ impl Drill {
         true
     }
 
-    async fn observation(&mut self) {
+    pub(super) async fn observation(&mut self) {
         let start = self.begin(2);
         self.sleep_until(start.t + self.s.timings.observation.as_secs_f64()).await;
         let now = self.now();
@@ -875,7 +704,7 @@ impl Drill {
             }
         }
         checks.push(Check::new(
-            "the target's traffic moved within its jurisdiction",
+            "the target's traffic served elsewhere within the rules, or refused as required",
             refused_bad.is_empty()
                 && errors.is_empty()
                 && outside.is_empty()
@@ -911,7 +740,7 @@ impl Drill {
 
     /// Acknowledged writes served where they must not be, and refusals that
     /// say the router sent a write to the wrong region.
-    fn landing_violations(&self, records: &[&RequestRecord]) -> Vec<String> {
+    pub(super) fn landing_violations(&self, records: &[&RequestRecord]) -> Vec<String> {
         records
             .iter()
             .filter(|r| r.is_write())
@@ -930,7 +759,7 @@ impl Drill {
 
     /// A smoke write (and read back) through the router for a subject homed
     /// in `home`, by a caller in `caller`. Returns the write's and the read's records.
-    async fn smoke(
+    pub(super) async fn smoke(
         &mut self,
         home: &str,
         caller: &str,
@@ -941,7 +770,7 @@ impl Drill {
             .entities
             .iter()
             .position(|e| e.subjects && e.pinned && e.merge == tandem_config::MergeKind::Lww)
-            .or_else(|| self.topo.entities.iter().position(|e| e.subjects))?;
+            .or_else(|| self.topo.entities.iter().position(|e| e.subjects && !e.projection))?;
         self.smoke_n += 1;
         // Task numbers from 1000 on are the checks' own: one writer per key.
         let task = 1000 + self.smoke_n;
@@ -960,7 +789,7 @@ impl Drill {
         Some((w, Some(r)))
     }
 
-    async fn validation(&mut self) {
+    pub(super) async fn validation(&mut self) {
         let start = self.begin(3);
         let target = self.s.target.clone();
         let mut checks = Vec::new();
@@ -1097,33 +926,50 @@ impl Drill {
     // ---- 5. restoration -------------------------------------------------------
 
     /// Whether every link to and from the target is connected with nothing queued.
-    async fn caught_up(&self) -> (bool, String) {
+    /// Whether every link to and from the target is connected and has
+    /// reached the position the sender's log had [`CATCH_UP_GRACE`] before.
+    /// The sender's own `log.last_seq` is the reference, not the receiver's
+    /// `queue_depth`: that one is computed from the last frame the receiver
+    /// processed and cannot see frames still queued in the connection. The
+    /// grace covers the link latency, since the workload keeps writing.
+    pub(super) async fn caught_up(&self) -> (bool, String) {
         let target = &self.s.target;
+        let regions = self.topo.region_names();
+        let mut heads = BTreeMap::new();
+        for r in &regions {
+            if let Some(seq) = self.status(r).await.and_then(|v| v["log"]["last_seq"].as_u64()) {
+                heads.insert(r.clone(), seq);
+            }
+        }
+        tokio::time::sleep(CATCH_UP_GRACE).await;
         let mut ok = true;
         let mut lines = Vec::new();
-        for r in self.topo.region_names() {
-            let sample = self.status(&r).await.as_ref().and_then(monitor::node_sample);
-            let Some(n) = sample else {
+        for r in &regions {
+            let Some(v) = self.status(r).await else {
                 ok = false;
                 lines.push(format!("{r}: no status"));
                 continue;
             };
-            for p in n.peers.iter().filter(|p| r == *target || p.peer == *target) {
-                let done = p.connected && p.queue_depth == 0;
-                ok &= done;
+            for p in v["peers"].as_array().into_iter().flatten() {
+                let peer = p["peer"].as_str().unwrap_or_default();
+                if r != target && peer != target {
+                    continue;
+                }
+                let connected = p["connected"].as_bool() == Some(true);
+                let cursor = p["cursor"].as_u64().unwrap_or(0);
+                let head = heads.get(peer).copied();
+                ok &= connected && head.is_some_and(|h| cursor >= h);
                 lines.push(format!(
-                    "{}→{r} {} depth {} lag {:.1} s",
-                    p.peer,
-                    if p.connected { "up" } else { "down" },
-                    p.queue_depth,
-                    p.lag_seconds
+                    "{peer}→{r} {} at {cursor} of {}",
+                    if connected { "up" } else { "down" },
+                    head.map_or_else(|| "?".to_owned(), |h| h.to_string())
                 ));
             }
         }
         (ok, lines.join(", "))
     }
 
-    async fn restoration(&mut self) -> Result<(), Stop> {
+    pub(super) async fn restoration(&mut self) -> Result<(), Stop> {
         let start = self.begin(4);
         let target = self.s.target.clone();
         let deadline = start.t + self.s.timings.restoration_max.as_secs_f64();
@@ -1173,18 +1019,17 @@ impl Drill {
             }
         }
         let t_catch = self.now();
-        let mut streak = 0;
+        let mut caught_up = false;
         let mut last = String::new();
         while self.now() < deadline {
             let (ok, detail) = self.caught_up().await;
             last = detail;
-            streak = if ok { streak + 1 } else { 0 };
-            if streak >= 2 {
+            if ok {
+                caught_up = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let caught_up = streak >= 2;
         checks.push(Check::new(
             "replication caught up",
             caught_up,
@@ -1197,6 +1042,7 @@ impl Drill {
         self.router_action("restore").await?;
         self.drained = false;
         let t_restore = self.now();
+        self.progress.println(&format!("routing to {target} restored at +{t_restore:.2} s"));
         self.switches_ms.push(self.clock.unix_ms_at(t_restore));
         let mut routed = false;
         while self.now() < t_restore + 5.0 {
@@ -1288,331 +1134,15 @@ impl Drill {
         Ok(())
     }
 
-    // ---- 6. post-drill --------------------------------------------------------
-
-    /// Regions that must agree on an entity's digest, in groups.
-    fn digest_groups(&self) -> Vec<(String, Vec<String>)> {
-        let mut out = Vec::new();
-        for e in &self.topo.entities {
-            if e.personal {
-                let js: BTreeSet<&str> =
-                    self.topo.regions.iter().map(|r| r.jurisdiction.as_str()).collect();
-                for j in js {
-                    let rs: Vec<String> = self
-                        .topo
-                        .regions
-                        .iter()
-                        .filter(|r| r.jurisdiction == j)
-                        .map(|r| r.name.clone())
-                        .collect();
-                    if rs.len() > 1 {
-                        out.push((e.name.clone(), rs));
-                    }
-                }
-            } else {
-                out.push((e.name.clone(), self.topo.region_names()));
-            }
-        }
-        out
-    }
-
-    async fn diverged(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (entity, regions) in self.digest_groups() {
-            let mut digests = BTreeMap::new();
-            for r in &regions {
-                let url = format!("{}/v1/digest?entity={entity}", self.region_url(r));
-                let d =
-                    self.get_json(&url).await.and_then(|v| v["digest"].as_str().map(str::to_owned));
-                digests.insert(r.clone(), d.unwrap_or_else(|| "unreachable".into()));
-            }
-            let distinct: BTreeSet<&String> = digests.values().collect();
-            if distinct.len() > 1 {
-                out.push(format!(
-                    "{entity}: {}",
-                    digests
-                        .iter()
-                        .map(|(r, d)| format!("{r} {}", &d[..d.len().min(8)]))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ));
-            }
-        }
-        out
-    }
-
-    async fn read_back(&self, records: &[RequestRecord]) -> ReadBack {
-        let mut keys: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
-        for r in
-            records.iter().filter(|r| r.is_write() && r.write_outcome() != WriteOutcome::Rejected)
-        {
-            keys.insert((r.entity.clone(), r.id.clone()), r.home.clone());
-        }
-        let jobs: Vec<(String, String, String)> = keys
-            .iter()
-            .flat_map(|((e, id), home)| {
-                self.topo
-                    .holders(e, home.as_deref())
-                    .into_iter()
-                    .map(move |r| (e.clone(), id.clone(), r))
-            })
-            .collect();
-        let results: Vec<((String, String, String), ReadResult)> = futures_util::stream::iter(jobs)
-            .map(|(e, id, r)| async move {
-                let url = format!("{}/v1/records/{e}/{id}", self.region_url(&r));
-                let mut result = ReadResult::Unreadable("not tried".into());
-                for _ in 0..READBACK_TRIES {
-                    result = match self.http.get(&url, CALL_TIMEOUT).await {
-                        Ok(a) if a.ok() => ReadResult::Value(a.body["value"].clone()),
-                        Ok(a) if a.status == 404 => ReadResult::Missing,
-                        Ok(a) => ReadResult::Unreadable(format!(
-                            "{} {}",
-                            a.status,
-                            a.error_code().unwrap_or_default()
-                        )),
-                        Err(err) => ReadResult::Unreadable(err),
-                    };
-                    if !matches!(result, ReadResult::Unreadable(_)) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                ((e, id, r), result)
-            })
-            .buffer_unordered(READBACK_CONCURRENCY)
-            .collect()
-            .await;
-        let mut out = ReadBack::new();
-        for ((e, id, r), result) in results {
-            out.entry((e, id)).or_default().insert(r, result);
-        }
-        out
-    }
-
-    async fn scan_ids(&self, region: &str, entity: &str) -> Result<Vec<String>, String> {
-        let mut ids = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..PAGES_MAX {
-            let mut url = format!("{}/v1/records/{entity}?limit=1000", self.region_url(region));
-            if let Some(a) = &after {
-                url.push_str(&format!("&after={a}"));
-            }
-            let a = self.http.get(&url, CALL_TIMEOUT).await?;
-            if !a.ok() {
-                return Err(format!("{url} answered {}", a.status));
-            }
-            for r in a.body["records"].as_array().into_iter().flatten() {
-                if let Some(id) = r["id"].as_str() {
-                    ids.push(id.to_owned());
-                }
-            }
-            match a.body["next"].as_str() {
-                Some(n) => after = Some(n.to_owned()),
-                None => return Ok(ids),
-            }
-        }
-        Err(format!("{entity} at {region}: more than {PAGES_MAX} pages"))
-    }
-
-    async fn residency_scan(&mut self) -> Check {
-        let mut homes: BTreeMap<String, Option<String>> = self
-            .ctx
-            .subjects
-            .iter()
-            .map(|s| (s.name.clone(), self.topo.jurisdiction_of(&s.home).map(str::to_owned)))
-            .collect();
-        let mut violations = Vec::new();
-        let mut scanned = 0usize;
-        let mut errors = Vec::new();
-        let personal: Vec<String> =
-            self.topo.entities.iter().filter(|e| e.personal).map(|e| e.name.clone()).collect();
-        for region in self.topo.regions.clone() {
-            for entity in &personal {
-                let ids = match self.scan_ids(&region.name, entity).await {
-                    Ok(ids) => ids,
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                };
-                scanned += ids.len();
-                for id in &ids {
-                    let Some(subject) = tandem_config::subject_of(id) else { continue };
-                    if !homes.contains_key(subject) {
-                        let url = format!("{}/v1/subjects/{subject}", self.topo.router_url);
-                        let j = self
-                            .get_json(&url)
-                            .await
-                            .and_then(|v| v["jurisdiction"].as_str().map(str::to_owned));
-                        homes.insert(subject.to_owned(), j);
-                    }
-                }
-                let lookup = |s: &str| homes.get(s).cloned().flatten();
-                violations.extend(verify::scan_violations(
-                    &region.name,
-                    &region.jurisdiction,
-                    entity,
-                    &ids,
-                    &lookup,
-                ));
-            }
-        }
-        self.residency_violations += violations.len() as u64;
-        let mut detail = format!(
-            "{scanned} personal records scanned in {} regions: {}",
-            self.topo.regions.len(),
-            join_or(&violations, "each in its subject's jurisdiction")
-        );
-        if !errors.is_empty() {
-            detail.push_str(&format!("; scans failed: {}", join_or(&errors, "")));
-        }
-        if !violations.is_empty() {
-            self.findings.push(format!("residency violations: {}", join_or(&violations, "")));
-        }
-        Check::new(
-            "residency: personal records only in their subject's jurisdiction",
-            violations.is_empty() && errors.is_empty(),
-            detail,
-        )
-    }
-
-    async fn audit_scan(&mut self) -> Check {
-        let personal: BTreeSet<String> =
-            self.topo.entities.iter().filter(|e| e.personal).map(|e| e.name.clone()).collect();
-        let mut violations = Vec::new();
-        let mut errors = Vec::new();
-        let mut entries_seen = 0usize;
-        for region in self.topo.regions.clone() {
-            let mut after = self.audit_from.get(&region.name).copied().unwrap_or(0);
-            let mut entries = Vec::new();
-            for _ in 0..PAGES_MAX {
-                let url = format!("{}/v1/audit?after={after}&limit=1000", region.url);
-                let Some(v) = self.get_json(&url).await else {
-                    errors.push(format!("no audit from {}", region.name));
-                    break;
-                };
-                let page = v["entries"].as_array().cloned().unwrap_or_default();
-                let Some(last) = page.last().and_then(|e| e["seq"].as_u64()) else { break };
-                after = last;
-                entries.extend(page);
-            }
-            entries_seen += entries.len();
-            violations.extend(verify::audit_violations(
-                &region.name,
-                &region.jurisdiction,
-                &entries,
-                &personal,
-            ));
-        }
-        self.residency_violations += violations.len() as u64;
-        if !violations.is_empty() {
-            self.findings.push(format!(
-                "audit shows personal data served across jurisdictions: {}",
-                join_or(&violations, "")
-            ));
-        }
-        let mut detail = format!(
-            "{entries_seen} audit entries of the drill checked: {}",
-            join_or(&violations, "no personal data served in clear to another jurisdiction")
-        );
-        if !errors.is_empty() {
-            detail.push_str(&format!("; {}", errors.join("; ")));
-        }
-        Check::new(
-            "audit: cross-jurisdiction flows carry no personal data in clear",
-            violations.is_empty() && errors.is_empty(),
-            detail,
-        )
-    }
-
-    async fn post_drill(&mut self) {
-        let start = self.begin(5);
-        let mut checks = Vec::new();
-        if let Some(w) = self.workload.as_mut() {
-            w.stop().await;
-        }
-        let converge_until = self.now() + self.s.timings.post_max.as_secs_f64() * 0.6;
-        let t0 = self.now();
-        let mut diverged;
-        loop {
-            diverged = self.diverged().await;
-            if diverged.is_empty() || self.now() > converge_until {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        checks.push(Check::new(
-            "regions converged (equal digests)",
-            diverged.is_empty(),
-            if diverged.is_empty() {
-                format!(
-                    "every entity type equal where it may be held, after {:.2} s",
-                    self.now() - t0
-                )
-            } else {
-                format!(
-                    "still different after {:.1} s: {}",
-                    self.now() - t0,
-                    join_or(&diverged, "")
-                )
-            },
-        ));
-        let records = self.ctx.journal.snapshot();
-        let readback = self.read_back(&records).await;
-        let v = verify::verify(&records, &readback);
-        checks.push(Check::new(
-            "every acknowledged write is in every region that may hold it",
-            v.lost == 0,
-            format!(
-                "{} acknowledged, {} verified, {} lost{}",
-                v.acknowledged,
-                v.verified,
-                v.lost,
-                if v.lost > 0 {
-                    format!(": {}", join_or(&v.lost_details, ""))
-                } else {
-                    String::new()
-                }
-            ),
-        ));
-        checks.push(Check::new(
-            "no record holds a value no request wrote",
-            v.problems.is_empty(),
-            join_or(&v.problems, "none"),
-        ));
-        if v.lost > 0 {
-            self.findings.push(format!(
-                "{} acknowledged write(s) lost in {} record(s): {}",
-                v.lost,
-                v.lost_keys.len(),
-                join_or(&v.lost_details, "")
-            ));
-        }
-        self.verification = Some(v);
-        checks.push(self.residency_scan().await);
-        checks.push(self.audit_scan().await);
-        let all: Vec<&RequestRecord> = records.iter().collect();
-        let landing = self.landing_violations(&all);
-        checks.push(Check::new(
-            "writes landed only in permitted regions (whole drill)",
-            landing.is_empty(),
-            join_or(
-                &landing,
-                &format!(
-                    "{} acknowledged writes checked",
-                    records.iter().filter(|r| r.is_write() && r.ok()).count()
-                ),
-            ),
-        ));
-        self.end(start, checks);
-    }
-
     // ---- the way out ----------------------------------------------------------
 
     /// Undo what the drill did to the deployment (after an error or an interrupt).
-    async fn put_back(&mut self) {
+    pub(super) async fn put_back(&mut self) {
         if let Some(w) = self.workload.as_mut() {
             w.stop().await;
+        }
+        if let Some(p) = self.probes.take() {
+            p.abort();
         }
         if self.killed {
             match self.control_action("start").await {
@@ -1635,220 +1165,10 @@ impl Drill {
             }
         }
     }
-
-    async fn finish(&mut self) -> Report {
-        let ticks = self.monitor.stop().await;
-        let records = self.ctx.journal.snapshot();
-        let target = self.s.target.clone();
-        let mut requests = Requests::default();
-        for r in &records {
-            requests.total += 1;
-            match measure::classify(r, &target) {
-                Class::Ok => requests.ok += 1,
-                Class::Failover => requests.failover += 1,
-                Class::Refused => requests.refused += 1,
-                Class::Error => requests.error += 1,
-            }
-        }
-        let (ttd, ttr) = match self.t_iso {
-            Some(t) => (
-                measure::time_to_detect(&ticks, &target, t),
-                measure::time_to_route(&records, &target, t),
-            ),
-            None => (None, None),
-        };
-        let lag = measure::lag_series(&ticks);
-        let max_lag = lag.iter().map(|p| p.1).fold(0.0, f64::max);
-        let writes = match &self.verification {
-            Some(v) => Writes {
-                attempted: v.attempted,
-                acknowledged: v.acknowledged,
-                verified: v.verified,
-                lost: v.lost,
-                lost_keys: v.lost_keys.clone(),
-                unknown_outcome: v.unknown,
-                rejected: v.rejected,
-            },
-            None => {
-                let writes: Vec<&RequestRecord> = records.iter().filter(|r| r.is_write()).collect();
-                let count = |o| writes.iter().filter(|r| r.write_outcome() == o).count() as u64;
-                Writes {
-                    attempted: writes.len() as u64,
-                    acknowledged: count(WriteOutcome::Acked),
-                    unknown_outcome: count(WriteOutcome::Unknown),
-                    rejected: count(WriteOutcome::Rejected),
-                    ..Writes::default()
-                }
-            }
-        };
-        let mut findings =
-            self.summary_findings(&ticks, &records, ttd.as_ref(), ttr.as_ref(), &writes);
-        findings.append(&mut self.findings);
-        for p in &self.phases {
-            for c in p.checks.iter().filter(|c| !c.ok) {
-                findings.push(format!("{}: check \"{}\" failed: {}", p.name, c.name, c.detail));
-            }
-        }
-        let complete = self.phases.len() == PHASES.len();
-        let mut verdict = report::verdict(&self.phases, &writes, self.residency_violations);
-        if !complete {
-            verdict = "fail";
-        }
-        let conflict_rate = self.conflicts_restoration as f64 / writes.acknowledged.max(1) as f64;
-        Report {
-            target,
-            mode: self.s.mode.as_str().to_owned(),
-            verdict: verdict.to_owned(),
-            ttd_seconds: ttd.as_ref().map(|t| round3(t.0)),
-            ttd_alert: ttd.map(|t| t.1),
-            ttr_seconds: ttr.as_ref().map(|t| round3(t.0)),
-            ttr_request: ttr.map(|t| t.1),
-            started_at: report::rfc3339(self.clock.start_unix_ms),
-            duration_seconds: round3(self.now()),
-            timings: self.s.timings_name.clone(),
-            phases: self.phases.clone(),
-            writes,
-            requests,
-            conflicts_during_restoration: self.conflicts_restoration,
-            conflict_rate_during_restoration: conflict_rate,
-            residency_violations: self.residency_violations,
-            max_replication_lag_seconds: round3(max_lag),
-            findings,
-        }
-    }
-
-    fn summary_findings(
-        &self,
-        ticks: &[Tick],
-        records: &[RequestRecord],
-        ttd: Option<&(f64, String)>,
-        ttr: Option<&(f64, String)>,
-        writes: &Writes,
-    ) -> Vec<String> {
-        let mut f = Vec::new();
-        let Some(t_iso) = self.t_iso else { return f };
-        let target = &self.s.target;
-        match ttd {
-            Some((s, what)) => {
-                f.push(format!("Time-to-Detect {s:.2} s: {what}."));
-                if self.s.mode == Mode::Isolate && what.contains("lag budget") {
-                    f.push(format!(
-                        "A drained region is not a down region to the router: with {target} isolated, only the lag budgets of the surviving regions raised an alert."
-                    ));
-                }
-            }
-            None => f.push(
-                "No alert fired: the deployment did not notice the loss of the region.".into(),
-            ),
-        }
-        match ttr {
-            Some((s, what)) => {
-                f.push(format!("Time-to-Route {s:.2} s: {what}."));
-                if *s > 60.0 {
-                    f.push("TTR is above 60 s: a routing automation problem.".into());
-                }
-            }
-            None => {
-                f.push(format!("No request of {target}'s traffic was served by another region."))
-            }
-        }
-        let t_settle = self.t_settle.unwrap_or(t_iso);
-        let early_errors = records
-            .iter()
-            .filter(|r| r.sent_s >= t_iso && r.sent_s < t_settle)
-            .filter(|r| measure::classify(r, target) == Class::Error)
-            .count();
-        if early_errors > 0 {
-            f.push(format!(
-                "{early_errors} request(s) failed in the {:.2} s between the {} and the router routing around it.",
-                t_settle - t_iso,
-                if self.s.mode == Mode::Kill { "kill" } else { "drain" }
-            ));
-        }
-        let refused = records.iter().filter(|r| r.refused() && r.sent_s >= t_iso).count();
-        if refused > 0 && self.topo.jurisdiction_peers(target).is_empty() {
-            f.push(format!(
-                "{target} is the only region of {}: {refused} request(s) for its subjects were refused with 503 no_region_available while it was out, as residency requires (never a failover to another jurisdiction).",
-                self.topo.jurisdiction_of(target).unwrap_or("its jurisdiction")
-            ));
-        }
-        if writes.unknown_outcome > 0 {
-            f.push(format!(
-                "{} write(s) got no usable answer (outcome unknown): counted as attempted, not acknowledged.",
-                writes.unknown_outcome
-            ));
-        }
-        let peak = ticks
-            .iter()
-            .filter_map(|t| t.max_lag().map(|l| (l, t.t)))
-            .fold((0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a });
-        f.push(format!("Max replication lag {:.2} s at +{:.1} s.", peak.0, peak.1));
-        let rate = self.conflicts_restoration as f64 / writes.acknowledged.max(1) as f64;
-        if rate > CONFLICT_RATE_ALERT {
-            f.push(format!(
-                "Conflict rate during restoration {:.3}% is above the 0.1% alert threshold.",
-                rate * 100.0
-            ));
-        }
-        if self.s.mode == Mode::Kill {
-            f.push(format!(
-                "Restoration kept {target} drained at the router until it had caught up: the router routes to a region as soon as one health probe passes, before its replication has caught up."
-            ));
-        }
-        f
-    }
-
-    fn write_outputs(&self, r: &Report) -> anyhow::Result<()> {
-        use anyhow::Context;
-        let out = &self.s.out;
-        std::fs::create_dir_all(out)?;
-        std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(r)?)
-            .with_context(|| format!("writing {}", out.join("report.json").display()))?;
-        std::fs::write(out.join("report.md"), report::markdown(r))?;
-        let records = self.ctx.journal.snapshot();
-        let ticks = self.monitor.snapshot();
-        let lag = measure::lag_series(&ticks);
-        let mut marks = Vec::new();
-        if let Some(t) = self.t_iso {
-            marks.push((
-                t,
-                format!(
-                    "{} {}",
-                    if self.s.mode == Mode::Kill { "kill" } else { "isolate" },
-                    r.target
-                ),
-            ));
-            if let Some(s) = r.ttd_seconds {
-                marks.push((t + s, format!("TTD {s:.2} s")));
-            }
-            if let Some(s) = r.ttr_seconds {
-                marks.push((t + s, format!("TTR {s:.2} s")));
-            }
-        }
-        let svg = super::svg::render(&super::svg::Timeline {
-            title: format!("tandem drill: {} ({}) — {}", r.target, r.mode, r.verdict),
-            target: &r.target,
-            phases: &r.phases,
-            records: &records,
-            lag: &lag,
-            marks,
-        });
-        std::fs::write(out.join("timeline.svg"), svg)?;
-        let mut lines = String::new();
-        for rec in &records {
-            lines.push_str(&serde_json::to_string(rec)?);
-            lines.push('\n');
-        }
-        std::fs::write(out.join("requests.jsonl"), lines)?;
-        Ok(())
-    }
 }
 
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
-fn describe_request(r: &RequestRecord) -> String {
+/// One request, for check details.
+pub(super) fn describe_request(r: &RequestRecord) -> String {
     format!(
         "{} {}/{} from {} at +{:.2} s: {}{}{}",
         r.op,
@@ -1865,7 +1185,7 @@ fn describe_request(r: &RequestRecord) -> String {
     )
 }
 
-fn describe_conflict(c: &ConflictSeen) -> String {
+pub(super) fn describe_conflict(c: &ConflictSeen) -> String {
     format!(
         "{}/{} at {}: {}@{} vs {}@{}",
         c.entity,

@@ -48,6 +48,9 @@ pub struct Timings {
     pub validation: Duration,
     pub restoration_max: Duration,
     pub post_max: Duration,
+    /// How long the pre-drill checks may take to turn green (a deployment
+    /// that just started needs a moment to connect its links).
+    pub checks_wait: Duration,
 }
 
 /// Smallest length of any phase whatever the scale, so that a scaled-down
@@ -65,6 +68,7 @@ impl Timings {
                 validation: s(8),
                 restoration_max: s(20),
                 post_max: s(15),
+                checks_wait: s(10),
             },
             TimingsPreset::Production => Timings {
                 pre: s(15 * 60),
@@ -73,6 +77,7 @@ impl Timings {
                 validation: s(10 * 60),
                 restoration_max: s(10 * 60),
                 post_max: s(30 * 60),
+                checks_wait: s(15 * 60),
             },
         }
     }
@@ -88,6 +93,7 @@ impl Timings {
             validation: f(self.validation),
             restoration_max: f(self.restoration_max),
             post_max: f(self.post_max),
+            checks_wait: f(self.checks_wait),
         }
     }
 
@@ -125,6 +131,9 @@ pub struct EntityInfo {
     pub pinned: bool,
     /// `conflicts = "never"`.
     pub conflicts_never: bool,
+    /// Written only by the regions themselves (the target of another type's
+    /// analytics projection): clients may read it, not write it.
+    pub projection: bool,
 }
 
 impl EntityInfo {
@@ -147,6 +156,11 @@ pub struct Topology {
 
 impl Topology {
     pub fn from_config(config: &Config) -> Topology {
+        let projections: Vec<&str> = config
+            .entities
+            .values()
+            .filter_map(|e| e.analytics.as_ref().map(|a| a.into.as_str()))
+            .collect();
         Topology {
             regions: config
                 .regions
@@ -168,6 +182,7 @@ impl Topology {
                     subjects: e.subjects,
                     pinned: e.writes == WritePolicy::HomeRegion,
                     conflicts_never: e.conflicts == ConflictPolicy::Never,
+                    projection: projections.contains(&name.as_str()),
                 })
                 .collect(),
             latency_ms: config
@@ -307,6 +322,8 @@ mod tests {
         let settings = t.entity("settings").unwrap();
         assert!(settings.routed_by_home(true) && !settings.routed_by_home(false));
         assert!(!t.entity("article").unwrap().routed_by_home(true));
+        assert!(t.entity("subscription_stats").unwrap().projection);
+        assert!(!t.entity("subscription").unwrap().projection);
         let cart = t.entity("cart").unwrap();
         assert!(cart.routed_by_home(true));
         // A roaming EU subject writing from the US lands in the nearest EU region.

@@ -42,6 +42,9 @@ pub struct Writes {
     pub acknowledged: u64,
     pub verified: u64,
     pub lost: u64,
+    /// Lost writes missing from every region that may hold them; the rest
+    /// of `lost` are missing from some regions only.
+    pub lost_everywhere: u64,
     pub lost_keys: Vec<String>,
     /// Attempted writes with no usable answer (timeouts, upstream errors).
     pub unknown_outcome: u64,
@@ -167,7 +170,10 @@ pub fn markdown(r: &Report) -> String {
         ("writes attempted", r.writes.attempted.to_string()),
         ("writes acknowledged", r.writes.acknowledged.to_string()),
         ("writes verified", r.writes.verified.to_string()),
-        ("writes lost", r.writes.lost.to_string()),
+        (
+            "writes lost",
+            format!("{} ({} missing from every region)", r.writes.lost, r.writes.lost_everywhere),
+        ),
         ("writes with unknown outcome", r.writes.unknown_outcome.to_string()),
         (
             "conflicts during restoration",

@@ -37,6 +37,9 @@ pub struct Verification {
     pub unknown: u64,
     pub verified: u64,
     pub lost: u64,
+    /// Lost writes missing from every region that may hold them (the others
+    /// are missing from some regions only: not replicated there in time).
+    pub lost_everywhere: u64,
     /// `entity/id` of every record that lost an acknowledged write.
     pub lost_keys: Vec<String>,
     /// What exactly is missing where (for the findings).
@@ -169,12 +172,14 @@ pub fn verify(records: &[RequestRecord], readback: &ReadBack) -> Verification {
         }
         let reads = readback.get(&(entity.clone(), id.clone())).unwrap_or(&empty);
         let mut lost: BTreeSet<usize> = BTreeSet::new();
+        let mut everywhere: BTreeSet<usize> = (0..acked.len()).collect();
         if reads.is_empty() && !acked.is_empty() {
             lost.extend(0..acked.len());
             v.problems.push(format!("{entity}/{id}: not read back anywhere"));
         }
         for (region, result) in reads {
             let (missing, problem) = check_one(&acked, &unknown, result);
+            everywhere.retain(|i| missing.contains(i));
             if !missing.is_empty() {
                 v.lost_details.push(format!(
                     "{entity}/{id} at {region}: {} of {} acknowledged write(s) missing ({})",
@@ -189,6 +194,7 @@ pub fn verify(records: &[RequestRecord], readback: &ReadBack) -> Verification {
             lost.extend(missing);
         }
         v.lost += lost.len() as u64;
+        v.lost_everywhere += everywhere.len() as u64;
         v.verified += (acked.len() - lost.len()) as u64;
         if !lost.is_empty() {
             v.lost_keys.push(format!("{entity}/{id}"));
@@ -338,7 +344,7 @@ mod tests {
                 ("article", "a", "r2", ReadResult::Value(json!(1))),
             ]),
         );
-        assert_eq!((v.verified, v.lost), (1, 1));
+        assert_eq!((v.verified, v.lost, v.lost_everywhere), (1, 1, 0));
         assert_eq!(v.lost_keys, vec!["article/a"]);
         assert!(v.lost_details[0].contains("r2"), "{:?}", v.lost_details);
         // The refused write's value must not appear.
@@ -347,7 +353,7 @@ mod tests {
         assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
         // Missing everywhere: everything lost.
         let v = verify(&records, &rb(&[("article", "a", "r1", ReadResult::Missing)]));
-        assert_eq!((v.verified, v.lost), (0, 2));
+        assert_eq!((v.verified, v.lost, v.lost_everywhere), (0, 2, 2));
     }
 
     #[test]

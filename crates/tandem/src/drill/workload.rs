@@ -110,6 +110,9 @@ pub struct TaskPlan {
 pub fn plan_tasks(topo: &Topology, subjects: &[Subject], rng: &mut Rng) -> Vec<TaskPlan> {
     let mut all = Vec::new();
     for (e, info) in topo.entities.iter().enumerate() {
+        if info.projection {
+            continue;
+        }
         if info.subjects {
             all.extend((0..subjects.len()).map(|s| Item { entity: e, subject: Some(s) }));
         } else {
@@ -323,7 +326,7 @@ async fn task_loop(ctx: Arc<Ctx>, plan: TaskPlan, stop: Arc<AtomicBool>, seed: u
     let period = Duration::from_secs_f64(1.0 / plan.rate_per_s);
     // Spread the tasks' first requests over one period.
     let mut next = tokio::time::Instant::now() + period.mul_f64((seed % 1000) as f64 / 1000.0);
-    let mut n = 0u64;
+    let mut since_read = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep_until(next).await;
         if stop.load(Ordering::Relaxed) {
@@ -334,8 +337,11 @@ async fn task_loop(ctx: Arc<Ctx>, plan: TaskPlan, stop: Arc<AtomicBool>, seed: u
         if next < now {
             next = now;
         }
-        n += 1;
-        let read = plan.read_every > 0 && n % plan.read_every == 0 && !written.is_empty();
+        since_read += 1;
+        let read = plan.read_every > 0 && since_read >= plan.read_every && !written.is_empty();
+        if read {
+            since_read = 0;
+        }
         let spec = if read {
             let pick = *written.iter().nth(rng.below(written.len())).expect("non-empty");
             read_spec(&ctx.topo, &ctx.subjects, &ctx.run, plan.task, plan.items[pick])
@@ -385,6 +391,67 @@ impl Drop for Workload {
         for h in &self.handles {
             h.abort();
         }
+    }
+}
+
+/// Pause between two Time-to-Route probes.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The Time-to-Route probes: reads that only the target serves while every
+/// region is up — a personal record of one of its subjects (when the target
+/// has a peer in its jurisdiction), and a record of a type without
+/// subjects — each from a caller in the target's region. They never write.
+pub fn probe_specs(topo: &Topology, subjects: &[Subject], run: &str, target: &str) -> Vec<OpSpec> {
+    let mut out = Vec::new();
+    let subject = subjects.iter().find(|s| s.home == target);
+    let personal = topo.entities.iter().find(|e| e.personal && e.subjects && !e.projection);
+    if let (Some(s), Some(e), false) =
+        (subject, personal, topo.jurisdiction_peers(target).is_empty())
+    {
+        let id = format!("{}:ttr-probe", s.name);
+        out.push(OpSpec {
+            method: Method::GET,
+            path: format!("/v1/records/{}/{id}", e.name),
+            body: None,
+            entity: e.name.clone(),
+            id,
+            op: "probe".into(),
+            home: Some(s.home.clone()),
+            write: None,
+        });
+    }
+    if let Some(e) = topo.entities.iter().find(|e| !e.subjects && !e.projection) {
+        let id = format!("drill-{run}-ttr-probe");
+        out.push(OpSpec {
+            method: Method::GET,
+            path: format!("/v1/records/{}/{id}", e.name),
+            body: None,
+            entity: e.name.clone(),
+            id,
+            op: "probe".into(),
+            home: None,
+            write: None,
+        });
+    }
+    out
+}
+
+/// Send the probes in turn every [`PROBE_INTERVAL`] until one is served by a
+/// region other than the target, or until drill time `until_s`.
+pub async fn probe_until_rerouted(ctx: Arc<Ctx>, specs: Vec<OpSpec>, until_s: f64) {
+    if specs.is_empty() {
+        return;
+    }
+    let target = ctx.target.clone();
+    for spec in specs.iter().cycle() {
+        if ctx.clock.now() > until_s {
+            return;
+        }
+        let (rec, _) = execute(&ctx, &target, spec).await;
+        if super::measure::served(&rec) && rec.region.as_deref().is_some_and(|r| r != target) {
+            return;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }
 
@@ -451,8 +518,9 @@ mod tests {
         let plans = plan_tasks(&topo, &subjects, &mut Rng::new(7));
         let callers: BTreeSet<&str> = plans.iter().map(|p| p.caller.as_str()).collect();
         assert_eq!(callers.len(), 3, "callers in every region");
-        for e in 0..topo.entities.len() {
-            assert!(plans[0].items.iter().any(|i| i.entity == e), "entity {e} written");
+        for (e, info) in topo.entities.iter().enumerate() {
+            let written = plans[0].items.iter().any(|i| i.entity == e);
+            assert_eq!(written, !info.projection, "{} written: {written}", info.name);
         }
         // One steady task per region, only over its own subjects' counters and sets.
         let steady: Vec<&TaskPlan> = plans.iter().filter(|p| p.read_every == 0).collect();
@@ -500,6 +568,20 @@ mod tests {
         assert_eq!(likes.id, "drill-r1-likes-t1");
         assert_eq!(likes.home, None);
         assert_eq!(likes.write, Some(WriteOp::Incr { by: 1 }));
+    }
+
+    #[test]
+    fn probes_are_the_targets_reads() {
+        let topo = Topology::from_config(&Config::example());
+        let subjects = subjects("r1", &topo);
+        let eu = probe_specs(&topo, &subjects, "r1", "eu-west");
+        assert_eq!(eu.len(), 2);
+        assert_eq!(eu[0].home.as_deref(), Some("eu-west"));
+        assert!(eu.iter().all(|p| p.method == Method::GET && p.write.is_none()));
+        // us-east has no peer in the US: its subjects' data cannot be served elsewhere.
+        let us = probe_specs(&topo, &subjects, "r1", "us-east");
+        assert_eq!(us.len(), 1);
+        assert_eq!(us[0].home, None);
     }
 
     #[test]
