@@ -322,7 +322,8 @@ mod tests {
         assert_eq!(verify_dir(dir.path()), Ok(6));
         // A reader racing an append: the log is ahead of the head it read,
         // and its last line may be half written. Both are fine.
-        let old_head = Head { seq: 5, hash: serde_json::from_str::<AuditEntry>(lines[4]).unwrap().hash };
+        let old_head =
+            Head { seq: 5, hash: serde_json::from_str::<AuditEntry>(lines[4]).unwrap().hash };
         assert_eq!(verify(&original, Some(&old_head)), Ok(6));
         std::fs::write(&path, format!("{original}{{\"seq\":7,\"at_")).unwrap();
         assert_eq!(verify_dir(dir.path()), Ok(6));

@@ -30,6 +30,9 @@ pub struct Node {
     /// Lag budget state per data class, updated every evaluation interval.
     pub budgets: std::sync::Mutex<std::collections::BTreeMap<String, crate::budget::BudgetState>>,
     pub replication: Replication,
+    /// Set once this region has caught up with its peers after starting; it
+    /// stays set (readiness is about the restart, not later link trouble).
+    pub ready: std::sync::atomic::AtomicBool,
     /// Set once at shutdown: long-lived streams and loops end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub started: Instant,

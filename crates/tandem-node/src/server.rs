@@ -145,6 +145,7 @@ pub async fn run(
         conflicts,
         replication,
         shutdown: watch::channel(false).0,
+        ready: std::sync::atomic::AtomicBool::new(false),
         started: Instant::now(),
         admin_token: opts.admin_token.clone(),
         data_dir,

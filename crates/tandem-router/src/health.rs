@@ -40,10 +40,23 @@ pub async fn probe_loop(state: Arc<RouterState>, index: usize) {
     let region = &state.regions[index];
     let uri: hyper::Uri = format!("{}/healthz", region.url).parse().expect("valid URL");
     loop {
-        let ok = matches!(
-            tokio::time::timeout(cfg.probe_timeout, state.probe_client.get(uri.clone())).await,
-            Ok(Ok(resp)) if resp.status().is_success()
-        );
+        // Up means serving and ready: a region that restarted is routed to
+        // only once it has caught up with the peers it can reach.
+        let ok = match tokio::time::timeout(cfg.probe_timeout, state.probe_client.get(uri.clone()))
+            .await
+        {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                use http_body_util::BodyExt;
+                let body =
+                    tokio::time::timeout(cfg.probe_timeout, resp.into_body().collect()).await;
+                let v: serde_json::Value = match body {
+                    Ok(Ok(b)) => serde_json::from_slice(&b.to_bytes()).unwrap_or_default(),
+                    _ => serde_json::Value::Null,
+                };
+                v.get("ready").and_then(|r| r.as_bool()).unwrap_or(true)
+            }
+            _ => false,
+        };
         if ok {
             if region.success() {
                 tracing::warn!(region = %region.name, "region is up");

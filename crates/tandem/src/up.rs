@@ -507,7 +507,16 @@ async fn wait_ours(
                 if !ours {
                     anyhow::bail!("{url} answers, but it is not {name}: is another deployment using the port?");
                 }
-                return Ok(());
+                // Usable, not just alive: a region has caught up with its
+                // peers, and the router sees every region up.
+                let usable = if name == "router" {
+                    router_sees_all_up(client, url).await
+                } else {
+                    v["ready"] != Value::Bool(false)
+                };
+                if usable {
+                    return Ok(());
+                }
             }
         }
         if tokio::time::Instant::now() > deadline {
@@ -517,7 +526,20 @@ async fn wait_ours(
     }
 }
 
+async fn router_sees_all_up(client: &HttpClient, url: &str) -> bool {
+    use http_body_util::BodyExt;
+    let Ok(uri) = format!("{url}/v1/routes").parse::<hyper::Uri>() else { return false };
+    let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await else {
+        return false;
+    };
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    v["regions"].as_array().is_some_and(|rs| rs.iter().all(|r| r["up"] == true))
+}
+
+/// Wait until a process serves and, for a region, is ready (caught up).
 async fn wait_healthy(client: &HttpClient, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
     let deadline = tokio::time::Instant::now() + timeout;
     let uri: hyper::Uri = format!("{url}/healthz").parse()?;
     loop {
@@ -525,7 +547,12 @@ async fn wait_healthy(client: &HttpClient, url: &str, timeout: Duration) -> anyh
             tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
         {
             if resp.status().is_success() {
-                return Ok(());
+                let body =
+                    resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if v["ready"] != Value::Bool(false) {
+                    return Ok(());
+                }
             }
         }
         if tokio::time::Instant::now() > deadline {

@@ -16,8 +16,37 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::writer::store_error;
 
+/// How long a starting region waits for a peer it cannot reach before it
+/// calls itself ready anyway (it cannot catch up with a peer that is down).
+pub const READY_GRACE_MS: u64 = 5_000;
+
+/// `GET /healthz`: 200 while the process serves. `ready` says whether it has
+/// caught up with every peer it can reach since it started (the router routes
+/// to a region only once it is ready, so a restarted region does not take
+/// pinned writes before it has the writes made elsewhere while it was away).
 pub async fn healthz(State(node): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "region": node.region }))
+    Json(json!({ "status": "ok", "region": node.region, "ready": ready(&node) }))
+}
+
+fn ready(node: &AppState) -> bool {
+    use std::sync::atomic::Ordering;
+    if node.ready.load(Ordering::Relaxed) {
+        return true;
+    }
+    let now = node.now_ms();
+    let started_ms = now.saturating_sub(node.started.elapsed().as_millis() as u64);
+    let grace_over = now.saturating_sub(started_ms) >= READY_GRACE_MS;
+    let ready = node.replication.links.values().all(|l| {
+        let l = l.lock().expect("link lock");
+        // Caught up at least once since this process started.
+        let caught_up =
+            l.last_frame_ms >= started_ms && l.caught_up_at_ms >= started_ms && l.connected;
+        caught_up || grace_over
+    });
+    if ready {
+        node.ready.store(true, Ordering::Relaxed);
+    }
+    ready
 }
 
 pub async fn metrics(State(node): State<AppState>) -> impl IntoResponse {

@@ -123,6 +123,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     let mut body = resp.into_body();
     let frame_max = node.config.replication.batch_bytes_max.saturating_mul(2).max(1 << 20);
     let mut decoder = FrameDecoder::new(frame_max);
+    assert!(frame_max > 0);
     let mut rtt_ms = 0u64;
     let mut persisted_at = Instant::now();
     let idle = super::sender::idle_timeout(t.heartbeat);
@@ -149,7 +150,25 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
         }
         let Some(data) = chunk.data_ref() else { continue };
         decoder.push(data);
+        // Take whatever else has already arrived, without waiting, so that a
+        // receiver that fell behind applies many frames in one commit instead
+        // of one commit per frame (bounded by the frame limit).
+        while decoder.buffered() < frame_max {
+            use futures_util::FutureExt;
+            match body.frame().now_or_never() {
+                Some(Some(Ok(more))) => {
+                    if let Some(d) = more.data_ref() {
+                        decoder.push(d);
+                    }
+                }
+                _ => break,
+            }
+        }
+        let mut frames = Vec::new();
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            frames.push(frame);
+        }
+        for frame in coalesce(frames, node.config.replication.batch_max.saturating_mul(8)) {
             match frame {
                 Frame::Hello { sender, sender_last_seq, .. } => {
                     if sender != peer {
@@ -163,6 +182,9 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                 }
                 Frame::Batch { sender_now_ms, next_seq, sender_last_seq, entries } => {
                     let received = Instant::now();
+                    // Waiting time on the sender's clock: each entry is stamped
+                    // with its frame's send time by `coalesce` (sender_now_ms
+                    // here is the last frame's).
                     let classes = classes_of(node, &entries, sender_now_ms);
                     let committed: Vec<u64> = entries.iter().map(|e| e.committed_at_ms).collect();
                     let n = entries.len();
@@ -213,6 +235,36 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
             }
         }
     }
+}
+
+/// Merge consecutive batch frames (up to `entries_max` entries) into one, so
+/// they are applied in one commit. Heartbeats between batches are folded in:
+/// they only move the cursor, which the merged batch's `next_seq` covers.
+fn coalesce(frames: Vec<Frame>, entries_max: usize) -> Vec<Frame> {
+    let mut out: Vec<Frame> = Vec::with_capacity(frames.len());
+    for f in frames {
+        match (out.last_mut(), f) {
+            (
+                Some(Frame::Batch { sender_now_ms, next_seq, sender_last_seq, entries }),
+                Frame::Batch { sender_now_ms: t, next_seq: n, sender_last_seq: l, entries: more },
+            ) if entries.len() + more.len() <= entries_max => {
+                *sender_now_ms = t;
+                *next_seq = (*next_seq).max(n);
+                *sender_last_seq = (*sender_last_seq).max(l);
+                entries.extend(more);
+            }
+            (
+                Some(Frame::Batch { sender_now_ms, next_seq, sender_last_seq, .. }),
+                Frame::Heartbeat { sender_now_ms: t, next_seq: n, sender_last_seq: l },
+            ) => {
+                *sender_now_ms = t;
+                *next_seq = (*next_seq).max(n);
+                *sender_last_seq = (*sender_last_seq).max(l);
+            }
+            (_, f) => out.push(f),
+        }
+    }
+    out
 }
 
 /// The data class of each entry and how long it waited in the sender's log
@@ -377,4 +429,50 @@ fn audit_refused(node: &AppState, peer: &str, report: &crate::writer::ApplyRepor
         ..Default::default()
     };
     node.audit.append(flow, node.now_ms());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(t: u64, n: u64, seqs: &[u64]) -> Frame {
+        let entries = seqs
+            .iter()
+            .map(|&seq| {
+                let mut state = tandem_merge::State::new(tandem_merge::MergeKind::GCounter);
+                state
+                    .apply(&tandem_merge::Op::Incr(1), "eu-west", tandem_clock::Hlc::new(seq, 0))
+                    .unwrap();
+                LogEntry {
+                    seq,
+                    origin: "eu-west".into(),
+                    origin_seq: seq,
+                    committed_at_ms: t,
+                    logged_at_ms: t,
+                    entity: "page_views".into(),
+                    id: format!("p{seq}"),
+                    state,
+                }
+            })
+            .collect();
+        Frame::Batch { sender_now_ms: t, next_seq: n, sender_last_seq: n, entries }
+    }
+
+    #[test]
+    fn queued_batches_merge_in_order_up_to_the_limit() {
+        let frames = vec![
+            batch(1, 2, &[1, 2]),
+            Frame::Heartbeat { sender_now_ms: 2, next_seq: 3, sender_last_seq: 3 },
+            batch(3, 5, &[4, 5]),
+            batch(4, 7, &[6, 7]),
+        ];
+        let out = coalesce(frames.clone(), 100);
+        assert_eq!(out.len(), 1);
+        let Frame::Batch { next_seq, entries, sender_now_ms, .. } = &out[0] else { panic!() };
+        assert_eq!((*next_seq, *sender_now_ms), (7, 4));
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5, 6, 7]);
+        assert_eq!(coalesce(frames, 4).len(), 2, "bounded");
+        let hello = Frame::Hello { sender: "x".into(), sender_now_ms: 0, sender_last_seq: 0 };
+        assert_eq!(coalesce(vec![hello.clone(), batch(1, 1, &[1])], 10).len(), 2);
+    }
 }
