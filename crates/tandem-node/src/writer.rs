@@ -430,11 +430,27 @@ fn apply_remote(
             continue;
         }
         let now_ms = clock.physical_ms();
-        let origin = ChangeOrigin {
-            origin: e.origin.clone(),
-            origin_seq: Some(e.origin_seq),
-            committed_at_ms: e.committed_at_ms,
-            logged_at_ms: now_ms,
+        // A pure relay (the merged state is the remote one) keeps the change's
+        // origin, so per-origin high-water marks deduplicate it downstream.
+        // A merge that combined it with changes held here is a new state this
+        // region vouches for: it is logged as this region's own, so its direct
+        // stream carries it to every peer, including peers that cannot reach
+        // the origins of the changes folded into it.
+        let relay = state == e.state || e.entity == crate::replication::seal::SEALED_ENTITY;
+        let origin = if relay {
+            ChangeOrigin {
+                origin: e.origin.clone(),
+                origin_seq: Some(e.origin_seq),
+                committed_at_ms: e.committed_at_ms,
+                logged_at_ms: now_ms,
+            }
+        } else {
+            ChangeOrigin {
+                origin: cfg.region.clone(),
+                origin_seq: None,
+                committed_at_ms: now_ms,
+                logged_at_ms: now_ms,
+            }
         };
         let seq =
             txn.put(&e.entity, &e.id, &StoredRecord { state, updated_at_ms: now_ms }, &origin)?;

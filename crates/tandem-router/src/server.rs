@@ -122,6 +122,13 @@ pub async fn run(
         .route("/v1/records/{entity}/{id}/ops", any(record))
         .route("/v1/subjects/{subject}", any(subject))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .with_state(state.clone());
     let addr = opts.listen.unwrap_or(config.router.listen);
     let listener =
@@ -250,17 +257,37 @@ fn kind_of(method: &Method) -> Kind {
     }
 }
 
-async fn scan(State(s): State<AppState>, Path(entity): Path<String>, req: Request) -> Response {
+async fn scan(
+    State(s): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    req: Request,
+) -> Response {
+    if let Err(e) = path {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("bad path: {}", e.body_text()),
+        );
+    }
     // A scan crosses subjects: it is served by the nearest region to the caller.
-    let _ = entity;
     route_and_forward(&s, req, None, None).await
 }
 
 async fn record(
     State(s): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
+    path: Result<Path<Vec<(String, String)>>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
+    let params = match path {
+        Ok(Path(p)) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad path: {}", e.body_text()),
+            )
+        }
+    };
     let entity =
         params.iter().find(|(k, _)| k == "entity").map(|(_, v)| v.clone()).unwrap_or_default();
     let id = params.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone()).unwrap_or_default();
@@ -270,14 +297,32 @@ async fn record(
     };
     let subject =
         if cfg.subjects { tandem_config::subject_of(&id).map(str::to_owned) } else { None };
+    if cfg.subjects && subject.is_none() {
+        // Answered like a node would: the id itself is malformed.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{entity}` records belong to a subject: the id must be `<subject>:<name>`, got `{id}`"),
+        );
+    }
     route_and_forward(&s, req, Some(cfg), subject).await
 }
 
 async fn subject(
     State(s): State<AppState>,
-    Path(_subject): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
+    let _subject = match path {
+        Ok(Path(p)) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad path: {}", e.body_text()),
+            )
+        }
+    };
     // The registry is replicated everywhere, so the nearest region serves
     // reads. A registration goes to the subject's (new) home region, like a
     // pinned write, so that home knows the subject before its first write.
@@ -290,12 +335,9 @@ async fn subject(
     };
     let (parts, body) = req.into_parts();
     let max = s.config.router.max_body_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {max} bytes"),
-        );
+    let bytes = match read_body(body, max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let home = serde_json::from_slice::<Value>(&bytes)
         .ok()
@@ -375,12 +417,9 @@ async fn route_and_forward(
             // to the chosen region is refused (the region never saw it).
             let (parts, body) = req.into_parts();
             let max = s.config.router.max_body_bytes;
-            let Ok(bytes) = axum::body::to_bytes(body, max).await else {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("request body is larger than {max} bytes"),
-                );
+            let bytes = match read_body(body, max).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
             };
             let again = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
             let mut resp = forward(s, again, &region, route, failover_for.as_deref()).await;
@@ -429,6 +468,26 @@ async fn route_and_forward(
             )
         }
     }
+}
+
+/// Read a request body, answering 413 when it is over the limit and 400 when
+/// it could not be read (cut off on the wire).
+#[allow(clippy::result_large_err)] // the error is the finished response, built once
+async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {max} bytes"),
+            )
+        } else {
+            error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read request body: {e}"))
+        }
+    })
 }
 
 fn label(region: &str, route: &str, outcome: &str) -> RequestLabels {
@@ -516,15 +575,9 @@ async fn forward(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let max = s.config.router.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, max).await {
+    let bytes = match read_body(body, max).await {
         Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {max} bytes"),
-            )
-        }
+        Err(resp) => return resp,
     };
     let resp = forward_bytes(s, &parts, bytes.clone(), region, route, failover_for).await;
     // A region that halted reads of a lagging class names where the record is

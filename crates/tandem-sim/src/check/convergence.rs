@@ -1,0 +1,33 @@
+//! Invariant 1: once faults stop and links heal, every region allowed to hold
+//! a record holds the same materialized value (the product's digest hashes
+//! exactly these values), and a region not allowed to hold it holds nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::check::Violation;
+use crate::region::Region;
+use crate::world::World;
+
+pub fn check(world: &World, regions: &BTreeMap<String, Region>) -> Vec<Violation> {
+    let keys: BTreeSet<&(String, String)> =
+        regions.values().flat_map(|r| r.records.keys()).collect();
+    let mut out = Vec::new();
+    for (entity, id) in keys {
+        let values: Vec<(&str, Option<String>)> = regions
+            .values()
+            .filter(|r| world.may_hold(&r.name, entity, id))
+            .map(|r| {
+                let v = r.records.get(&(entity.clone(), id.clone())).and_then(|s| s.value_json());
+                (r.name.as_str(), v)
+            })
+            .collect();
+        if values.windows(2).any(|w| w[0].1 != w[1].1) {
+            out.push(Violation {
+                invariant: "convergence",
+                record: Some((entity.clone(), id.clone())),
+                detail: format!("regions disagree after healing: {values:?}"),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,736 @@
+//! Bad input at the public surface, against a real deployment (`tandem up`
+//! with the router, the example config): malformed, truncated, oversized and
+//! type-confused requests to every endpoint of a node and of the router, and
+//! admin and replication calls without credentials or with wrong ones. Each
+//! case checks the status, the error code of the JSON error object, and that
+//! nothing stored changed anywhere: every region's digest, log position and
+//! isolation, and the router's drain flags. (`node_api.rs` covers the record
+//! endpoints of one node in more depth; this file covers the rest of the
+//! surface and the same classes of input through the router.)
+
+mod router_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use router_support::{wait_until, Deployment, Options, ADMIN_TOKEN, ALL, REPLICATION_SECRET};
+use serde_json::{json, Value};
+use tandem_node::replication::wire::{encode_message, ForwardRequest, WIRE_VERSION};
+
+/// One request and the answer it must get.
+struct Case {
+    what: String,
+    method: &'static str,
+    url: String,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    body: Option<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(
+    what: &str,
+    method: &'static str,
+    url: String,
+    body: Option<&[u8]>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        what: what.to_owned(),
+        method,
+        url,
+        headers: Vec::new(),
+        body: body.map(<[u8]>::to_vec),
+        status,
+        code,
+    }
+}
+
+impl Case {
+    fn header(mut self, name: &'static str, value: impl AsRef<[u8]>) -> Case {
+        self.headers.push((name, value.as_ref().to_vec()));
+        self
+    }
+}
+
+/// Everything a refused request must leave as it was.
+#[derive(Debug, PartialEq)]
+struct Stored {
+    regions: Vec<(String, Value, u64, bool)>,
+    drained: Vec<(String, bool)>,
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+fn get_json(http: &reqwest::blocking::Client, url: &str) -> Value {
+    let r = http.get(url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().expect("JSON")
+}
+
+fn stored(d: &Deployment, http: &reqwest::blocking::Client) -> Stored {
+    let regions = ALL
+        .iter()
+        .map(|r| {
+            let digest = get_json(http, &format!("{}/v1/digest", d.url(r)));
+            let status = get_json(http, &format!("{}/v1/status", d.url(r)));
+            (
+                (*r).to_owned(),
+                json!({ "digest": digest["digest"], "records": digest["records"] }),
+                status["log"]["last_seq"].as_u64().expect("last_seq"),
+                status["isolated"] == true,
+            )
+        })
+        .collect();
+    let routes = get_json(http, &format!("{}/v1/routes", d.router()));
+    let drained = routes["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| (r["region"].as_str().unwrap_or("").to_owned(), r["drained"] == true))
+        .collect();
+    Stored { regions, drained }
+}
+
+/// Wait until replication of the set-up writes has settled (two equal
+/// snapshots in a row), so that later snapshots compare like with like.
+fn settled(d: &Deployment, http: &reqwest::blocking::Client) -> Stored {
+    let mut last = stored(d, http);
+    let ok = wait_until(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(600));
+        let now = stored(d, http);
+        let same = now == last;
+        last = now;
+        same
+    });
+    assert!(ok, "the deployment did not settle: {last:?}");
+    last
+}
+
+/// Send every case; each must get its status and code and change nothing.
+fn run_cases(d: &Deployment, cases: Vec<Case>) {
+    let http = client();
+    let before = settled(d, &http);
+    let mut wrong = Vec::new();
+    for c in &cases {
+        let method = reqwest::Method::from_bytes(c.method.as_bytes()).expect("method");
+        let mut req = http.request(method, &c.url);
+        for (k, v) in &c.headers {
+            req =
+                req.header(*k, reqwest::header::HeaderValue::from_bytes(v).expect("header value"));
+        }
+        if let Some(b) = &c.body {
+            req = req.body(b.clone());
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{}: {e}", c.what));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        let has_message = body["error"]["message"].is_string();
+        if (status, code) != (c.status, c.code) || !has_message {
+            wrong.push(format!(
+                "{}: {} {} answered {status} {:?}, expected {} {}",
+                c.what,
+                c.method,
+                c.url,
+                &text[..text.len().min(300)],
+                c.status,
+                c.code
+            ));
+        }
+    }
+    let after = stored(d, &http);
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases answered wrongly:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    assert_eq!(before, after, "a refused request changed what is stored");
+}
+
+/// Write a little of every type, so that a change would show in the digests.
+fn seed_data(d: &Deployment) {
+    d.register("anna", "eu-west");
+    d.register("bob", "us-east");
+    let http = client();
+    for (method, region, path, body) in [
+        ("PUT", "eu-west", "/v1/records/article/a1", json!({"value": {"t": 1}})),
+        ("PATCH", "eu-west", "/v1/records/profile/anna:main", json!({"fields": {"name": "A"}})),
+        ("PATCH", "us-east", "/v1/records/profile/bob:main", json!({"fields": {"name": "B"}})),
+        ("POST", "eu-central", "/v1/records/likes/l1/ops", json!({"op": "incr", "by": 3})),
+        ("POST", "us-east", "/v1/records/page_views/p1/ops", json!({"op": "incr", "by": 2})),
+        ("POST", "eu-west", "/v1/records/cart/anna:c/ops", json!({"op": "add", "elements": ["x"]})),
+        ("POST", "eu-west", "/v1/records/tags/t1/ops", json!({"op": "add", "elements": ["y"]})),
+        ("PUT", "eu-west", "/v1/records/credential/anna:pw", json!({"value": "h"})),
+        ("POST", "eu-west", "/v1/records/balance/anna:b/ops", json!({"op": "incr", "by": 9})),
+    ] {
+        let url = format!("{}{path}", d.url(region));
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let r = http.request(m, &url).json(&body).send().expect("seed write");
+        assert_eq!(r.status().as_u16(), 200, "{method} {url}: {}", r.text().unwrap_or_default());
+    }
+}
+
+/// The malformed, truncated, oversized and type-confused bodies every write
+/// endpoint gets, and the 400 they all earn.
+fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("empty", b"".to_vec()),
+        ("not JSON", b"hello".to_vec()),
+        ("truncated JSON", br#"{"value": {"a": [1, 2"#.to_vec()),
+        ("a JSON array", b"[1,2,3]".to_vec()),
+        ("a JSON string", br#""value""#.to_vec()),
+        ("null", b"null".to_vec()),
+        ("invalid UTF-8", b"{\"value\":\"\xc3\x28\"}".to_vec()),
+        ("NUL bytes", b"\0\0\0\0".to_vec()),
+        ("an unknown member", br#"{"value":1,"op":"incr","fields":{},"by":1,"x":2}"#.to_vec()),
+        ("nested too deep", format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes()),
+    ]
+}
+
+#[test]
+fn node_refuses_bad_input_and_changes_nothing() {
+    let d = Deployment::start(Options::default());
+    seed_data(&d);
+    let n = d.url("eu-west").to_owned();
+    let mut cases = Vec::new();
+    // Every write endpoint, every bad body.
+    for (method, path) in [
+        ("PUT", "/v1/records/article/a1"),
+        ("PATCH", "/v1/records/profile/anna:main"),
+        ("POST", "/v1/records/likes/l1/ops"),
+        ("POST", "/v1/records/cart/anna:c/ops"),
+        ("PUT", "/v1/subjects/anna"),
+    ] {
+        for (what, body) in bad_bodies() {
+            cases.push(case(
+                &format!("{method} {path} with {what}"),
+                method,
+                format!("{n}{path}"),
+                Some(&body),
+                400,
+                "bad_request",
+            ));
+        }
+    }
+    // Type confusion: the right shape of another endpoint, or the wrong types.
+    let confused: &[(&str, &str, &str, u16, &str)] = &[
+        ("PUT", "/v1/records/article/a1", r#"{"fields":{"a":1}}"#, 400, "bad_request"),
+        ("PUT", "/v1/records/article/a1", r#"{"op":"incr","by":1}"#, 400, "bad_request"),
+        ("PATCH", "/v1/records/profile/anna:main", r#"{"value":1}"#, 400, "bad_request"),
+        ("PATCH", "/v1/records/profile/anna:main", r#"{"fields":"name"}"#, 400, "bad_request"),
+        ("PATCH", "/v1/records/profile/anna:main", r#"{"fields":[["a",1]]}"#, 400, "bad_request"),
+        ("POST", "/v1/records/likes/l1/ops", r#"{"op":"incr","by":"3"}"#, 400, "bad_request"),
+        ("POST", "/v1/records/likes/l1/ops", r#"{"op":"incr","by":true}"#, 400, "bad_request"),
+        ("POST", "/v1/records/likes/l1/ops", r#"{"op":"incr","by":-3}"#, 400, "bad_request"),
+        ("POST", "/v1/records/likes/l1/ops", r#"{"op":"incr","by":1e3}"#, 400, "bad_request"),
+        ("POST", "/v1/records/likes/l1/ops", r#"{"op":["incr"],"by":1}"#, 400, "bad_request"),
+        (
+            "POST",
+            "/v1/records/likes/l1/ops",
+            r#"{"op":"add","elements":["x"]}"#,
+            409,
+            "wrong_merge_type",
+        ),
+        (
+            "POST",
+            "/v1/records/page_views/p1/ops",
+            r#"{"op":"decr","by":1}"#,
+            409,
+            "wrong_merge_type",
+        ),
+        (
+            "POST",
+            "/v1/records/tags/t1/ops",
+            r#"{"op":"add","elements":[{"x":1}]}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/records/tags/t1/ops",
+            r#"{"op":"remove","elements":null}"#,
+            400,
+            "bad_request",
+        ),
+        ("POST", "/v1/records/tags/t1/ops", r#"{"op":"incr","by":1}"#, 409, "wrong_merge_type"),
+        ("PUT", "/v1/subjects/anna", r#"{"home_region":5}"#, 400, "bad_request"),
+        ("PUT", "/v1/subjects/anna", r#"{"home_region":"mars"}"#, 400, "bad_request"),
+        (
+            "PUT",
+            "/v1/subjects/anna",
+            r#"{"home_region":"us-east"}"#,
+            409,
+            "cross_jurisdiction_move",
+        ),
+        ("PUT", "/v1/subjects/anna", r#"{"home_region":["eu-west"]}"#, 400, "bad_request"),
+        ("PUT", "/v1/subjects/a:b", r#"{"home_region":"eu-west"}"#, 400, "bad_request"),
+        ("DELETE", "/v1/records/likes/l1", "", 409, "wrong_merge_type"),
+        ("PUT", "/v1/records/credential/bob:pw", r#"{"value":"x"}"#, 403, "residency_violation"),
+        ("PUT", "/v1/records/credential/zed:pw", r#"{"value":"x"}"#, 422, "unknown_subject"),
+        ("PUT", "/v1/records/nope/a1", r#"{"value":1}"#, 404, "unknown_entity"),
+    ];
+    for (method, path, body, status, code) in confused {
+        cases.push(case(
+            &format!("{method} {path} {body}"),
+            method,
+            format!("{n}{path}"),
+            Some(body.as_bytes()),
+            *status,
+            code,
+        ));
+    }
+    // Oversized: a body of one byte over the limit, an id over its limit.
+    let big = vec![b' '; 1_048_577];
+    for (method, path) in [
+        ("PUT", "/v1/records/article/a1"),
+        ("PATCH", "/v1/records/profile/anna:main"),
+        ("POST", "/v1/records/likes/l1/ops"),
+        ("PUT", "/v1/subjects/anna"),
+        ("POST", "/v1/replication/forward"),
+    ] {
+        let mut c = case(
+            &format!("{method} {path} 1 MiB + 1"),
+            method,
+            format!("{n}{path}"),
+            Some(&big),
+            413,
+            "payload_too_large",
+        );
+        if path.contains("replication") {
+            c = c
+                .header("authorization", format!("Bearer {REPLICATION_SECRET}"))
+                .header("x-tandem-peer", "us-east");
+        }
+        cases.push(c);
+    }
+    let long = "x".repeat(300);
+    cases.push(case(
+        "an id over 256 bytes",
+        "PUT",
+        format!("{n}/v1/records/article/{long}"),
+        Some(br#"{"value":1}"#),
+        400,
+        "bad_request",
+    ));
+    cases.push(case(
+        "a subject over 256 bytes",
+        "PUT",
+        format!("{n}/v1/subjects/{long}"),
+        Some(br#"{"home_region":"eu-west"}"#),
+        400,
+        "bad_request",
+    ));
+    // Operations plane: bad queries.
+    for (path, status, code) in [
+        ("/v1/digest?entity=nope", 404, "unknown_entity"),
+        ("/v1/digest?entity=article&extra=1", 400, "bad_request"),
+        ("/v1/conflicts?limit=0", 400, "bad_request"),
+        ("/v1/conflicts?limit=abc", 400, "bad_request"),
+        ("/v1/conflicts?limit=99999999999999999999999", 400, "bad_request"),
+        ("/v1/audit?after=-1", 400, "bad_request"),
+        ("/v1/audit?limit=1001", 400, "bad_request"),
+        ("/v1/audit?limit=1&limit=2", 400, "bad_request"),
+        ("/v1/records/article?limit=0", 400, "bad_request"),
+        ("/v1/records/article?after=%FF", 400, "bad_request"),
+        ("/v1/records/article?bogus=1", 400, "bad_request"),
+        ("/v1/subjects/nobody", 404, "not_found"),
+        ("/v1/records/article/a%FF", 400, "bad_request"),
+    ] {
+        cases.push(case(&format!("GET {path}"), "GET", format!("{n}{path}"), None, status, code));
+    }
+    for (method, path) in [
+        ("POST", "/v1/digest"),
+        ("PUT", "/v1/audit"),
+        ("DELETE", "/v1/subjects/anna"),
+        ("GET", "/v1/admin/isolate"),
+        ("POST", "/v1/replication/stream"),
+        ("GET", "/v1/replication/forward"),
+    ] {
+        cases.push(case(
+            &format!("{method} {path}"),
+            method,
+            format!("{n}{path}"),
+            None,
+            405,
+            "method_not_allowed",
+        ));
+    }
+    run_cases(&d, cases);
+    // A body cut off on the wire (Content-Length promises more, then EOF).
+    truncated_on_the_wire(&d, d.url("eu-west"), "/v1/records/article/a1", 400, "bad_request");
+}
+
+#[test]
+fn admin_and_replication_calls_need_the_right_credentials() {
+    let d = Deployment::start(Options::default());
+    seed_data(&d);
+    let n = d.url("eu-west").to_owned();
+    let good_admin = format!("Bearer {ADMIN_TOKEN}");
+    let good_repl = format!("Bearer {REPLICATION_SECRET}");
+    // (what, Authorization header or none)
+    let wrong: Vec<(&str, Option<String>)> = vec![
+        ("no Authorization", None),
+        ("an empty bearer", Some("Bearer ".into())),
+        ("a wrong token", Some("Bearer not-the-token".into())),
+        ("the token with a suffix", Some(format!("Bearer {ADMIN_TOKEN}x"))),
+        (
+            "a prefix of the token",
+            Some(format!("Bearer {}", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1])),
+        ),
+        ("the token as Basic", Some(format!("Basic {ADMIN_TOKEN}"))),
+        ("the token without a scheme", Some(ADMIN_TOKEN.to_string())),
+        ("the replication secret", Some(good_repl.clone())),
+        ("a lower-case scheme", Some(format!("bearer {ADMIN_TOKEN}"))),
+    ];
+    let mut cases = Vec::new();
+    for (what, auth) in &wrong {
+        let admin_calls = [
+            ("POST", format!("{n}/v1/admin/isolate")),
+            ("POST", format!("{n}/v1/admin/rejoin")),
+            ("GET", format!("{n}/v1/admin/snapshot?destination=file:///var/backups/tandem/eu/x")),
+            ("POST", format!("{}/v1/admin/regions/eu-west/drain", d.router())),
+            ("POST", format!("{}/v1/admin/regions/us-east/restore", d.router())),
+        ];
+        for (method, url) in admin_calls {
+            let mut c = case(
+                &format!("{method} {url} with {what}"),
+                method,
+                url,
+                None,
+                401,
+                "unauthorized",
+            );
+            if let Some(a) = auth {
+                c = c.header("authorization", a);
+            }
+            cases.push(c);
+        }
+    }
+    // Admin calls with the right token but bad arguments.
+    cases.push(
+        case(
+            "snapshot without a destination",
+            "GET",
+            format!("{n}/v1/admin/snapshot"),
+            None,
+            400,
+            "bad_request",
+        )
+        .header("authorization", &good_admin),
+    );
+    cases.push(
+        case(
+            "drain of an unknown region",
+            "POST",
+            format!("{}/v1/admin/regions/mars/drain", d.router()),
+            None,
+            404,
+            "not_found",
+        )
+        .header("authorization", &good_admin),
+    );
+    cases.push(
+        case(
+            "an unknown router admin action",
+            "POST",
+            format!("{}/v1/admin/regions/eu-west/explode", d.router()),
+            None,
+            404,
+            "not_found",
+        )
+        .header("authorization", &good_admin),
+    );
+    // Replication: wrong or missing credentials and peers.
+    let forward_body =
+        encode_message(&ForwardRequest { after: 0, have: Default::default(), limit: 10 });
+    for (path, method, body) in [
+        ("/v1/replication/stream?after=0", "GET", None),
+        ("/v1/replication/forward", "POST", Some(forward_body.clone())),
+    ] {
+        let url = format!("{n}{path}");
+        let mk = |what: &str, status, code| {
+            case(
+                &format!("{method} {path}: {what}"),
+                method,
+                url.clone(),
+                body.as_deref(),
+                status,
+                code,
+            )
+        };
+        cases.push(mk("no credentials", 401, "unauthorized").header("x-tandem-peer", "us-east"));
+        cases.push(
+            mk("a wrong secret", 401, "unauthorized")
+                .header("authorization", "Bearer nope")
+                .header("x-tandem-peer", "us-east"),
+        );
+        cases.push(
+            mk("the admin token", 401, "unauthorized")
+                .header("authorization", &good_admin)
+                .header("x-tandem-peer", "us-east"),
+        );
+        cases.push(mk("no X-Tandem-Peer", 400, "bad_request").header("authorization", &good_repl));
+        cases.push(
+            mk("an unknown peer", 400, "bad_request")
+                .header("authorization", &good_repl)
+                .header("x-tandem-peer", "mars"),
+        );
+        cases.push(
+            mk("itself as the peer", 400, "bad_request")
+                .header("authorization", &good_repl)
+                .header("x-tandem-peer", "eu-west"),
+        );
+        cases.push(
+            mk("a peer name that is not UTF-8", 400, "bad_request")
+                .header("authorization", &good_repl)
+                .header("x-tandem-peer", b"\xffus-east"),
+        );
+    }
+    let stream = |q: &str| format!("{n}/v1/replication/stream{q}");
+    for q in [
+        "",
+        "?after=",
+        "?after=-1",
+        "?after=abc",
+        "?after=1&extra=2",
+        "?after=18446744073709551616",
+    ] {
+        cases.push(
+            case(&format!("stream with query {q:?}"), "GET", stream(q), None, 400, "bad_request")
+                .header("authorization", &good_repl)
+                .header("x-tandem-peer", "us-east"),
+        );
+    }
+    let mut wrong_version = forward_body.clone();
+    wrong_version[0] = WIRE_VERSION.wrapping_add(1);
+    let mut truncated = forward_body.clone();
+    truncated.truncate(forward_body.len() - 1);
+    for (what, body) in [
+        ("an empty body", Vec::new()),
+        ("garbage", b"\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec()),
+        ("JSON", br#"{"after":0,"have":{},"limit":10}"#.to_vec()),
+        ("another wire version", wrong_version),
+        ("a truncated request", truncated),
+        ("a huge map length", vec![WIRE_VERSION, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+    ] {
+        cases.push(
+            case(
+                &format!("forward with {what}"),
+                "POST",
+                format!("{n}/v1/replication/forward"),
+                Some(&body),
+                400,
+                "bad_request",
+            )
+            .header("authorization", &good_repl)
+            .header("x-tandem-peer", "us-east"),
+        );
+    }
+    run_cases(&d, cases);
+    // The right credentials still work, and a forward request changes nothing.
+    let http = client();
+    let before = stored(&d, &http);
+    let r = http
+        .post(format!("{n}/v1/replication/forward"))
+        .header("authorization", &good_repl)
+        .header("x-tandem-peer", "us-east")
+        .body(forward_body)
+        .send()
+        .expect("forward");
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    assert_eq!(stored(&d, &http), before);
+}
+
+#[test]
+fn router_refuses_bad_input_and_changes_nothing() {
+    let d = Deployment::start(Options::default());
+    seed_data(&d);
+    let r = d.router().to_owned();
+    let mut cases = Vec::new();
+    // Bodies: the router relays them to the region that answers.
+    for (method, path) in [
+        ("PUT", "/v1/records/article/a1"),
+        ("PATCH", "/v1/records/profile/anna:main"),
+        ("POST", "/v1/records/likes/l1/ops"),
+        ("POST", "/v1/records/cart/anna:c/ops"),
+        ("PUT", "/v1/records/credential/anna:pw"),
+    ] {
+        for (what, body) in bad_bodies() {
+            cases.push(case(
+                &format!("{method} {path} with {what} via the router"),
+                method,
+                format!("{r}{path}"),
+                Some(&body),
+                400,
+                "bad_request",
+            ));
+        }
+    }
+    let big = vec![b' '; 1_048_577];
+    for (method, path) in [
+        ("PUT", "/v1/records/article/a1"),
+        ("PATCH", "/v1/records/profile/anna:main"),
+        ("POST", "/v1/records/likes/l1/ops"),
+        ("PUT", "/v1/subjects/anna"),
+    ] {
+        cases.push(case(
+            &format!("{method} {path} 1 MiB + 1 via the router"),
+            method,
+            format!("{r}{path}"),
+            Some(&big),
+            413,
+            "payload_too_large",
+        ));
+    }
+    // Type confusion and refusals the router passes on.
+    for (method, path, body, status, code) in [
+        ("POST", "/v1/records/likes/l1/ops", r#"{"op":"incr","by":"1"}"#, 400, "bad_request"),
+        ("POST", "/v1/records/tags/t1/ops", r#"{"op":"incr","by":1}"#, 409, "wrong_merge_type"),
+        ("PUT", "/v1/records/nope/x", r#"{"value":1}"#, 404, "unknown_entity"),
+        ("PUT", "/v1/records/credential/zed:pw", r#"{"value":1}"#, 422, "unknown_subject"),
+        (
+            "PUT",
+            "/v1/subjects/anna",
+            r#"{"home_region":"us-east"}"#,
+            409,
+            "cross_jurisdiction_move",
+        ),
+        ("PUT", "/v1/subjects/anna", r#"{"home_region":42}"#, 400, "bad_request"),
+        ("PUT", "/v1/subjects/anna", "not json", 400, "bad_request"),
+    ] {
+        cases.push(case(
+            &format!("{method} {path} {body} via the router"),
+            method,
+            format!("{r}{path}"),
+            Some(body.as_bytes()),
+            status,
+            code,
+        ));
+    }
+    // The caller's region header.
+    for (what, value) in [
+        ("an unknown region", b"mars".to_vec()),
+        ("an empty one", Vec::new()),
+        ("one that is not UTF-8", b"eu-\xffwest".to_vec()),
+    ] {
+        cases.push(
+            case(
+                &format!("X-Tandem-Client-Region {what}"),
+                "GET",
+                format!("{r}/v1/records/article/a1"),
+                None,
+                400,
+                "bad_request",
+            )
+            .header("x-tandem-client-region", value.clone()),
+        );
+        cases.push(
+            case(
+                &format!("X-Tandem-Client-Region {what} on a write"),
+                "PUT",
+                format!("{r}/v1/records/article/a1"),
+                Some(br#"{"value":2}"#),
+                400,
+                "bad_request",
+            )
+            .header("x-tandem-client-region", value),
+        );
+    }
+    // Paths the router does not serve, and methods it does not take.
+    for (method, path, status, code) in [
+        ("GET", "/nope", 404, "not_found"),
+        ("GET", "/v1/records", 404, "not_found"),
+        ("GET", "/v1/records/article/a1/ops/x", 404, "not_found"),
+        ("POST", "/v1/records/article/a1", 405, "method_not_allowed"),
+        ("GET", "/v1/records/likes/l1/ops", 405, "method_not_allowed"),
+    ] {
+        cases.push(case(
+            &format!("{method} {path} via the router"),
+            method,
+            format!("{r}{path}"),
+            None,
+            status,
+            code,
+        ));
+    }
+    run_cases(&d, cases);
+}
+
+/// Send a request whose body ends before its `Content-Length` (the client
+/// half-closes), and check the answer and that nothing changed.
+fn truncated_on_the_wire(d: &Deployment, base: &str, path: &str, status: u16, code: &str) {
+    let http = client();
+    let before = stored(d, &http);
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let body = br#"{"value": "cut"#;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len() + 100
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or("");
+    let json_body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: Value = serde_json::from_str(json_body.trim()).unwrap_or(Value::Null);
+    assert!(
+        status_line.contains(&format!(" {status} ")) && v["error"]["code"] == code,
+        "a truncated body at {base}{path} must answer {status} {code}, got: {text}"
+    );
+    assert_eq!(stored(d, &http), before, "a truncated request changed what is stored");
+}
+
+/// The router answers errors like a node (DESIGN.md: `{"error": {"code",
+/// "message"}}`): its own 405s, paths that are not valid UTF-8, ids without
+/// their subject (400, not 422) and bodies cut off on the wire (400, not 413).
+#[test]
+
+fn router_error_answers_follow_the_contract() {
+    let d = Deployment::start(Options::default());
+    seed_data(&d);
+    let r = d.router().to_owned();
+    let mut cases = Vec::new();
+    for (method, path, status, code) in [
+        ("POST", "/healthz", 405, "method_not_allowed"),
+        ("DELETE", "/v1/routes", 405, "method_not_allowed"),
+        ("GET", "/v1/admin/regions/eu-west/drain", 405, "method_not_allowed"),
+        ("GET", "/v1/records/article/a%FF", 400, "bad_request"),
+        ("GET", "/v1/records/profile/anna%FF:main", 400, "bad_request"),
+    ] {
+        cases.push(case(
+            &format!("{method} {path} via the router"),
+            method,
+            format!("{r}{path}"),
+            None,
+            status,
+            code,
+        ));
+    }
+    cases.push(case(
+        "an id without its subject via the router",
+        "PUT",
+        format!("{r}/v1/records/credential/noid"),
+        Some(br#"{"value":1}"#),
+        400,
+        "bad_request",
+    ));
+    run_cases(&d, cases);
+    truncated_on_the_wire(&d, d.router(), "/v1/records/article/a1", 400, "bad_request");
+}
