@@ -701,7 +701,6 @@ fn truncated_on_the_wire(d: &Deployment, base: &str, path: &str, status: u16, co
 /// "message"}}`): its own 405s, paths that are not valid UTF-8, ids without
 /// their subject (400, not 422) and bodies cut off on the wire (400, not 413).
 #[test]
-
 fn router_error_answers_follow_the_contract() {
     let d = Deployment::start(Options::default());
     seed_data(&d);
