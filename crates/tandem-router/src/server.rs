@@ -263,11 +263,7 @@ async fn scan(
     req: Request,
 ) -> Response {
     if let Err(e) = path {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("bad path: {}", e.body_text()),
-        );
+        return bad_path(e);
     }
     // A scan crosses subjects: it is served by the nearest region to the caller.
     route_and_forward(&s, req, None, None).await
@@ -280,13 +276,7 @@ async fn record(
 ) -> Response {
     let params = match path {
         Ok(Path(p)) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("bad path: {}", e.body_text()),
-            )
-        }
+        Err(e) => return bad_path(e),
     };
     let entity =
         params.iter().find(|(k, _)| k == "entity").map(|(_, v)| v.clone()).unwrap_or_default();
@@ -315,13 +305,7 @@ async fn subject(
 ) -> Response {
     let _subject = match path {
         Ok(Path(p)) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("bad path: {}", e.body_text()),
-            )
-        }
+        Err(e) => return bad_path(e),
     };
     // The registry is replicated everywhere, so the nearest region serves
     // reads. A registration goes to the subject's (new) home region, like a
@@ -468,6 +452,12 @@ async fn route_and_forward(
             )
         }
     }
+}
+
+/// A path axum could not decode (not UTF-8 once percent-decoded), answered
+/// like a node answers it.
+fn bad_path(e: axum::extract::rejection::PathRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", format!("bad path: {}", e.body_text()))
 }
 
 /// Read a request body, answering 413 when it is over the limit and 400 when
