@@ -15,7 +15,7 @@ pub use config::{
     RegionConfig, ReplicationConfig, RouterConfig, TransferConfig, WritePolicy,
 };
 pub use error::ConfigError;
-pub use subject::subject_of;
+pub use subject::{rest_of, subject_of};
 pub use tandem_merge::MergeKind;
 
 /// The built-in example deployment, printed verbatim by `tandem config example`

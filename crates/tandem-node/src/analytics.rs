@@ -49,10 +49,10 @@ impl Pseudonymizer {
         self.mac("subject", subject)
     }
 
-    /// The projection's id for a source id `<subject>:<rest>`.
+    /// The projection's id for a source id `<subject>:<rest>` (or `<subject>`).
     pub fn projection_id(&self, source_id: &str) -> Option<String> {
         let subject = tandem_config::subject_of(source_id)?;
-        let rest = &source_id[subject.len() + 1..];
+        let rest = tandem_config::rest_of(source_id);
         Some(format!("{}.{}", self.pseudonym(subject), self.mac("record", rest)))
     }
 }
@@ -91,7 +91,10 @@ mod tests {
         let id = p.projection_id("alice:main").unwrap();
         assert!(!id.contains("alice") && !id.contains("main"));
         assert!(id.starts_with(&p.pseudonym("alice")));
-        assert!(p.projection_id("nosubject").is_none());
+        // The subject's own record (an id without `:`) has a projection of its own.
+        let own = p.projection_id("alice").unwrap();
+        assert!(own.starts_with(&p.pseudonym("alice")) && own != id);
+        assert!(p.projection_id(":main").is_none());
 
         let proj = AnalyticsProjection {
             into: "subscription_stats".into(),

@@ -38,6 +38,10 @@ pub struct Node {
     pub started: Instant,
     /// Bearer token for admin calls; `None` refuses every admin call.
     pub admin_token: Option<String>,
+    /// Limits on draining oversized request bodies (shared by every connection).
+    pub drain: tandem_http::DrainGate,
+    /// Whether the disk has room for writes.
+    pub disk: Arc<crate::disk::DiskGuard>,
     pub data_dir: PathBuf,
 }
 
@@ -53,7 +57,7 @@ impl Node {
         check_id("record id", id, self.config.node.id_len_max)?;
         if cfg.subjects && tandem_config::subject_of(id).is_none() {
             return Err(ApiError::bad_request(format!(
-                "`{entity}` records belong to a subject: the id must be `<subject>:<name>`, got `{id}`"
+                "`{entity}` records belong to a subject: the id must be `<subject>` or `<subject>:<name>` with a non-empty subject, got `{id}`"
             )));
         }
         Ok(cfg)

@@ -723,9 +723,9 @@ fn router_error_answers_follow_the_contract() {
         ));
     }
     cases.push(case(
-        "an id without its subject via the router",
+        "an id with an empty subject via the router",
         "PUT",
-        format!("{r}/v1/records/credential/noid"),
+        format!("{r}/v1/records/credential/:noid"),
         Some(br#"{"value":1}"#),
         400,
         "bad_request",

@@ -795,8 +795,9 @@ fn bad_ids_are_refused() {
         &watched,
     );
 
-    // Records with subjects need `<subject>:<rest>`.
-    for id in ["nosubject", ":main"] {
+    // Records with subjects need a subject before the first `:` (an id
+    // without `:` is the subject's own record).
+    for id in [":", ":main"] {
         refused(
             &node,
             "PATCH",
