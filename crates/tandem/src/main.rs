@@ -23,8 +23,21 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tandem: error: {e:#}");
-            std::process::ExitCode::from(1)
+            std::process::ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// 2 when a process refuses to start because its configuration or
+/// credentials are incomplete or wrong (nothing was started), 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let refused = e
+        .chain()
+        .any(|c| c.is::<tandem_node::StartupError>() || c.is::<tandem_config::ConfigError>());
+    if refused {
+        2
+    } else {
+        1
     }
 }
 

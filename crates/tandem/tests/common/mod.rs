@@ -119,6 +119,18 @@ impl Node {
         self.spawn();
     }
 
+    /// `--peer-url` for every other region, towards a port nothing listens on.
+    fn lone_peer_urls(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("tandem.toml")).expect("config");
+        let config = tandem_config::Config::from_toml_str(&text).expect("a valid config");
+        config
+            .regions
+            .iter()
+            .filter(|r| r.name != self.region)
+            .flat_map(|r| ["--peer-url".to_owned(), format!("{}=http://127.0.0.1:9", r.name)])
+            .collect()
+    }
+
     fn spawn(&mut self) {
         let stderr = OpenOptions::new()
             .create(true)
@@ -135,10 +147,15 @@ impl Node {
             .arg("--data-dir")
             .arg(&data)
             .args(&self.extra_args)
-            // No admin token and no replication secret: a lone region that
-            // never talks to whatever may listen on its peers' configured ports.
+            // A lone region of a multi-region deployment: it has the
+            // replication secret it needs to start, but its peers' addresses
+            // point at a closed port, so it never talks to whatever may listen
+            // on their configured ports.
+            .args(self.lone_peer_urls())
             .env_remove("TANDEM_ADMIN_TOKEN")
-            .env_remove("TANDEM_REPLICATION_SECRET")
+            .env("TANDEM_REPLICATION_SECRET", "lone-node-secret")
+            .env("TANDEM_PSEUDONYM_KEY_EU", "11".repeat(32))
+            .env("TANDEM_PSEUDONYM_KEY_US", "22".repeat(32))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -314,4 +331,45 @@ pub fn error_code(body: &Value) -> &str {
         "an API error carries a message: {body}"
     );
     code
+}
+
+/// A `tandem` process started with arbitrary arguments (`tandem router`, or a
+/// node with options `Node` does not take), killed when dropped.
+pub struct Process {
+    child: Child,
+    /// What it printed after `listening on `.
+    pub url: String,
+}
+
+impl Process {
+    /// Run `tandem <args>` with `env` and wait for its `listening on <url>` line.
+    pub fn start(args: &[String], env: &[(&str, String)]) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tandem");
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read the listening line");
+        // Keep draining, so the process never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let url =
+            line.split("listening on ").nth(1).map(|u| u.trim().to_owned()).unwrap_or_else(|| {
+                panic!("`tandem {}` printed no listening line: {line:?}", args.join(" "))
+            });
+        Process { child, url }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
