@@ -13,6 +13,19 @@ pub enum StoreError {
     Decode { what: &'static str, message: String },
     #[error("write aborted: {0}")]
     Aborted(String),
+    /// The disk has no room for the write: nothing of it is durable, the
+    /// store is back at its last commit after `Store::recover`, and writes
+    /// may succeed once space returns.
+    #[error("no space left for the store: {0}")]
+    Full(String),
+    /// A sync or a write failed for another reason: what the operating system
+    /// holds of the file is unknown afterwards (the PostgreSQL fsync lesson),
+    /// so the process must stop and recover from disk on restart.
+    #[error("storage I/O failed, the store must be recovered from disk: {0}")]
+    Fatal(String),
+    /// Closed after a failed write, until `Store::recover` reopens it.
+    #[error("the store is closed after a failed write and reopens once it can")]
+    Closed,
 }
 
 macro_rules! from_redb {

@@ -63,6 +63,13 @@ pub trait Store: Send + Sync + 'static {
     /// incarnation (the actor its new dots are written as).
     fn incarnation(&self) -> Result<Option<u64>, StoreError>;
 
+    /// After a `write` failed with `StoreError::Full`: bring the store back to
+    /// its last durable commit, so reads (and, once there is room, writes) work
+    /// again. A no-op when the store is healthy.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Run `f` in one write transaction and commit it durably. If `f` returns an
     /// error nothing it wrote is kept.
     fn write(
