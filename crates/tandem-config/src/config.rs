@@ -106,6 +106,12 @@ pub struct RouterConfig {
     pub upstream_timeout: Duration,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// A request head that has begun must be complete within this (then 408).
+    #[serde(default = "default_header_read_timeout", with = "crate::duration")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive client connection that sends nothing for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "crate::duration")]
+    pub idle_timeout: Duration,
 }
 
 /// `[[links]]`: simulated one-way latency between two regions (`tandem up`).
@@ -166,7 +172,7 @@ pub struct EntityConfig {
     pub data_class: String,
     /// Residency rules apply: a record never leaves its subject's jurisdiction.
     pub personal: bool,
-    /// Ids have the form `<subject>:<rest>` (see [`crate::subject_of`]).
+    /// Ids have the form `<subject>:<rest>`, or `<subject>` for the subject's own record (see [`crate::subject_of`]).
     /// Defaults to `personal`.
     pub subjects: bool,
     pub writes: WritePolicy,
@@ -287,6 +293,12 @@ pub struct NodeConfig {
     pub max_clock_offset_ms: u64,
     #[serde(with = "crate::duration")]
     pub request_timeout: Duration,
+    /// A request head that has begun must be complete within this (then 408).
+    #[serde(with = "crate::duration")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection that sends nothing for this long is closed.
+    #[serde(with = "crate::duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -301,6 +313,8 @@ impl Default for NodeConfig {
             conflicts_kept: 1000,
             max_clock_offset_ms: 500,
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }
@@ -390,6 +404,12 @@ fn default_upstream_timeout() -> Duration {
 }
 fn default_max_body_bytes() -> usize {
     MIB
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Config {

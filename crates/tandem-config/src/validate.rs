@@ -217,6 +217,8 @@ impl Config {
         non_zero("router.probe_failure_threshold", u64::from(router.probe_failure_threshold))?;
         non_zero_duration("router.probe_timeout", router.probe_timeout)?;
         non_zero_duration("router.upstream_timeout", router.upstream_timeout)?;
+        non_zero_duration("router.header_read_timeout", router.header_read_timeout)?;
+        non_zero_duration("router.idle_timeout", router.idle_timeout)?;
         non_zero("router.max_body_bytes", router.max_body_bytes as u64)
     }
 
@@ -361,7 +363,9 @@ impl Config {
         for (key, value) in limits {
             non_zero(key, value)?;
         }
-        non_zero_duration("node.request_timeout", node.request_timeout)
+        non_zero_duration("node.request_timeout", node.request_timeout)?;
+        non_zero_duration("node.header_read_timeout", node.header_read_timeout)?;
+        non_zero_duration("node.idle_timeout", node.idle_timeout)
     }
 
     fn validate_replication(&self) -> Result<(), ConfigError> {

@@ -204,10 +204,13 @@ impl AuditLog {
         }
     }
 
-    pub fn append(&self, flow: Flow, at_ms: u64) {
+    /// Append one entry. When it cannot be written (a full disk), the file is
+    /// cut back to where it was, so the chain stays whole, and the caller must
+    /// not perform the flow it describes.
+    pub fn append(&self, flow: Flow, at_ms: u64) -> Result<(), AuditError> {
         let mut inner = self.inner.lock().expect("audit lock");
         if inner.file.is_none() {
-            return;
+            return Ok(());
         }
         let mut e = AuditEntry {
             seq: inner.head.seq + 1,
@@ -227,9 +230,12 @@ impl AuditLog {
         let mut line = serde_json::to_string(&e).expect("entry encodes");
         line.push('\n');
         let file = inner.file.as_mut().expect("checked above");
+        let before = file.metadata().map(|m| m.len()).map_err(|e| AuditError::Io(e.to_string()))?;
         if let Err(err) = file.write_all(line.as_bytes()) {
+            // A part of the line may be out: cut it, or the chain breaks there.
+            let _ = file.set_len(before);
             tracing::error!(error = %err, "cannot append to the audit log");
-            return;
+            return Err(AuditError::Io(err.to_string()));
         }
         inner.head = Head { seq: e.seq, hash: e.hash };
         let tmp = self.dir.join(format!("{HEAD_FILE}.tmp"));
@@ -238,8 +244,10 @@ impl AuditLog {
             .and_then(|_| std::fs::rename(&tmp, self.dir.join(HEAD_FILE)))
             .is_err()
         {
+            // The log itself is whole; the head catches up with the next entry.
             tracing::error!("cannot update the audit head");
         }
+        Ok(())
     }
 
     /// Entries after `after`, at most `limit`.
@@ -280,12 +288,12 @@ mod tests {
         {
             let log = AuditLog::open(dir.path()).unwrap();
             for i in 1..=5 {
-                log.append(flow(i), 1000 + i);
+                log.append(flow(i), 1000 + i).unwrap();
             }
         }
         // Reopening continues the chain.
         let log = AuditLog::open(dir.path()).unwrap();
-        log.append(flow(6), 2000);
+        log.append(flow(6), 2000).unwrap();
         assert_eq!(verify_dir(dir.path()), Ok(6));
         assert_eq!(log.read(4, 10).len(), 2);
 

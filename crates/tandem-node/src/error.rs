@@ -4,8 +4,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -62,6 +60,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
     }
 
+    /// 507: the store has no room; nothing of the write was kept.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -69,11 +72,31 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        for (k, v) in self.extra {
-            error[k] = serde_json::Value::String(v);
+        let mut body = tandem_http::ErrorBody::new(self.code, self.message);
+        body.extra = self.extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut resp = (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_bytes(),
+        )
+            .into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body may not have been read: do not reuse the connection.
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        resp
+    }
+}
+
+impl From<tandem_http::BodyError> for ApiError {
+    fn from(e: tandem_http::BodyError) -> Self {
+        match e {
+            tandem_http::BodyError::TooLarge { limit, .. } => ApiError::payload_too_large(limit),
+            tandem_http::BodyError::Read(_) => ApiError::bad_request(e.to_string()),
+        }
     }
 }
 

@@ -8,14 +8,17 @@ pub mod audit;
 pub mod backup;
 pub mod budget;
 pub mod conflicts;
+pub mod disk;
 pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod replication;
 pub mod residency;
 pub mod server;
+pub mod startup;
 pub mod validate;
 pub mod writer;
 
 pub use error::ApiError;
-pub use server::{run, LimitedListener, NodeOptions, StoreBackend};
+pub use server::{run, NodeOptions, StoreBackend};
+pub use startup::StartupError;

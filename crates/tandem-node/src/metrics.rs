@@ -69,6 +69,8 @@ pub struct Metrics {
     pub commit_duration_seconds: Histogram,
     pub write_queue_depth: Gauge,
     pub hlc_offset_rejections: Counter,
+    /// 1 while the disk is full and writes are refused.
+    pub storage_full: Gauge,
 }
 
 impl Metrics {
@@ -95,8 +97,14 @@ impl Metrics {
             ]),
             write_queue_depth: Gauge::default(),
             hlc_offset_rejections: Counter::default(),
+            storage_full: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "tandem_storage_full",
+            "1 while the region's disk is full and writes are refused with 507",
+            m.storage_full.clone(),
+        );
         registry.register(
             "replication_writes",
             "Local writes accepted, by entity type (the conflict-rate denominator)",

@@ -1,23 +1,21 @@
 //! Starting and stopping a region: open the store, start the writer, bind the
-//! listener (with a cap on concurrent connections), serve until shutdown, then
-//! let in-flight requests and the last commit batch finish before returning.
+//! listener (served by `tandem_http`, with its connection and header limits),
+//! serve until shutdown, then let in-flight requests and the last commit batch
+//! finish before returning.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use tandem_clock::{HlcClock, SystemTime};
 use tandem_config::Config;
 use tandem_store::{MemoryStore, RedbStore, Store};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::conflicts::ConflictLog;
 use crate::metrics::Metrics;
@@ -64,6 +62,27 @@ pub async fn run(
         .with_context(|| format!("region `{}` is not in the config", opts.region))?
         .clone();
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| opts.config.deployment.data_dir.clone());
+    crate::startup::check_replication_secret(
+        &opts.config,
+        &opts.region,
+        opts.replication_secret.as_deref(),
+        &data_dir,
+    )?;
+    let pseudonymizer = crate::startup::pseudonymizer(
+        &opts.config,
+        &opts.region,
+        &region_cfg.jurisdiction,
+        &data_dir,
+        |var| std::env::var(var).ok(),
+    )?;
+    let disk = Arc::new(match opts.backend {
+        StoreBackend::Redb => {
+            let dir = data_dir.join(&opts.region);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::disk::DiskGuard::open(&dir, now_wall_ms())
+        }
+        StoreBackend::Memory => crate::disk::DiskGuard::disabled(),
+    });
     let store: Arc<dyn Store> = match opts.backend {
         StoreBackend::Redb => Arc::new(
             RedbStore::open(&data_dir, &opts.region)
@@ -84,6 +103,7 @@ pub async fn run(
             metrics: metrics.clone(),
             conflicts: conflicts.clone(),
             last_seq: last_seq.clone(),
+            disk: disk.clone(),
         },
         WriterConfig {
             region: opts.region.clone(),
@@ -94,7 +114,7 @@ pub async fn run(
             config: config.clone(),
             queue_len: opts.config.node.write_queue_len,
             batch_max: opts.config.node.commit_batch_max,
-            pseudonymizer: pseudonymizer(&opts.config, &region_cfg.jurisdiction),
+            pseudonymizer,
             unsafe_ack_before_commit: opts.unsafe_ack_before_commit,
         },
     );
@@ -148,17 +168,19 @@ pub async fn run(
         ready: std::sync::atomic::AtomicBool::new(false),
         started: Instant::now(),
         admin_token: opts.admin_token.clone(),
+        drain: tandem_http::DrainGate::default(),
+        disk,
         data_dir,
     });
 
     let addr = opts.listen.unwrap_or(region_cfg.listen);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let limited = LimitedListener::new(listener, opts.config.node.max_connections);
     tracing::info!(region = %opts.region, %local, "node listening");
     println!("tandem node {} listening on http://{local}", opts.region);
 
-    let tasks = crate::replication::receiver::start(&node);
+    let mut tasks = crate::replication::receiver::start(&node);
+    tasks.push(tokio::spawn(watch_disk(node.clone())));
     let app = crate::api::router(node.clone());
     let stopping = node.clone();
     let shutdown = async move {
@@ -167,7 +189,13 @@ pub async fn run(
         // shutdown only waits for ordinary requests.
         stopping.shutdown.send_replace(true);
     };
-    axum::serve(limited, app).with_graceful_shutdown(shutdown).await?;
+    let limits = tandem_http::ServeLimits {
+        connections_max: opts.config.node.max_connections,
+        head_timeout: opts.config.node.header_read_timeout,
+        idle_timeout: opts.config.node.idle_timeout,
+        ..tandem_http::ServeLimits::default()
+    };
+    tandem_http::serve(listener, app, limits, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing the last commits");
     for t in tasks {
         if tokio::time::timeout(std::time::Duration::from_secs(5), t).await.is_err() {
@@ -182,96 +210,35 @@ pub async fn run(
     Ok(())
 }
 
-/// This jurisdiction's pseudonym key, from the variable its config names.
-fn pseudonymizer(config: &Config, jurisdiction: &str) -> Option<crate::analytics::Pseudonymizer> {
-    let var = config.jurisdictions.get(jurisdiction)?.pseudonym_key_env.as_ref()?;
-    let key = std::env::var(var).ok().and_then(|h| crate::analytics::Pseudonymizer::from_hex(&h));
-    if key.is_none() && config.entities.values().any(|e| e.analytics.is_some()) {
-        tracing::error!(
-            variable = %var,
-            "no pseudonym key (64 hex digits) for this jurisdiction: writes of entity types with an analytics projection will be refused"
-        );
-    }
-    key
+fn now_wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
-/// A TCP listener that holds a semaphore permit per open connection, so at
-/// most `max_connections` are served at once; further clients wait in the
-/// kernel's accept backlog.
-pub struct LimitedListener {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-}
+/// How often a region whose disk is full looks for space again.
+const DISK_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
-impl LimitedListener {
-    pub fn new(inner: TcpListener, max_connections: usize) -> Self {
-        assert!(max_connections > 0, "a connection limit must be positive");
-        LimitedListener { inner, permits: Arc::new(Semaphore::new(max_connections)) }
-    }
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closed");
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (LimitedStream { stream, _permit: permit }, addr);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+/// While the disk is full: reopen the store if a failed commit closed it, and
+/// take writes again once there is room. Ends at shutdown.
+async fn watch_disk(node: Arc<Node>) {
+    let mut shutdown = node.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DISK_RECHECK) => {}
+            _ = shutdown.changed() => return,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-pub struct LimitedStream {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for LimitedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        if !node.disk.is_full() {
+            continue;
+        }
+        let n = node.clone();
+        let _ = tokio::task::spawn_blocking(move || match n.store.recover() {
+            Ok(()) => {
+                n.disk.try_resume();
+            }
+            Err(e) => tracing::warn!(error = %e, "the store cannot be reopened yet"),
+        })
+        .await;
     }
 }

@@ -29,19 +29,14 @@ pub fn check_id(what: &str, id: &str, len_max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Read a whole body, refusing more than `limit` bytes with 413.
-pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .map(|s| s.is::<http_body_util::LengthLimitError>())
-            .unwrap_or(false)
-            || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::payload_too_large(limit)
-        } else {
-            ApiError::bad_request(format!("cannot read request body: {e}"))
-        }
-    })
+/// Read a whole body, refusing more than `limit` bytes with 413 (after
+/// draining the rest, within the gate's limits).
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    gate: &tandem_http::DrainGate,
+) -> Result<bytes::Bytes, ApiError> {
+    Ok(tandem_http::read_body(body, limit, gate).await?)
 }
 
 /// Parse a JSON body into `T`, with a message that says what was wrong.

@@ -146,7 +146,13 @@ pub struct WriterSinks {
     pub conflicts: Arc<ConflictLog>,
     /// The newest committed log position (wakes the replication senders).
     pub last_seq: Arc<watch::Sender<u64>>,
+    /// Whether the disk has room; a full disk refuses writes with 507.
+    pub disk: Arc<crate::disk::DiskGuard>,
 }
+
+/// The exit status of a node that stops because its storage failed in a way
+/// it cannot recover from while running (a failed sync).
+pub const EXIT_STORAGE_FAILED: i32 = 3;
 
 /// Start the writer thread. It runs until every `Writer` handle is dropped and
 /// the queue is drained; join the returned handle to wait for the last commit.
@@ -202,6 +208,10 @@ fn commit_batch(
     cfg: &WriterConfig,
     batch: &mut [WriteCommand],
 ) {
+    if sinks.disk.is_full() {
+        refuse_batch(batch, &full_error());
+        return;
+    }
     let started = Instant::now();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
     let mut last_seq = 0u64;
@@ -277,20 +287,52 @@ fn commit_batch(
                 }
             }
         }
+        Err(StoreError::Full(detail)) => {
+            tracing::error!(%detail, commands = batch.len(), "commit failed: the disk is full; refusing the batch");
+            sinks.disk.on_full(clock.physical_ms());
+            refuse_batch(batch, &full_error());
+            // Back to the last commit, so reads go on; a failure here is
+            // retried by the node until space returns.
+            if let Err(e) = store.recover() {
+                tracing::error!(error = %e, "the store could not be reopened yet");
+            }
+        }
+        Err(StoreError::Fatal(detail)) => {
+            // What the operating system holds of the file is unknown now:
+            // retrying could acknowledge writes that never reach the disk.
+            // Stop; a restart recovers from what is on disk.
+            tracing::error!(%detail, "storage failed (a sync or a write): stopping so that a restart recovers from disk; nothing of this batch was acknowledged");
+            eprintln!(
+                "tandem node: storage failed ({detail}); stopping, restart to recover from disk"
+            );
+            std::process::exit(EXIT_STORAGE_FAILED);
+        }
         Err(e) => {
             tracing::error!(error = %e, commands = batch.len(), "commit failed; refusing the batch");
-            for cmd in batch.iter_mut() {
-                match cmd {
-                    WriteCommand::Local(w) => {
-                        if let Some(reply) = w.reply.take() {
-                            let _ = reply.send(Err(store_error(&e)));
-                        }
-                    }
-                    WriteCommand::Apply(a) => {
-                        if let Some(reply) = a.reply.take() {
-                            let _ = reply.send(Err(store_error(&e)));
-                        }
-                    }
+            refuse_batch(batch, &store_error(&e));
+        }
+    }
+}
+
+/// The answer to writes while the disk is full.
+fn full_error() -> ApiError {
+    ApiError::insufficient_storage(
+        "the region's disk is full: the write was not stored; retry later or write to another region",
+    )
+}
+
+/// Answer every command of a batch that was not committed.
+fn refuse_batch(batch: &mut [WriteCommand], error: &ApiError) {
+    for cmd in batch.iter_mut() {
+        match cmd {
+            WriteCommand::Local(w) => {
+                if let Some(reply) = w.reply.take() {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            WriteCommand::Apply(a) => {
+                if let Some(reply) = a.reply.take() {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }

@@ -11,7 +11,9 @@
 //! - personal records (reads, and writes of `any-region` types) go to the
 //!   nearest healthy region of the subject's jurisdiction: a roaming EU user
 //!   calling from the US reads and writes in the EU;
-//! - everything else goes to the nearest healthy region to the caller.
+//! - everything else goes to the nearest healthy region to the caller;
+//! - a region that cannot write (its store is full) is healthy for reads but
+//!   not for writes: writes go elsewhere by the same rules.
 
 use tandem_config::{EntityConfig, WritePolicy};
 
@@ -28,13 +30,16 @@ pub struct RegionView {
     pub jurisdiction: String,
     pub up: bool,
     pub drained: bool,
+    /// False while the region's store cannot take writes (it still serves reads).
+    pub writable: bool,
     /// One-way latency from the caller's region (ms); 0 for the caller's own.
     pub distance_ms: u64,
 }
 
 impl RegionView {
-    fn available(&self) -> bool {
-        self.up && !self.drained
+    /// Whether the region may take a request of this kind.
+    pub fn available(&self, kind: Kind) -> bool {
+        self.up && !self.drained && (kind == Kind::Read || self.writable)
     }
 }
 
@@ -76,11 +81,12 @@ pub struct Request<'a> {
 
 /// Decide where a request goes. `regions` holds every region of the deployment.
 pub fn decide(req: &Request<'_>, regions: &[RegionView]) -> Decision {
-    let Some(entity) = req.entity else { return nearest(regions, None, None) };
+    let kind = req.kind;
+    let Some(entity) = req.entity else { return nearest(regions, kind, None, None) };
     let pinned_write = req.kind == Kind::Write && entity.writes == WritePolicy::HomeRegion;
     let needs_home = entity.subjects && (entity.personal || pinned_write);
     if !needs_home {
-        return nearest(regions, None, None);
+        return nearest(regions, kind, None, None);
     }
     let Some(home) = req.home_region else { return Decision::UnknownSubject };
     let Some(home_view) = regions.iter().find(|r| r.name == home) else {
@@ -88,14 +94,14 @@ pub fn decide(req: &Request<'_>, regions: &[RegionView]) -> Decision {
     };
     let jurisdiction = home_view.jurisdiction.as_str();
     if pinned_write {
-        if home_view.available() {
+        if home_view.available(kind) {
             return Decision::Send {
                 region: home.to_owned(),
                 route: Route::Home,
                 failover_for: None,
             };
         }
-        return match nearest(regions, Some(jurisdiction), Some(home)) {
+        return match nearest(regions, kind, Some(jurisdiction), Some(home)) {
             Decision::Send { region, .. } => Decision::Send {
                 region,
                 route: Route::Failover,
@@ -105,7 +111,7 @@ pub fn decide(req: &Request<'_>, regions: &[RegionView]) -> Decision {
         };
     }
     // Personal data: anywhere in its jurisdiction, nearest first.
-    match nearest(regions, Some(jurisdiction), None) {
+    match nearest(regions, kind, Some(jurisdiction), None) {
         Decision::Send { region, .. } if region == home => {
             Decision::Send { region, route: Route::Home, failover_for: None }
         }
@@ -115,10 +121,15 @@ pub fn decide(req: &Request<'_>, regions: &[RegionView]) -> Decision {
 
 /// The nearest available region, optionally inside one jurisdiction and
 /// excluding one region. Ties go to the smaller name, so decisions are stable.
-fn nearest(regions: &[RegionView], jurisdiction: Option<&str>, except: Option<&str>) -> Decision {
+fn nearest(
+    regions: &[RegionView],
+    kind: Kind,
+    jurisdiction: Option<&str>,
+    except: Option<&str>,
+) -> Decision {
     regions
         .iter()
-        .filter(|r| r.available())
+        .filter(|r| r.available(kind))
         .filter(|r| jurisdiction.is_none_or(|j| r.jurisdiction == j))
         .filter(|r| except.is_none_or(|x| r.name != x))
         .min_by(|a, b| (a.distance_ms, &a.name).cmp(&(b.distance_ms, &b.name)))
@@ -138,6 +149,11 @@ mod tests {
 
     /// Regions of the example as seen from `caller`, with states.
     fn view(caller: &str, down: &[&str], drained: &[&str]) -> Vec<RegionView> {
+        view_full(caller, down, drained, &[])
+    }
+
+    /// `full`: regions whose store cannot take writes.
+    fn view_full(caller: &str, down: &[&str], drained: &[&str], full: &[&str]) -> Vec<RegionView> {
         let c = Config::example();
         c.regions
             .iter()
@@ -146,6 +162,7 @@ mod tests {
                 jurisdiction: r.jurisdiction.clone(),
                 up: !down.contains(&r.name.as_str()),
                 drained: drained.contains(&r.name.as_str()),
+                writable: !full.contains(&r.name.as_str()),
                 distance_ms: if r.name == caller {
                     0
                 } else {
@@ -338,6 +355,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_full_region_serves_reads_and_sends_writes_elsewhere() {
+        let c = Config::example();
+        let e = |n: &str| c.entity(n).unwrap();
+        let regions = view_full("eu-west", &[], &[], &["eu-west"]);
+        let decide_for = |kind, entity, home| {
+            decide(&Request { kind, entity: Some(e(entity)), home_region: home }, &regions)
+        };
+        assert_eq!(
+            decide_for(Kind::Write, "credential", Some("eu-west")),
+            send("eu-central", Route::Failover, Some("eu-west"))
+        );
+        assert_eq!(
+            decide_for(Kind::Read, "credential", Some("eu-west")),
+            send("eu-west", Route::Home, None)
+        );
+        assert_eq!(
+            decide_for(Kind::Write, "article", None),
+            send("eu-central", Route::Nearest, None)
+        );
+        assert_eq!(decide_for(Kind::Read, "article", None), send("eu-west", Route::Nearest, None));
+        // The only US region full: US pinned writes have nowhere to go.
+        let regions = view_full("us-east", &[], &[], &["us-east"]);
+        let req =
+            Request { kind: Kind::Write, entity: Some(e("profile")), home_region: Some("us-east") };
+        assert_eq!(
+            decide(&req, &regions),
+            Decision::NoRegionAvailable { jurisdiction: Some("US".into()) }
+        );
+    }
+
     proptest! {
         /// Whatever the health, drain state and caller: a record with a home
         /// region never leaves its jurisdiction, and a pinned write goes home
@@ -346,14 +394,15 @@ mod tests {
         fn never_outside_the_jurisdiction(
             caller in 0..3usize, home in 0..3usize, entity in 0..9usize,
             up in proptest::collection::vec(any::<bool>(), 3), drained in proptest::collection::vec(any::<bool>(), 3),
-            write in any::<bool>(),
+            full in proptest::collection::vec(any::<bool>(), 3), write in any::<bool>(),
         ) {
             let c = Config::example();
             let names: Vec<&str> = c.regions.iter().map(|r| r.name.as_str()).collect();
             let (ename, ecfg) = c.entities.iter().nth(entity).unwrap();
             let down: Vec<&str> = names.iter().zip(&up).filter(|(_, u)| !**u).map(|(n, _)| *n).collect();
             let dr: Vec<&str> = names.iter().zip(&drained).filter(|(_, d)| **d).map(|(n, _)| *n).collect();
-            let regions = view(names[caller], &down, &dr);
+            let fl: Vec<&str> = names.iter().zip(&full).filter(|(_, f)| **f).map(|(n, _)| *n).collect();
+            let regions = view_full(names[caller], &down, &dr, &fl);
             let kind = if write { Kind::Write } else { Kind::Read };
             let req = Request { kind, entity: Some(ecfg), home_region: Some(names[home]) };
             let home_j = c.jurisdiction_of(names[home]).unwrap();
@@ -362,21 +411,21 @@ mod tests {
             match decide(&req, &regions) {
                 Decision::Send { region, route, failover_for } => {
                     let r = regions.iter().find(|r| r.name == region).unwrap();
-                    prop_assert!(r.up && !r.drained, "{ename}: sent to an unavailable region");
+                    prop_assert!(r.available(kind), "{ename}: sent to an unavailable region");
                     if restricted {
                         prop_assert_eq!(c.jurisdiction_of(&region).unwrap(), home_j, "{} left its jurisdiction", ename);
                     }
                     if route == Route::Failover {
                         prop_assert_eq!(failover_for.as_deref(), Some(names[home]));
                     }
-                    let home_ok = up[home] && !drained[home];
+                    let home_ok = up[home] && !drained[home] && !(write && full[home]);
                     if pinned && home_ok {
                         prop_assert_eq!(region.as_str(), names[home]);
                         prop_assert_eq!(route, Route::Home);
                     }
                 }
                 Decision::NoRegionAvailable { .. } => {
-                    let any_in_j = regions.iter().any(|r| r.up && !r.drained && (r.jurisdiction == home_j || !restricted));
+                    let any_in_j = regions.iter().any(|r| r.available(kind) && (r.jurisdiction == home_j || !restricted));
                     prop_assert!(!any_in_j, "refused although a permitted region was available");
                 }
                 Decision::UnknownSubject => prop_assert!(false, "home was given"),

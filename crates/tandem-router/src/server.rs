@@ -57,6 +57,11 @@ pub struct RouterOptions {
 pub struct RouterState {
     pub config: Arc<Config>,
     pub regions: Vec<RegionState>,
+    /// True once every region has answered (or timed out) its first probe.
+    pub ready: tokio::sync::watch::Sender<bool>,
+    pub started: Instant,
+    /// Limits on draining oversized request bodies.
+    pub drain: tandem_http::DrainGate,
     pub default_region: String,
     pub client: Client<HttpConnector, Full<Bytes>>,
     pub probe_client: Client<HttpConnector, Empty<Bytes>>,
@@ -68,8 +73,42 @@ pub struct RouterState {
 type AppState = Arc<RouterState>;
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": { "code": code, "message": message.into() } }))).into_response()
+    tandem_http::error_response(status, code, message)
 }
+
+impl RouterState {
+    /// Called once per region, after its first probe.
+    pub fn on_first_probe(&self) {
+        if self.regions.iter().all(|r| r.probed.load(Ordering::SeqCst)) {
+            self.ready.send_replace(true);
+            tracing::info!("every region has been probed once: routing");
+        }
+    }
+
+    /// Regions whose first probe has not finished.
+    fn unprobed(&self) -> Vec<&str> {
+        self.regions
+            .iter()
+            .filter(|r| !r.probed.load(Ordering::SeqCst))
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
+    /// Wait until every region has been probed once, at most until one probe
+    /// timeout after the start (a probe never takes longer), so a request that
+    /// arrives at once is routed on what the probes found, not refused.
+    async fn wait_ready(&self) {
+        if *self.ready.borrow() {
+            return;
+        }
+        let deadline = self.started + self.config.router.probe_timeout + READY_SLACK;
+        let mut rx = self.ready.subscribe();
+        let _ = tokio::time::timeout_at(deadline.into(), rx.wait_for(|r| *r)).await;
+    }
+}
+
+/// Beyond the probe timeout, the time a first probe round may take to be recorded.
+const READY_SLACK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub async fn run(
     opts: RouterOptions,
@@ -93,7 +132,9 @@ pub async fn run(
             url: format!("http://{}", r.listen),
             up: AtomicBool::new(false),
             drained: AtomicBool::new(false),
+            writable: AtomicBool::new(true),
             failures: AtomicU32::new(0),
+            probed: AtomicBool::new(false),
         })
         .collect();
     let default_region =
@@ -102,6 +143,9 @@ pub async fn run(
         cache: HomeCache::new(config.router.home_cache_ttl, HOME_CACHE_CAPACITY),
         config: config.clone(),
         regions,
+        ready: tokio::sync::watch::channel(false).0,
+        started: Instant::now(),
+        drain: tandem_http::DrainGate::default(),
         default_region,
         client,
         probe_client,
@@ -113,7 +157,7 @@ pub async fn run(
         .collect();
 
     let app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok", "role": "router" })) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/routes", get(routes))
         .route("/v1/admin/regions/{region}/{action}", post(admin))
@@ -136,13 +180,33 @@ pub async fn run(
     let local = listener.local_addr()?;
     println!("tandem router listening on http://{local}");
     tracing::info!(%local, "router listening");
-    axum::serve(tandem_node::LimitedListener::new(listener, MAX_CONNECTIONS), app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = tandem_http::ServeLimits {
+        connections_max: MAX_CONNECTIONS,
+        head_timeout: config.router.header_read_timeout,
+        idle_timeout: config.router.idle_timeout,
+        ..Default::default()
+    };
+    tandem_http::serve(listener, app, limits, shutdown).await?;
     for p in probes {
         p.abort();
     }
     Ok(())
+}
+
+/// `GET /healthz`: 503 until every region has been probed once, then 200.
+async fn healthz(State(s): State<AppState>) -> Response {
+    if *s.ready.borrow() {
+        return Json(json!({ "status": "ok", "role": "router" })).into_response();
+    }
+    let waiting = s.unprobed().join(", ");
+    let message = format!("starting: waiting for the first health probe of {waiting}");
+    let body = json!({
+        "status": "starting",
+        "role": "router",
+        "reason": message,
+        "error": { "code": "starting", "message": message },
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -166,6 +230,7 @@ async fn routes(State(s): State<AppState>) -> Json<Value> {
                 "url": r.url,
                 "up": r.up.load(Ordering::SeqCst),
                 "drained": r.drained.load(Ordering::SeqCst),
+                "writable": r.writable.load(Ordering::SeqCst),
                 "consecutive_failures": r.failures.load(Ordering::SeqCst),
             })
         })
@@ -199,7 +264,7 @@ async fn admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let ok = match (presented, s.admin_token.as_deref()) {
-        (Some(p), Some(t)) => tandem_node::replication::secret_matches(p, t),
+        (Some(p), Some(t)) => tandem_http::secret_matches(p, t),
         _ => false,
     };
     if !ok {
@@ -240,6 +305,7 @@ fn views(s: &RouterState, caller: &str) -> Vec<RegionView> {
             jurisdiction: r.jurisdiction.clone(),
             up: r.up.load(Ordering::SeqCst),
             drained: r.drained.load(Ordering::SeqCst),
+            writable: r.writable.load(Ordering::SeqCst),
             distance_ms: if r.name == caller {
                 0
             } else {
@@ -292,7 +358,7 @@ async fn record(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("`{entity}` records belong to a subject: the id must be `<subject>:<name>`, got `{id}`"),
+            format!("`{entity}` records belong to a subject: the id must be `<subject>` or `<subject>:<name>` with a non-empty subject, got `{id}`"),
         );
     }
     route_and_forward(&s, req, Some(cfg), subject).await
@@ -307,6 +373,11 @@ async fn subject(
         Ok(Path(p)) => p,
         Err(e) => return bad_path(e),
     };
+    let req = match refuse_oversized(&s, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    s.wait_ready().await;
     // The registry is replicated everywhere, so the nearest region serves
     // reads. A registration goes to the subject's (new) home region, like a
     // pinned write, so that home knows the subject before its first write.
@@ -319,7 +390,7 @@ async fn subject(
     };
     let (parts, body) = req.into_parts();
     let max = s.config.router.max_body_bytes;
-    let bytes = match read_body(body, max).await {
+    let bytes = match read_body(&s, body, max).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -367,6 +438,11 @@ async fn route_and_forward(
     entity: Option<tandem_config::EntityConfig>,
     subject: Option<String>,
 ) -> Response {
+    let req = match refuse_oversized(s, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    s.wait_ready().await;
     let caller = match caller_region(s, req.headers()) {
         Ok(c) => c,
         Err(resp) => return resp,
@@ -401,7 +477,7 @@ async fn route_and_forward(
             // to the chosen region is refused (the region never saw it).
             let (parts, body) = req.into_parts();
             let max = s.config.router.max_body_bytes;
-            let bytes = match read_body(body, max).await {
+            let bytes = match read_body(s, body, max).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
@@ -460,22 +536,35 @@ fn bad_path(e: axum::extract::rejection::PathRejection) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", format!("bad path: {}", e.body_text()))
 }
 
-/// Read a request body, answering 413 when it is over the limit and 400 when
-/// it could not be read (cut off on the wire).
+/// A body that says in advance it is over the limit gets its 413 before any
+/// routing: the answer does not depend on where it would have gone.
+async fn refuse_oversized(s: &RouterState, req: Request) -> Result<Request, Response> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max = s.config.router.max_body_bytes;
+    if declared.is_some_and(|n| n > max as u64) {
+        let (_, body) = req.into_parts();
+        return Err(read_body(s, body, max).await.expect_err("a body over the limit"));
+    }
+    Ok(req)
+}
+
+/// Read a request body, answering 413 when it is over the limit (after
+/// draining the rest, within limits) and 400 when it could not be read.
 #[allow(clippy::result_large_err)] // the error is the finished response, built once
-async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_large {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {max} bytes"),
-            )
-        } else {
-            error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read request body: {e}"))
+async fn read_body(s: &RouterState, body: Body, max: usize) -> Result<Bytes, Response> {
+    tandem_http::read_body(body, max, &s.drain).await.map_err(|e| match e {
+        tandem_http::BodyError::TooLarge { .. } => {
+            let mut resp = error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string());
+            resp.headers_mut()
+                .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+        tandem_http::BodyError::Read(_) => {
+            error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
         }
     })
 }
@@ -565,7 +654,7 @@ async fn forward(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let max = s.config.router.max_body_bytes;
-    let bytes = match read_body(body, max).await {
+    let bytes = match read_body(s, body, max).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

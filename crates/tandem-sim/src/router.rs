@@ -98,6 +98,7 @@ impl RouterSim {
                 jurisdiction: r.jurisdiction.clone(),
                 up: self.health[&r.name].up,
                 drained: self.drained.contains(&r.name),
+                writable: true,
                 distance_ms: if r.name == caller {
                     0
                 } else {

@@ -174,17 +174,19 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
     use tandem_store::Store;
     store.restore(&snapshot, floor.max(snapshot.last_seq + 1))?;
-    audit.append(
-        tandem_node::audit::Flow {
-            kind: "restore",
-            peer: "backup".into(),
-            peer_jurisdiction: region.jurisdiction.clone(),
-            records: [("*".to_string(), snapshot.records.len() as u64)].into_iter().collect(),
-            detail: format!("from {} (created {} ms)", args.from, header.created_at_ms),
-            ..Default::default()
-        },
-        floor / 1000,
-    );
+    audit
+        .append(
+            tandem_node::audit::Flow {
+                kind: "restore",
+                peer: "backup".into(),
+                peer_jurisdiction: region.jurisdiction.clone(),
+                records: [("*".to_string(), snapshot.records.len() as u64)].into_iter().collect(),
+                detail: format!("from {} (created {} ms)", args.from, header.created_at_ms),
+                ..Default::default()
+            },
+            floor / 1000,
+        )
+        .context("the store was restored but the restore could not be written to the audit log")?;
     println!(
         "restored {} from {}: {} records; start the region to rejoin replication",
         region.name,

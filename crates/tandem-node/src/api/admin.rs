@@ -75,10 +75,11 @@ pub async fn snapshot(
             detail,
             ..Default::default()
         };
-        node.audit.append(flow, node.now_ms());
+        node.audit.append(flow, node.now_ms())
     };
     if let Err(why) = node.config.backup_permitted(&node.region, &q.destination) {
-        audit("backup_refused", 0, format!("destination {}: {why}", q.destination));
+        // Refused either way; a failure to audit the refusal is logged by the audit log.
+        let _ = audit("backup_refused", 0, format!("destination {}: {why}", q.destination));
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "backup_destination_refused",
@@ -91,7 +92,10 @@ pub async fn snapshot(
         .await
         .expect("snapshot task")
         .map_err(|e| crate::writer::store_error(&e))?;
-    audit("backup", snap.records.len() as u64, format!("destination {}", q.destination));
+    // Every flow out of the region is audited: one that cannot be is not made.
+    audit("backup", snap.records.len() as u64, format!("destination {}", q.destination)).map_err(
+        |e| ApiError::unavailable(format!("cannot write the audit log ({e}): no backup served")),
+    )?;
     use axum::response::IntoResponse;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-tandem-snapshot")],

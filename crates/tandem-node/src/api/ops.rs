@@ -24,8 +24,23 @@ pub const READY_GRACE_MS: u64 = 5_000;
 /// caught up with every peer it can reach since it started (the router routes
 /// to a region only once it is ready, so a restarted region does not take
 /// pinned writes before it has the writes made elsewhere while it was away).
-pub async fn healthz(State(node): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "region": node.region, "ready": ready(&node) }))
+/// While the disk is full it answers 503 with `writable: false`: the region
+/// still serves reads, and the router sends writes elsewhere.
+pub async fn healthz(State(node): State<AppState>) -> axum::response::Response {
+    let ready = ready(&node);
+    if node.disk.is_full() {
+        let message = "the disk is full: writes are refused (507) until space returns; reads go on";
+        let body = json!({
+            "status": "storage_full",
+            "region": node.region,
+            "ready": ready,
+            "writable": false,
+            "error": { "code": "insufficient_storage", "message": message },
+        });
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ok", "region": node.region, "ready": ready, "writable": true }))
+        .into_response()
 }
 
 fn ready(node: &AppState) -> bool {
@@ -54,6 +69,7 @@ pub async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
         .hlc_offset_rejections
         .inner()
         .store(node.clock.offset_rejections(), std::sync::atomic::Ordering::Relaxed);
+    node.metrics.storage_full.set(node.disk.is_full() as i64);
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         node.metrics.encode(),
@@ -73,6 +89,12 @@ pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiErro
             "queue_capacity": node.writer.capacity(),
         },
         "isolated": node.replication.is_isolated(),
+        "storage": {
+            "full": node.disk.is_full(),
+            "full_since_ms": node.disk.full_since_ms(),
+            "free_bytes": node.disk.free_bytes(),
+            "ballast_bytes": node.disk.ballast_bytes(),
+        },
         "budgets": *node.budgets.lock().expect("budgets lock"),
         "peers": peers_status(&node),
     })))

@@ -95,7 +95,7 @@ pub async fn put_record(
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
     let cfg = node.target(&entity, &id)?.clone();
-    let bytes = read_body(body, node.config.node.max_body_bytes).await?;
+    let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let put: PutBody = parse_json(&bytes)?;
     let op = Op::Put(canonical(&put.value));
     write(&node, &headers, &entity, &id, &cfg, op, None).await
@@ -109,7 +109,7 @@ pub async fn patch_record(
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
     let cfg = node.target(&entity, &id)?.clone();
-    let bytes = read_body(body, node.config.node.max_body_bytes).await?;
+    let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let patch: PatchBody = parse_json(&bytes)?;
     if patch.fields.is_empty() {
         return Err(ApiError::bad_request("`fields` must name at least one field"));
@@ -142,7 +142,7 @@ pub async fn post_ops(
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
     let cfg = node.target(&entity, &id)?.clone();
-    let bytes = read_body(body, node.config.node.max_body_bytes).await?;
+    let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let parsed: OpBody = parse_json(&bytes)?;
     let op = match parsed {
         OpBody::Incr { by } => Op::Incr(check_by(by)?),

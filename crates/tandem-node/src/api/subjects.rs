@@ -53,7 +53,7 @@ pub async fn put_subject(
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path(subject) = path?;
     check_subject(&subject, node.config.node.id_len_max)?;
-    let bytes = read_body(body, node.config.node.max_body_bytes).await?;
+    let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let req: SubjectBody = parse_json(&bytes)?;
     let Some(target_jurisdiction) = node.config.jurisdiction_of(&req.home_region) else {
         return Err(ApiError::bad_request(format!("unknown region `{}`", req.home_region)));

@@ -97,11 +97,4 @@ impl Replication {
     }
 }
 
-/// Constant-time comparison of a presented secret with the expected one.
-pub fn secret_matches(presented: &str, expected: &str) -> bool {
-    let (a, b) = (presented.as_bytes(), expected.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use tandem_http::secret_matches;

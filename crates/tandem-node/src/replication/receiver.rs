@@ -428,7 +428,8 @@ fn audit_refused(node: &AppState, peer: &str, report: &crate::writer::ApplyRepor
         withheld,
         ..Default::default()
     };
-    node.audit.append(flow, node.now_ms());
+    // Nothing was stored either way; a failure is logged by the audit log.
+    let _ = node.audit.append(flow, node.now_ms());
 }
 
 #[cfg(test)]

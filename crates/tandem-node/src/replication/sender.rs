@@ -123,7 +123,11 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
                 };
             let (selected, next_seq, withheld) =
                 select_direct(&node, &peer, entries, cursor, bytes_max);
-            audit_flow(&node, &peer, &selected, withheld);
+            if audit_flow(&node, &peer, &selected, withheld).is_err() && !selected.is_empty() {
+                // Every flow is audited: one that cannot be is not made. The
+                // peer reconnects and asks again.
+                return;
+            }
             let frame = if selected.is_empty() {
                 Frame::Heartbeat { sender_now_ms: node.now_ms(), next_seq, sender_last_seq: last }
             } else {
@@ -212,9 +216,14 @@ fn seal_for(node: &AppState, peer: &str, e: &LogEntry) -> Option<LogEntry> {
 }
 
 /// Record a flow to `peer` in the audit log.
-fn audit_flow(node: &AppState, peer: &str, sent: &[LogEntry], withheld: BTreeMap<String, u64>) {
+fn audit_flow(
+    node: &AppState,
+    peer: &str,
+    sent: &[LogEntry],
+    withheld: BTreeMap<String, u64>,
+) -> Result<(), crate::audit::AuditError> {
     if sent.is_empty() && withheld.is_empty() {
-        return;
+        return Ok(());
     }
     let mut records: BTreeMap<String, u64> = BTreeMap::new();
     let mut personal = 0;
@@ -237,7 +246,7 @@ fn audit_flow(node: &AppState, peer: &str, sent: &[LogEntry], withheld: BTreeMap
         withheld,
         detail: String::new(),
     };
-    node.audit.append(flow, node.now_ms());
+    node.audit.append(flow, node.now_ms())
 }
 
 /// `POST /v1/replication/forward`: changes of third regions the peer lacks.
@@ -247,7 +256,7 @@ pub async fn forward(
     body: Body,
 ) -> Result<Response, ApiError> {
     let peer = authenticate(&node, &headers)?;
-    let bytes = read_body(body, node.config.node.max_body_bytes).await?;
+    let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let req: ForwardRequest = wire::decode_message(&bytes, node.config.node.max_body_bytes)
         .map_err(|e| ApiError::bad_request(format!("bad forward request: {e}")))?;
     let limit = (req.limit as usize).clamp(1, node.config.replication.batch_max);
@@ -280,7 +289,9 @@ pub async fn forward(
             }
         }
     }
-    audit_flow(&node, &peer, &entries, BTreeMap::new());
+    audit_flow(&node, &peer, &entries, BTreeMap::new()).map_err(|e| {
+        ApiError::unavailable(format!("cannot write the audit log ({e}): nothing forwarded"))
+    })?;
     let resp = ForwardResponse {
         sender_now_ms: now,
         next_seq,

@@ -1,0 +1,211 @@
+//! A router that has just started knows nothing about its regions until its
+//! first probes come back. Here two regions are up (the router reaches them
+//! through a proxy that takes 250 ms to open each connection, so the first
+//! probes are still out when the first requests arrive) and one (us-east) is
+//! a blackhole that accepts connections and never answers, and the router
+//! probes only every 2 s: from the moment its port accepts, `/healthz`
+//! answers 503 until every region has been probed once, then 200; writes for
+//! subjects homed on live regions all succeed (they wait for the first probes
+//! instead of failing), and subjects homed on the dead region get 503 within
+//! the probe timeout.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use common::{client, error_code, request, try_request, Process};
+use serde_json::json;
+
+#[test]
+fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
+    let dir = tempfile::tempdir().unwrap();
+    let blackhole = Blackhole::start();
+    let ports = free_ports(3);
+    let (eu_west, eu_central, router) = (ports[0], ports[1], ports[2]);
+    let slow_west = SlowProxy::start(eu_west);
+    let slow_central = SlowProxy::start(eu_central);
+    let config = common::example_config()
+        .replace("127.0.0.1:7101", &slow_west.addr.to_string())
+        .replace("127.0.0.1:7102", &slow_central.addr.to_string())
+        .replace("127.0.0.1:7103", &blackhole.addr.to_string())
+        .replace("127.0.0.1:7100", &format!("127.0.0.1:{router}"))
+        .replace("probe_interval = \"200ms\"", "probe_interval = \"2s\"");
+    assert!(config.contains("probe_interval = \"2s\""), "the example's probe interval moved");
+    let config_path = dir.path().join("tandem.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let env = [
+        ("TANDEM_REPLICATION_SECRET", "router-start-test".to_owned()),
+        ("TANDEM_ADMIN_TOKEN", "router-start-admin".to_owned()),
+        ("TANDEM_PSEUDONYM_KEY_EU", "11".repeat(32)),
+    ];
+    let node = |region: &str| {
+        let (listen, peer) = match region {
+            "eu-west" => (eu_west, format!("eu-central=http://127.0.0.1:{eu_central}")),
+            _ => (eu_central, format!("eu-west=http://127.0.0.1:{eu_west}")),
+        };
+        let args = [
+            "node".to_owned(),
+            "--config".into(),
+            config_path.display().to_string(),
+            "--region".into(),
+            region.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{listen}"),
+            "--peer-url".into(),
+            peer,
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+        ];
+        Process::start(&args, &env)
+    };
+    let _nodes = [node("eu-west"), node("eu-central")];
+    let http = client();
+    // Healthy and ready (a region that cannot reach a peer waits out its
+    // grace period before it calls itself ready).
+    for port in [eu_west, eu_central] {
+        wait_ready(&format!("http://127.0.0.1:{port}"));
+    }
+
+    // Subjects homed on the dead region, registered before the router starts
+    // (the registry is everywhere, so a live region knows their home).
+    let west = format!("http://127.0.0.1:{eu_west}");
+    for i in 0..3 {
+        let body = br#"{"home_region":"us-east"}"#.to_vec();
+        let (status, answer) =
+            request(&http, &west, "PUT", &format!("/v1/subjects/dead{i}"), Some(body));
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    // The router prints its listening line right after it binds, while its
+    // first probes are still out: requests start from that moment.
+    let args = ["router".to_owned(), "--config".into(), config_path.display().to_string()];
+    let router_process = Process::start(&args, &env);
+    let r = router_process.url.clone();
+    assert!(r.ends_with(&format!(":{router}")), "{r}");
+
+    // Health while starting: 503 with a reason, then 200.
+    let (first, body) = request(&http, &r, "GET", "/healthz", None);
+    assert_eq!(first, 503, "a router that has not probed its regions is not healthy: {body}");
+    assert_eq!(error_code(&body), "starting");
+    assert!(body["reason"].as_str().unwrap().contains("us-east"), "{body}");
+
+    // Writes from the first moment. Homed on the dead region: 503 within the
+    // probe timeout (500 ms), even for the first requests.
+    let dead = std::thread::spawn({
+        let r = r.clone();
+        move || {
+            let http = client();
+            (0..3)
+                .map(|i| {
+                    let sent = Instant::now();
+                    let body = br#"{"fields":{"name":"x"}}"#.to_vec();
+                    let path = format!("/v1/records/profile/dead{i}:main");
+                    let (status, answer) = request(&http, &r, "PATCH", &path, Some(body));
+                    (status, answer, sent.elapsed())
+                })
+                .collect::<Vec<_>>()
+        }
+    });
+    // Nothing homed on a live region is refused.
+    for i in 0..20 {
+        let home = if i % 2 == 0 { "eu-west" } else { "eu-central" };
+        let (status, answer) = request(
+            &http,
+            &r,
+            "PUT",
+            &format!("/v1/subjects/live{i}"),
+            Some(json!({ "home_region": home }).to_string().into_bytes()),
+        );
+        assert_eq!(status, 200, "live{i} homed in {home}: {answer}");
+    }
+    let (status, answer) = request(
+        &http,
+        &r,
+        "PATCH",
+        "/v1/records/profile/live0:main",
+        Some(br#"{"fields":{"name":"Ana"}}"#.to_vec()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    for (status, answer, took) in dead.join().unwrap() {
+        assert_eq!((status, error_code(&answer)), (503, "no_region_available"), "{answer}");
+        assert!(took < Duration::from_millis(1_500), "a dead-homed write took {took:?}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok((200, _)) = try_request(&http, &r, "GET", "/healthz", None) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router never became healthy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_ready(base: &str) {
+    let http = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(try_request(&http, base, "GET", "/healthz", None), Ok((200, h)) if h["ready"] == true)
+    {
+        assert!(Instant::now() < deadline, "{base} never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Forwards to a local port, 250 ms after each connection opens (a far
+/// region: the router's first probe of it takes that long).
+struct SlowProxy {
+    addr: SocketAddr,
+}
+
+impl SlowProxy {
+    fn start(port: u16) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                        return;
+                    };
+                    let mut from_client = client.try_clone().unwrap();
+                    let mut to_upstream = upstream.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from_client, &mut to_upstream);
+                        let _ = to_upstream.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut from_upstream, mut to_client) = (upstream, client);
+                    let _ = std::io::copy(&mut from_upstream, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        SlowProxy { addr }
+    }
+}
+
+/// Accepts connections and never answers, like a hung host.
+struct Blackhole {
+    addr: SocketAddr,
+}
+
+impl Blackhole {
+    fn start() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        Blackhole { addr }
+    }
+}
