@@ -432,6 +432,12 @@ impl Config {
         self.regions.iter().find(|region| region.name == name)
     }
 
+    /// Whether `entity` is the target of another type's analytics projection
+    /// (such types are derived, never written by clients).
+    pub fn is_projection(&self, entity: &str) -> bool {
+        self.entities.values().any(|e| e.analytics.as_ref().is_some_and(|a| a.into == entity))
+    }
+
     pub fn entity(&self, name: &str) -> Option<&EntityConfig> {
         self.entities.get(name)
     }

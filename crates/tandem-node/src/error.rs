@@ -91,6 +91,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<tandem_engine::Refusal> for ApiError {
+    fn from(r: tandem_engine::Refusal) -> Self {
+        let (status, code) = r.status_and_code();
+        let status = StatusCode::from_u16(status).expect("a valid status");
+        let e = ApiError::new(status, code, r.to_string());
+        match r.home_region() {
+            Some(home) => e.with("home_region", home),
+            None => e,
+        }
+    }
+}
+
 impl From<tandem_http::BodyError> for ApiError {
     fn from(e: tandem_http::BodyError) -> Self {
         match e {

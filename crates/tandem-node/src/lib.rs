@@ -1,8 +1,8 @@
-//! One region of tandem: the HTTP data plane and operations plane over a
-//! durable store, with a single group-commit writer. `server::run` is the
-//! entry point; `tandem node` is a thin wrapper around it.
+//! One region of tandem, the runtime: the HTTP data plane and operations
+//! plane over a durable store, the group-commit writer and the replication
+//! loops, all carrying out the decisions of `tandem_engine`. `server::run` is
+//! the entry point; `tandem node` is a thin wrapper around it.
 
-pub mod analytics;
 pub mod api;
 pub mod audit;
 pub mod backup;
@@ -13,7 +13,6 @@ pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod replication;
-pub mod residency;
 pub mod server;
 pub mod startup;
 pub mod validate;

@@ -22,6 +22,8 @@ pub struct Node {
     pub region: String,
     pub jurisdiction: String,
     pub store: Arc<dyn Store>,
+    /// The decisions this region's writer and replication serving carry out.
+    pub engine: Arc<tandem_engine::Engine>,
     pub writer: Writer,
     pub clock: Arc<HlcClock>,
     pub metrics: Arc<Metrics>,

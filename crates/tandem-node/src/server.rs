@@ -20,9 +20,10 @@ use tokio::sync::watch;
 use crate::conflicts::ConflictLog;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::replication::lag::LinkState;
-use crate::replication::{direct_key, Replication, Timings};
+use crate::replication::Replication;
 use crate::writer::{self, WriterConfig, WriterSinks};
+use tandem_engine::link::LinkState;
+use tandem_engine::{Engine, Path, Timings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreBackend {
@@ -95,26 +96,28 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(&opts.region));
     let config = Arc::new(opts.config.clone());
     let conflicts = Arc::new(ConflictLog::new(opts.config.node.conflicts_kept));
-    let last_seq = Arc::new(watch::channel(store.last_seq()?).0);
+    let durable_seq = Arc::new(watch::channel(store.durable_seq()?).0);
+    let actor = match store.incarnation()? {
+        Some(n) => format!("{}+{n}", opts.region),
+        None => opts.region.clone(),
+    };
+    let mut engine = Engine::new(config.clone(), &opts.region, &actor);
+    engine.pseudonymizer = pseudonymizer;
+    engine.sealer = sealer_from_env(&opts.config, &region_cfg.jurisdiction);
+    let engine = Arc::new(engine);
     let (writer, writer_thread) = writer::spawn(
         store.clone(),
+        engine.clone(),
         clock.clone(),
         WriterSinks {
             metrics: metrics.clone(),
             conflicts: conflicts.clone(),
-            last_seq: last_seq.clone(),
+            durable_seq: durable_seq.clone(),
             disk: disk.clone(),
         },
         WriterConfig {
-            region: opts.region.clone(),
-            actor: match store.incarnation()? {
-                Some(n) => format!("{}+{n}", opts.region),
-                None => opts.region.clone(),
-            },
-            config: config.clone(),
             queue_len: opts.config.node.write_queue_len,
             batch_max: opts.config.node.commit_batch_max,
-            pseudonymizer,
             unsafe_ack_before_commit: opts.unsafe_ack_before_commit,
         },
     );
@@ -128,7 +131,7 @@ pub async fn run(
         .iter()
         .filter(|r| r.name != opts.region && opts.replication_secret.is_some());
     for peer in peers {
-        let cursor = store.cursor(&direct_key(&peer.name))?.seq;
+        let cursor = store.cursor(&Path::Direct.cursor_key(&peer.name))?.seq;
         links.insert(peer.name.clone(), std::sync::Mutex::new(LinkState::new(now_ms, cursor)));
         let url = opts
             .peer_urls
@@ -139,12 +142,11 @@ pub async fn run(
     }
     let replication = Replication {
         isolated: watch::channel(false).0,
-        last_seq,
+        durable_seq,
         links,
         peer_urls,
         secret: opts.replication_secret.clone(),
         timings: Timings::from_config(&opts.config.replication),
-        sealer: crate::replication::seal::Sealer::from_env(&opts.config, &region_cfg.jurisdiction),
         own_have: store.own_have()?,
     };
     let audit = match opts.backend {
@@ -159,6 +161,7 @@ pub async fn run(
         region: opts.region.clone(),
         jurisdiction: region_cfg.jurisdiction.clone(),
         store,
+        engine,
         writer,
         clock,
         metrics,
@@ -241,4 +244,19 @@ async fn watch_disk(node: Arc<Node>) {
         })
         .await;
     }
+}
+
+/// The keys of the transfers out of `jurisdiction`, from the variables the
+/// config names; a transfer without a usable key keeps its data withheld.
+fn sealer_from_env(config: &Config, jurisdiction: &str) -> tandem_engine::seal::Sealer {
+    let (sealer, missing) =
+        tandem_engine::seal::Sealer::from_keys(config, jurisdiction, |var| std::env::var(var).ok());
+    for (to, key_env) in missing {
+        tracing::warn!(
+            %to,
+            %key_env,
+            "transfer declared but its key is missing or not 64 hex digits: personal data stays withheld"
+        );
+    }
+    sealer
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tandem_config::Config;
 
-use crate::analytics::Pseudonymizer;
+use tandem_engine::analytics::Pseudonymizer;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StartupError {

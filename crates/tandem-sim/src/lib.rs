@@ -50,6 +50,25 @@ pub enum Mutation {
     RouteAnywhere,
 }
 
+impl Mutation {
+    /// The engine faults this mutation sets (the router's is applied by the
+    /// simulated router).
+    pub fn engine_faults(self) -> tandem_engine::Faults {
+        let mut f = tandem_engine::Faults::NONE;
+        match self {
+            Mutation::None | Mutation::RouteAnywhere => {}
+            Mutation::MergeOverwrites => f.merge_overwrites = true,
+            Mutation::LeakPersonal => f.skip_residency_when_serving = true,
+            Mutation::LeakPersonalEverywhere => {
+                f.skip_residency_when_serving = true;
+                f.skip_residency_when_applying = true;
+            }
+            Mutation::AckBeforeDurable => f.ack_before_durable = true,
+        }
+        f
+    }
+}
+
 /// How a run is shaped (the seed decides everything else).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -142,7 +161,7 @@ pub fn run(seed: u64, opts: &Options) -> Report {
     }
     for r in sim.regions.values() {
         hash.write(r.name.as_bytes());
-        for ((e, i), s) in &r.records {
+        for ((e, i), s) in &r.records() {
             hash.write(format!("{e}/{i}={:?}", s.value_json()).as_bytes());
         }
         hash.write(&r.last_seq().to_le_bytes());

@@ -83,12 +83,14 @@ impl Sim {
         let four = opts.four_regions.unwrap_or_else(|| rng_world.chance(500));
         let world = World::new(&mut rng_world, four);
         let max_offset = world.config.node.max_clock_offset_ms;
+        let config = world.config.clone();
+        let faults = opts.mutation.engine_faults();
         let regions = world
             .regions
             .iter()
             .map(|name| {
                 let skew = skew_for(&mut rng_world, opts.max_skew_ms);
-                (name.clone(), Region::new(name, world.jurisdiction_of(name), skew, max_offset))
+                (name.clone(), Region::new(config.clone(), name, skew, max_offset, faults))
             })
             .collect();
         let router = RouterSim::new(&world.config);
@@ -334,8 +336,7 @@ impl Sim {
             Payload::DirectRequest { after } => {
                 let sender = &self.regions[&m.to];
                 if sender.last_seq() > after {
-                    let (entries, next_seq) =
-                        sender.serve_direct(&config, &m.from, after, self.opts.mutation);
+                    let (entries, next_seq) = sender.serve_direct(&config, &m.from, after);
                     let payload = Payload::Batch { path: Path::Direct, next_seq, entries };
                     self.send(&m.to, &m.from, m.link, payload);
                 } else {
@@ -351,14 +352,7 @@ impl Sim {
             }
             Payload::Batch { path, next_seq, entries } => {
                 let receiver = self.regions.get_mut(&m.to).expect("region");
-                let report = receiver.apply_remote(
-                    &config,
-                    &m.from,
-                    path,
-                    &entries,
-                    next_seq,
-                    self.opts.mutation,
-                );
+                let report = receiver.apply_remote(&m.from, path, &entries, next_seq);
                 let full = entries.len() >= config.replication.batch_max;
                 // Heartbeats (nothing carried, nothing refused) are not history.
                 if !entries.is_empty() || !report.refused.is_empty() {
@@ -400,7 +394,7 @@ impl Sim {
                 continue;
             }
             let (entries, next_seq) = if news {
-                sender.serve_direct(&config, &h.receiver, h.after, self.opts.mutation)
+                sender.serve_direct(&config, &h.receiver, h.after)
             } else {
                 (Vec::new(), h.after)
             };
@@ -491,17 +485,8 @@ impl Sim {
             self.history.push_op(record);
             return;
         }
-        let config = self.world.config.clone();
         let region = self.regions.get_mut(&target).expect("region");
-        let result = region.local_write(
-            &config,
-            &planned.entity,
-            &cfg,
-            &planned.id,
-            op,
-            failover_for.as_deref(),
-            self.opts.mutation,
-        );
+        let result = region.local_write(&planned.entity, &planned.id, op, failover_for.as_deref());
         match result {
             Ok(ack) => {
                 record.outcome = if lost_answer {

@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 use tandem_config::{Config, EXAMPLE_TOML};
-use tandem_node::replication::wire::{
+use tandem_engine::wire::{
     decode_message, encode_frame, encode_message, ForwardRequest, ForwardResponse, Frame,
     FrameDecoder,
 };

@@ -1,14 +1,18 @@
 //! The conformance suite every `Store` backend passes: reads see committed
-//! writes, a failed batch leaves nothing behind, every change is in the log in
-//! the same transaction, scans are ordered and bounded, cursors persist.
-//! Backends call [`run_all`] from their tests with a constructor.
+//! effects (one at a time and batched), every put is in the log in the same
+//! commit with numbers from a counter that never goes back, readers never see
+//! past the durable sequence, scans are ordered and bounded, cursors persist
+//! with their batch, remote changes keep their origin, snapshots restore
+//! everything and raise the sequence floor. Backends call [`run_all`] from
+//! their tests with a constructor, and durable backends also
+//! [`run_reopened`] with one that reopens the same storage.
 
 use std::collections::BTreeMap;
 
 use tandem_clock::Hlc;
 use tandem_merge::{MergeKind, Op, State};
 
-use crate::{ChangeOrigin, PeerCursor, Store, StoreError, StoredRecord};
+use crate::{ChangeOrigin, Effects, PeerCursor, Put, Store, StoredRecord};
 
 fn record(kind: MergeKind, op: &Op, hlc_ms: u64) -> StoredRecord {
     let mut state = State::new(kind);
@@ -25,10 +29,22 @@ fn local(at_ms: u64) -> ChangeOrigin {
     }
 }
 
+fn put(entity: &str, id: &str, record: &StoredRecord, origin: ChangeOrigin) -> Put {
+    Put { entity: entity.into(), id: id.into(), record: record.clone(), origin }
+}
+
+fn puts(items: Vec<Put>) -> Effects {
+    Effects { puts: items, cursors: BTreeMap::new() }
+}
+
+fn key(entity: &str, id: &str) -> (String, String) {
+    (entity.to_owned(), id.to_owned())
+}
+
 /// Run every conformance check against a fresh store from `make`.
 pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
-    writes_are_read_back_and_logged(make().as_ref());
-    failed_batches_leave_nothing(make().as_ref());
+    commits_are_read_back_and_logged(make().as_ref());
+    empty_commits_change_nothing(make().as_ref());
     scans_are_ordered_bounded_and_per_entity(make().as_ref());
     log_is_ordered_and_paged(make().as_ref());
     cursors_persist_with_the_batch(make().as_ref());
@@ -36,18 +52,33 @@ pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
     snapshots_restore_everything_and_raise_the_floor(make().as_ref(), make().as_ref());
 }
 
+/// For durable backends: `open` opens the same storage each time it is
+/// called (after the previous store was dropped).
+pub fn run_reopened(open: &mut dyn FnMut() -> Box<dyn Store>) {
+    let rec = record(MergeKind::GCounter, &Op::Incr(5), 1);
+    {
+        let store = open();
+        store.commit(&puts(vec![put("page_views", "x", &rec, local(1))])).unwrap();
+        store.commit(&puts(vec![put("page_views", "y", &rec, local(1))])).unwrap();
+    }
+    let store = open();
+    assert_eq!(store.get("page_views", "x").unwrap(), Some(rec.clone()));
+    assert_eq!(store.durable_seq().unwrap(), 2);
+    let c = store.commit(&puts(vec![put("page_views", "z", &rec, local(2))])).unwrap();
+    assert_eq!(c.first_seq, 3, "numbering goes on from where it was");
+}
+
 fn snapshots_restore_everything_and_raise_the_floor(source: &dyn Store, target: &dyn Store) {
     let rec = record(MergeKind::Lww, &Op::Put("\"v\"".into()), 1);
-    source
-        .write(&mut |txn| {
-            txn.put("article", "a", &rec, &local(1))?;
-            txn.put("article", "b", &rec, &local(1))?;
-            txn.set_cursor("us-east/direct", &PeerCursor { seq: 7, origins: BTreeMap::new() })
-        })
-        .unwrap();
+    let mut effects =
+        puts(vec![put("article", "a", &rec, local(1)), put("article", "b", &rec, local(1))]);
+    effects
+        .cursors
+        .insert("us-east/direct".into(), PeerCursor { seq: 7, origins: BTreeMap::new() });
+    source.commit(&effects).unwrap();
     let snap = source.snapshot("eu-west").unwrap();
     assert_eq!((snap.last_seq, snap.records.len(), snap.log.len()), (2, 2, 2));
-    target.write(&mut |txn| txn.put("article", "stale", &rec, &local(1)).map(|_| ())).unwrap();
+    target.commit(&puts(vec![put("article", "stale", &rec, local(1))])).unwrap();
     assert_eq!(target.own_have().unwrap(), None);
     target.restore(&snap, 1_000).unwrap();
     assert!(target.get("article", "stale").unwrap().is_none(), "restore replaces everything");
@@ -56,66 +87,63 @@ fn snapshots_restore_everything_and_raise_the_floor(source: &dyn Store, target: 
     assert_eq!(target.own_have().unwrap(), Some(2));
     assert_eq!(target.incarnation().unwrap(), Some(1_000));
     assert_eq!(source.incarnation().unwrap(), None);
-    let mut seq = 0;
-    target.write(&mut |txn| txn.put("article", "c", &rec, &local(2)).map(|s| seq = s)).unwrap();
-    assert_eq!(seq, 1_000, "new changes number above the floor");
+    let c = target.commit(&puts(vec![put("article", "c", &rec, local(2))])).unwrap();
+    assert_eq!(c.first_seq, 1_000, "new changes number above the floor");
     assert_eq!(target.snapshot("eu-west").unwrap().records.len(), 3);
 }
 
-fn writes_are_read_back_and_logged(store: &dyn Store) {
-    assert_eq!(store.last_seq().unwrap(), 0);
+fn commits_are_read_back_and_logged(store: &dyn Store) {
+    assert_eq!(store.durable_seq().unwrap(), 0);
     assert!(store.get("article", "a").unwrap().is_none());
     let rec = record(MergeKind::Lww, &Op::Put("\"hello\"".into()), 10);
-    let mut seqs = Vec::new();
-    store
-        .write(&mut |txn| {
-            assert!(txn.get("article", "a")?.is_none());
-            seqs.push(txn.put("article", "a", &rec, &local(10))?);
-            // A transaction sees its own writes.
-            assert_eq!(txn.get("article", "a")?.as_ref(), Some(&rec));
-            seqs.push(txn.put("article", "b", &rec, &local(10))?);
-            Ok(())
-        })
+    let c = store
+        .commit(&puts(vec![
+            put("article", "a", &rec, local(10)),
+            put("article", "b", &rec, local(10)),
+        ]))
         .unwrap();
-    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!((c.first_seq, c.seq_of(1), c.durable_seq), (1, 2, 2));
     assert_eq!(store.get("article", "a").unwrap(), Some(rec.clone()));
-    assert_eq!(store.last_seq().unwrap(), 2);
+    let many =
+        store.get_many(&[key("article", "b"), key("article", "zz"), key("article", "a")]).unwrap();
+    assert_eq!(many, vec![Some(rec.clone()), None, Some(rec.clone())], "in the order asked");
+    assert_eq!(store.durable_seq().unwrap(), 2);
     let log = store.log_after(0, 10).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!((log[0].seq, log[0].origin_seq, log[0].id.as_str()), (1, 1, "a"));
     assert_eq!(log[0].state, rec.state);
+    assert!(
+        log.iter().all(|e| e.seq <= store.durable_seq().unwrap()),
+        "never past the durable sequence"
+    );
+    // Later puts of one batch supersede earlier ones; the log keeps both.
+    let newer = record(MergeKind::Lww, &Op::Put("\"again\"".into()), 11);
+    store
+        .commit(&puts(vec![
+            put("article", "a", &rec, local(11)),
+            put("article", "a", &newer, local(11)),
+        ]))
+        .unwrap();
+    assert_eq!(store.get("article", "a").unwrap(), Some(newer));
+    assert_eq!(store.log_after(2, 10).unwrap().len(), 2);
 }
 
-fn failed_batches_leave_nothing(store: &dyn Store) {
+fn empty_commits_change_nothing(store: &dyn Store) {
+    let c = store.commit(&Effects::default()).unwrap();
+    assert_eq!((c.first_seq, c.durable_seq), (1, 0));
+    assert_eq!(store.durable_seq().unwrap(), 0);
     let rec = record(MergeKind::GCounter, &Op::Incr(3), 5);
-    let err = store
-        .write(&mut |txn| {
-            txn.put("page_views", "p", &rec, &local(5))?;
-            txn.set_cursor("us-east", &PeerCursor { seq: 9, origins: BTreeMap::new() })?;
-            Err(StoreError::Aborted("test".into()))
-        })
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Aborted(_)));
-    assert!(store.get("page_views", "p").unwrap().is_none());
-    assert_eq!(store.last_seq().unwrap(), 0);
-    assert_eq!(store.cursor("us-east").unwrap(), PeerCursor::default());
-    // The next successful batch starts the log at 1: no hole from the failed one.
-    store.write(&mut |txn| txn.put("page_views", "p", &rec, &local(5)).map(|_| ())).unwrap();
-    assert_eq!(store.log_after(0, 10).unwrap()[0].seq, 1);
+    store.commit(&puts(vec![put("page_views", "p", &rec, local(5))])).unwrap();
+    assert_eq!(store.log_after(0, 10).unwrap()[0].seq, 1, "no hole from the empty commit");
 }
 
 fn scans_are_ordered_bounded_and_per_entity(store: &dyn Store) {
     let rec = record(MergeKind::OrSet, &Op::Add(vec!["x".into()]), 1);
-    store
-        .write(&mut |txn| {
-            for id in ["c", "a", "b", "d"] {
-                txn.put("tags", id, &rec, &local(1))?;
-            }
-            txn.put("tagz", "a", &rec, &local(1))?;
-            txn.put("tag", "z", &rec, &local(1))?;
-            Ok(())
-        })
-        .unwrap();
+    let mut items: Vec<Put> =
+        ["c", "a", "b", "d"].iter().map(|id| put("tags", id, &rec, local(1))).collect();
+    items.push(put("tagz", "a", &rec, local(1)));
+    items.push(put("tag", "z", &rec, local(1)));
+    store.commit(&puts(items)).unwrap();
     let ids = |v: Vec<(String, StoredRecord)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
     assert_eq!(ids(store.scan("tags", None, 100).unwrap()), ["a", "b", "c", "d"]);
     assert_eq!(ids(store.scan("tags", Some("b"), 100).unwrap()), ["c", "d"]);
@@ -130,17 +158,15 @@ fn scans_are_ordered_bounded_and_per_entity(store: &dyn Store) {
 
 fn log_is_ordered_and_paged(store: &dyn Store) {
     for batch in 0..5u64 {
-        store
-            .write(&mut |txn| {
-                for i in 0..7u64 {
-                    let rec = record(MergeKind::PnCounter, &Op::Incr(1 + i), batch);
-                    txn.put("likes", &format!("k{i}"), &rec, &local(batch))?;
-                }
-                Ok(())
+        let items = (0..7u64)
+            .map(|i| {
+                let rec = record(MergeKind::PnCounter, &Op::Incr(1 + i), batch);
+                put("likes", &format!("k{i}"), &rec, local(batch))
             })
-            .unwrap();
+            .collect();
+        store.commit(&puts(items)).unwrap();
     }
-    assert_eq!(store.last_seq().unwrap(), 35);
+    assert_eq!(store.durable_seq().unwrap(), 35);
     let mut seen = Vec::new();
     let mut after = 0;
     loop {
@@ -162,15 +188,12 @@ fn cursors_persist_with_the_batch(store: &dyn Store) {
     assert_eq!(store.cursor("eu-central").unwrap(), PeerCursor::default());
     let cursor =
         PeerCursor { seq: 42, origins: BTreeMap::from([("eu-central".to_string(), 40u64)]) };
-    store
-        .write(&mut |txn| {
-            txn.set_cursor("eu-central", &cursor)?;
-            assert_eq!(txn.cursor("eu-central")?, cursor);
-            Ok(())
-        })
-        .unwrap();
+    let mut effects = Effects::default();
+    effects.cursors.insert("eu-central".into(), cursor.clone());
+    store.commit(&effects).unwrap();
     assert_eq!(store.cursor("eu-central").unwrap(), cursor);
     assert_eq!(store.cursor("us-east").unwrap(), PeerCursor::default());
+    assert_eq!(store.durable_seq().unwrap(), 0, "a cursor is not a log entry");
 }
 
 fn remote_changes_keep_their_origin(store: &dyn Store) {
@@ -181,7 +204,7 @@ fn remote_changes_keep_their_origin(store: &dyn Store) {
         committed_at_ms: 2,
         logged_at_ms: 3,
     };
-    store.write(&mut |txn| txn.put("article", "r", &rec, &remote).map(|_| ())).unwrap();
+    store.commit(&puts(vec![put("article", "r", &rec, remote)])).unwrap();
     let e = &store.log_after(0, 1).unwrap()[0];
     assert_eq!((e.seq, e.origin.as_str(), e.origin_seq, e.committed_at_ms), (1, "us-east", 77, 2));
     assert_eq!(e.logged_at_ms, 3);

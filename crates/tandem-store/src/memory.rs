@@ -1,26 +1,35 @@
-//! The in-memory backend, for tests and simulation. A write transaction works on
-//! an overlay that is applied under the lock only when the batch succeeds.
+//! The in-memory backend, for tests and the simulation. A commit applies a
+//! batch's effects under one lock, so readers see all of a batch or none of
+//! it; nothing survives the process (the simulation keeps the store across a
+//! simulated crash, as a disk would).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::{
-    ChangeOrigin, LogEntry, PeerCursor, Snapshot, Store, StoreError, StoredRecord, WriteTxn,
+    Committed, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store, StoreError, StoredRecord,
 };
 
 #[derive(Default)]
 struct Inner {
-    records: BTreeMap<(String, String), StoredRecord>,
+    records: BTreeMap<RecordKey, StoredRecord>,
     log: BTreeMap<u64, LogEntry>,
     cursors: BTreeMap<String, PeerCursor>,
-    seq_floor: u64,
+    /// The next sequence number to hand out (never reused).
+    next_seq: u64,
+    incarnation: Option<u64>,
     own_have: Option<u64>,
 }
 
 /// A store that lives and dies with the process.
-#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { inner: Mutex::new(Inner { next_seq: 1, ..Inner::default() }) }
+    }
 }
 
 impl MemoryStore {
@@ -29,62 +38,24 @@ impl MemoryStore {
     }
 }
 
-struct MemTxn<'a> {
-    base: &'a Inner,
-    records: BTreeMap<(String, String), StoredRecord>,
-    log: Vec<LogEntry>,
-    cursors: BTreeMap<String, PeerCursor>,
-    next_seq: u64,
-}
-
-impl WriteTxn for MemTxn<'_> {
-    fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
-        let key = (entity.to_owned(), id.to_owned());
-        Ok(self.records.get(&key).or_else(|| self.base.records.get(&key)).cloned())
-    }
-
-    fn put(
-        &mut self,
-        entity: &str,
-        id: &str,
-        record: &StoredRecord,
-        origin: &ChangeOrigin,
-    ) -> Result<u64, StoreError> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.records.insert((entity.to_owned(), id.to_owned()), record.clone());
-        self.log.push(LogEntry {
-            seq,
-            origin: origin.origin.clone(),
-            origin_seq: origin.origin_seq.unwrap_or(seq),
-            committed_at_ms: origin.committed_at_ms,
-            logged_at_ms: origin.logged_at_ms,
-            entity: entity.to_owned(),
-            id: id.to_owned(),
-            state: record.state.clone(),
-        });
-        Ok(seq)
-    }
-
-    fn cursor(&mut self, peer: &str) -> Result<PeerCursor, StoreError> {
-        Ok(self
-            .cursors
-            .get(peer)
-            .or_else(|| self.base.cursors.get(peer))
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    fn set_cursor(&mut self, peer: &str, cursor: &PeerCursor) -> Result<(), StoreError> {
-        self.cursors.insert(peer.to_owned(), cursor.clone());
-        Ok(())
+/// Append one put's log entry (shared with the redb backend's shape).
+pub(crate) fn log_entry(seq: u64, put: &crate::Put) -> LogEntry {
+    LogEntry {
+        seq,
+        origin: put.origin.origin.clone(),
+        origin_seq: put.origin.origin_seq.unwrap_or(seq),
+        committed_at_ms: put.origin.committed_at_ms,
+        logged_at_ms: put.origin.logged_at_ms,
+        entity: put.entity.clone(),
+        id: put.id.clone(),
+        state: put.record.state.clone(),
     }
 }
 
 impl Store for MemoryStore {
-    fn get(&self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+    fn get_many(&self, keys: &[RecordKey]) -> Result<Vec<Option<StoredRecord>>, StoreError> {
         let inner = self.inner.lock().expect("store lock");
-        Ok(inner.records.get(&(entity.to_owned(), id.to_owned())).cloned())
+        Ok(keys.iter().map(|k| inner.records.get(k).cloned()).collect())
     }
 
     fn scan(
@@ -118,14 +89,28 @@ impl Store for MemoryStore {
         Ok(inner.log.range(after.saturating_add(1)..).take(limit).map(|(_, e)| e.clone()).collect())
     }
 
-    fn last_seq(&self) -> Result<u64, StoreError> {
-        let inner = self.inner.lock().expect("store lock");
-        Ok(inner.log.keys().next_back().copied().unwrap_or(0))
+    fn durable_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.lock().expect("store lock").next_seq - 1)
     }
 
-    fn cursor(&self, peer: &str) -> Result<PeerCursor, StoreError> {
+    fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {
         let inner = self.inner.lock().expect("store lock");
-        Ok(inner.cursors.get(peer).cloned().unwrap_or_default())
+        Ok(inner.cursors.get(key).cloned().unwrap_or_default())
+    }
+
+    fn commit(&self, effects: &Effects) -> Result<Committed, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock");
+        let first_seq = inner.next_seq;
+        for (i, put) in effects.puts.iter().enumerate() {
+            let seq = first_seq + i as u64;
+            inner.log.insert(seq, log_entry(seq, put));
+            inner.records.insert((put.entity.clone(), put.id.clone()), put.record.clone());
+        }
+        inner.next_seq = first_seq + effects.puts.len() as u64;
+        for (k, c) in &effects.cursors {
+            inner.cursors.insert(k.clone(), c.clone());
+        }
+        Ok(Committed { first_seq, durable_seq: inner.next_seq - 1 })
     }
 
     fn snapshot(&self, region: &str) -> Result<Snapshot, StoreError> {
@@ -133,7 +118,7 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             region: region.to_owned(),
             format_version: crate::FORMAT_VERSION,
-            last_seq: inner.log.keys().next_back().copied().unwrap_or(0),
+            last_seq: inner.next_seq - 1,
             records: inner
                 .records
                 .iter()
@@ -150,41 +135,17 @@ impl Store for MemoryStore {
             snapshot.records.iter().map(|(e, i, r)| ((e.clone(), i.clone()), r.clone())).collect();
         inner.log = snapshot.log.iter().map(|e| (e.seq, e.clone())).collect();
         inner.cursors = snapshot.cursors.iter().cloned().collect();
-        inner.seq_floor = seq_floor;
+        inner.next_seq = seq_floor.max(snapshot.last_seq + 1);
+        inner.incarnation = Some(seq_floor);
         inner.own_have = Some(snapshot.last_seq);
         Ok(())
     }
 
     fn incarnation(&self) -> Result<Option<u64>, StoreError> {
-        let inner = self.inner.lock().expect("store lock");
-        Ok(inner.own_have.map(|_| inner.seq_floor))
+        Ok(self.inner.lock().expect("store lock").incarnation)
     }
 
     fn own_have(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.inner.lock().expect("store lock").own_have)
-    }
-
-    fn write(
-        &self,
-        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().expect("store lock");
-        let next_seq =
-            (inner.log.keys().next_back().copied().unwrap_or(0) + 1).max(inner.seq_floor);
-        let mut txn = MemTxn {
-            base: &inner,
-            records: BTreeMap::new(),
-            log: Vec::new(),
-            cursors: BTreeMap::new(),
-            next_seq,
-        };
-        f(&mut txn)?;
-        let MemTxn { records, log, cursors, .. } = txn;
-        inner.records.extend(records);
-        for e in log {
-            inner.log.insert(e.seq, e);
-        }
-        inner.cursors.extend(cursors);
-        Ok(())
     }
 }

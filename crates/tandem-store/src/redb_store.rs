@@ -1,9 +1,13 @@
-//! The redb backend: one database file per region, `<data_dir>/<region>/tandem.redb`.
-//! Tables: `records` ((entity, id) → record), `log` (seq → entry), `cursors`
-//! (peer → cursor), `meta` (format version, region). Every `write` is one redb
-//! write transaction committed with `Durability::Immediate` (fsync), so a
-//! returned `write` survives `kill -9` and power loss; the node batches many
-//! client writes into one transaction (group commit).
+//! The redb backend: one database file per region, `<data_dir>/<region>/tandem.redb`
+//! (layout 2, redb 4; docs/STORAGE.md). Tables: `records` ((entity, id) →
+//! record), `log` (seq → entry), `cursors` (key → cursor), `meta` (layout
+//! version, owning region, the next sequence number, incarnation, own
+//! high-water mark). Every `commit` is one redb write transaction committed
+//! with `Durability::Immediate` (fsync), so a returned commit survives
+//! `kill -9` and power loss; the node batches many client writes into one
+//! commit (group commit). Sequence numbers come from `meta.next_seq`, written
+//! in the same transaction, so they are never handed out twice, whatever is
+//! later removed from the log.
 //!
 //! Failed writes: redb refuses everything after an I/O error until the file
 //! is reopened. The file sits behind `TrackedBackend`, which notes which call
@@ -12,24 +16,31 @@
 //! commit), and anything else, a failed sync above all, is `StoreError::Fatal`.
 
 use std::io;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, StorageBackend, Table,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
     TableDefinition,
 };
 
-use crate::model::{decode, encode, FORMAT_VERSION};
+use crate::backend_error::{backend, OrBackend};
+use crate::memory::log_entry;
 use crate::{
-    ChangeOrigin, LogEntry, PeerCursor, Snapshot, Store, StoreError, StoredRecord, WriteTxn,
+    decode, encode, Committed, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store,
+    StoreError, StoredRecord, FORMAT_VERSION,
 };
 
-const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The layout of the data file (`meta.format_version`): 2 is redb 4 with a
+/// persisted `next_seq`; 1 was redb 2 (upgraded on open, see `upgrade`).
+pub const LAYOUT_VERSION: u64 = 2;
 
 /// Opens the storage under a database: the region's file, or (in tests) a
 /// backend that fails on demand.
@@ -71,21 +82,65 @@ impl StorageBackend for TrackedBackend {
         self.inner.len()
     }
 
-    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.inner.read(offset, len)
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.inner.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.note(self.inner.set_len(len), true)
     }
 
-    fn sync_data(&self, eventual: bool) -> io::Result<()> {
+    fn sync_data(&self) -> io::Result<()> {
         // A failed sync is never "just" a full disk: what reached the disk is unknown.
-        self.note(self.inner.sync_data(eventual), false)
+        self.note(self.inner.sync_data(), false)
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.note(self.inner.write(offset, data), true)
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
     }
 }
 
@@ -101,13 +156,15 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Open (or create) the store of `region` under `data_dir`. Refuses a file of
-    /// another format version or another region.
+    /// Open (or create) the store of `region` under `data_dir`, upgrading a
+    /// file of an earlier layout first. Refuses a file of another region or of
+    /// a layout this build does not know.
     pub fn open(data_dir: &Path, region: &str) -> Result<RedbStore, StoreError> {
         let dir = data_dir.join(region);
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
-        let path = dir.join("tandem.redb");
+        crate::upgrade::upgrade_in_place(&dir, region)?;
+        let path = dir.join(crate::upgrade::DATA_FILE);
         let file_path = path.clone();
         let open_backend: BackendFactory = Box::new(move || {
             let file = std::fs::OpenOptions::new()
@@ -170,114 +227,87 @@ impl RedbStore {
             e
         }
     }
+
+    /// Number of log entries (for status and tests).
+    pub fn log_len(&self) -> Result<u64, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().bk()?;
+            txn.open_table(LOG).bk()?.len().bk()
+        })
+    }
 }
 
-/// Open the database and check (or set) its format version and owner.
+/// Open the database and check (or set) its layout version and owner.
 fn open_database(
     open_backend: &BackendFactory,
     failures: &Arc<Failures>,
     region: &str,
 ) -> Result<Database, StoreError> {
-    let backend = TrackedBackend {
+    let tracked = TrackedBackend {
         inner: open_backend().map_err(|e| StoreError::Backend(format!("open: {e}")))?,
         failures: failures.clone(),
     };
-    let db = redb::Builder::new().create_with_backend(backend)?;
-    let txn = db.begin_write()?;
+    let db = redb::Builder::new().create_with_backend(tracked).map_err(|e| match e {
+        redb::DatabaseError::UpgradeRequired(v) => StoreError::Backend(format!(
+            "the data file is in redb file format {v}, which this build cannot open; start the \
+             node on it so that it upgrades the file first (see docs/STORAGE.md)"
+        )),
+        other => backend(other),
+    })?;
+    let txn = db.begin_write().bk()?;
     {
-        txn.open_table(RECORDS)?;
-        txn.open_table(LOG)?;
-        txn.open_table(CURSORS)?;
-        let mut meta = txn.open_table(META)?;
-        let found = meta.get("format_version")?.map(|v| {
-            let b = v.value();
-            u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]))
-        });
-        match found {
-            Some(v) if v != FORMAT_VERSION => {
-                return Err(StoreError::IncompatibleFormat { found: v, expected: FORMAT_VERSION })
+        txn.open_table(RECORDS).bk()?;
+        txn.open_table(LOG).bk()?;
+        txn.open_table(CURSORS).bk()?;
+        let mut meta = txn.open_table(META).bk()?;
+        match meta_u64(&meta, "format_version")? {
+            Some(v) if v != LAYOUT_VERSION => {
+                return Err(StoreError::IncompatibleFormat { found: v, expected: LAYOUT_VERSION })
             }
             Some(_) => {}
             None => {
-                meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                meta.insert("format_version", LAYOUT_VERSION.to_le_bytes().as_slice()).bk()?;
+                meta.insert("next_seq", 1u64.to_le_bytes().as_slice()).bk()?;
             }
         }
-        let owner = meta.get("region")?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        let owner =
+            meta.get("region").bk()?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
         match owner {
             Some(r) if r != region => {
                 return Err(StoreError::WrongRegion { found: r, expected: region.to_owned() })
             }
             Some(_) => {}
             None => {
-                meta.insert("region", region.as_bytes())?;
+                meta.insert("region", region.as_bytes()).bk()?;
             }
         }
     }
-    txn.commit()?;
+    txn.commit().bk()?;
     Ok(db)
 }
 
-struct RedbTxn<'t> {
-    records: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    log: Table<'t, u64, &'static [u8]>,
-    cursors: Table<'t, &'static str, &'static [u8]>,
-    next_seq: u64,
+pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
+    t: &T,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(t.get(key).bk()?.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
 }
 
-impl WriteTxn for RedbTxn<'_> {
-    fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
-        match self.records.get((entity, id))? {
-            Some(v) => Ok(Some(decode("record", v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn put(
-        &mut self,
-        entity: &str,
-        id: &str,
-        record: &StoredRecord,
-        origin: &ChangeOrigin,
-    ) -> Result<u64, StoreError> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.records.insert((entity, id), encode(record).as_slice())?;
-        let entry = LogEntry {
-            seq,
-            origin: origin.origin.clone(),
-            origin_seq: origin.origin_seq.unwrap_or(seq),
-            committed_at_ms: origin.committed_at_ms,
-            logged_at_ms: origin.logged_at_ms,
-            entity: entity.to_owned(),
-            id: id.to_owned(),
-            state: record.state.clone(),
-        };
-        self.log.insert(seq, encode(&entry).as_slice())?;
-        Ok(seq)
-    }
-
-    fn cursor(&mut self, peer: &str) -> Result<PeerCursor, StoreError> {
-        match self.cursors.get(peer)? {
-            Some(v) => decode("cursor", v.value()),
-            None => Ok(PeerCursor::default()),
-        }
-    }
-
-    fn set_cursor(&mut self, peer: &str, cursor: &PeerCursor) -> Result<(), StoreError> {
-        self.cursors.insert(peer, encode(cursor).as_slice())?;
-        Ok(())
-    }
+fn next_seq<T: ReadableTable<&'static str, &'static [u8]>>(t: &T) -> Result<u64, StoreError> {
+    Ok(meta_u64(t, "next_seq")?.expect("layout 2 always has next_seq"))
 }
 
 impl Store for RedbStore {
-    fn get(&self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+    fn get_many(&self, keys: &[RecordKey]) -> Result<Vec<Option<StoredRecord>>, StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(RECORDS)?;
-            match table.get((entity, id))? {
-                Some(v) => Ok(Some(decode("record", v.value())?)),
-                None => Ok(None),
-            }
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(RECORDS).bk()?;
+            keys.iter()
+                .map(|(e, id)| match table.get((e.as_str(), id.as_str())).bk()? {
+                    Some(v) => Ok(Some(decode("record", v.value())?)),
+                    None => Ok(None),
+                })
+                .collect()
         })
     }
 
@@ -288,11 +318,11 @@ impl Store for RedbStore {
         limit: usize,
     ) -> Result<Vec<(String, StoredRecord)>, StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(RECORDS)?;
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(RECORDS).bk()?;
             let mut out = Vec::new();
-            for item in table.range((entity, after.unwrap_or(""))..)? {
-                let (k, v) = item?;
+            for item in table.range((entity, after.unwrap_or(""))..).bk()? {
+                let (k, v) = item.bk()?;
                 let (e, id) = k.value();
                 if e != entity || out.len() >= limit {
                     break;
@@ -308,10 +338,10 @@ impl Store for RedbStore {
 
     fn for_each(&self, f: &mut dyn FnMut(&str, &str, &StoredRecord)) -> Result<(), StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(RECORDS)?;
-            for item in table.iter()? {
-                let (k, v) = item?;
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(RECORDS).bk()?;
+            for item in table.iter().bk()? {
+                let (k, v) = item.bk()?;
                 let (e, id) = k.value();
                 f(e, id, &decode("record", v.value())?);
             }
@@ -321,118 +351,73 @@ impl Store for RedbStore {
 
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(LOG)?;
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(LOG).bk()?;
             let mut out = Vec::new();
-            for item in table.range(after.saturating_add(1)..)? {
+            for item in table.range(after.saturating_add(1)..).bk()? {
                 if out.len() >= limit {
                     break;
                 }
-                let (_, v) = item?;
+                let (_, v) = item.bk()?;
                 out.push(decode("log entry", v.value())?);
             }
             Ok(out)
         })
     }
 
-    fn last_seq(&self) -> Result<u64, StoreError> {
+    fn durable_seq(&self) -> Result<u64, StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(LOG)?;
-            let last = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
-            Ok(last)
+            let txn = db.begin_read().bk()?;
+            Ok(next_seq(&txn.open_table(META).bk()?)? - 1)
         })
     }
 
-    fn cursor(&self, peer: &str) -> Result<PeerCursor, StoreError> {
+    fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(CURSORS)?;
-            match table.get(peer)? {
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(CURSORS).bk()?;
+            match table.get(key).bk()? {
                 Some(v) => decode("cursor", v.value()),
                 None => Ok(PeerCursor::default()),
             }
         })
     }
 
-    fn snapshot(&self, region: &str) -> Result<Snapshot, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let mut records = Vec::new();
-            for item in txn.open_table(RECORDS)?.iter()? {
-                let (k, v) = item?;
-                let (e, i) = k.value();
-                records.push((e.to_owned(), i.to_owned(), decode("record", v.value())?));
-            }
-            let mut log = Vec::new();
-            for item in txn.open_table(LOG)?.iter()? {
-                let (_, v) = item?;
-                log.push(decode::<LogEntry>("log entry", v.value())?);
-            }
-            let mut cursors = Vec::new();
-            for item in txn.open_table(CURSORS)?.iter()? {
-                let (k, v) = item?;
-                cursors.push((k.value().to_owned(), decode("cursor", v.value())?));
-            }
-            Ok(Snapshot {
-                region: region.to_owned(),
-                format_version: FORMAT_VERSION,
-                last_seq: log.last().map(|e| e.seq).unwrap_or(0),
-                records,
-                log,
-                cursors,
-            })
-        })
-    }
-
-    fn restore(&self, snapshot: &Snapshot, seq_floor: u64) -> Result<(), StoreError> {
-        if snapshot.format_version != FORMAT_VERSION {
-            return Err(StoreError::IncompatibleFormat {
-                found: snapshot.format_version,
-                expected: FORMAT_VERSION,
-            });
+    fn commit(&self, effects: &Effects) -> Result<Committed, StoreError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
         }
         let result = self.with_db(|db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate);
-            txn.delete_table(RECORDS)?;
-            txn.delete_table(LOG)?;
-            txn.delete_table(CURSORS)?;
+            let mut txn = db.begin_write().bk()?;
+            txn.set_durability(Durability::Immediate).bk()?;
+            let committed;
             {
-                let mut records = txn.open_table(RECORDS)?;
-                for (e, i, r) in &snapshot.records {
-                    records.insert((e.as_str(), i.as_str()), encode(r).as_slice())?;
+                let mut meta = txn.open_table(META).bk()?;
+                let first_seq = next_seq(&meta)?;
+                let mut records = txn.open_table(RECORDS).bk()?;
+                let mut log = txn.open_table(LOG).bk()?;
+                for (i, put) in effects.puts.iter().enumerate() {
+                    let seq = first_seq + i as u64;
+                    records
+                        .insert(
+                            (put.entity.as_str(), put.id.as_str()),
+                            encode(&put.record).as_slice(),
+                        )
+                        .bk()?;
+                    log.insert(seq, encode(&log_entry(seq, put)).as_slice()).bk()?;
                 }
-                let mut log = txn.open_table(LOG)?;
-                for e in &snapshot.log {
-                    log.insert(e.seq, encode(e).as_slice())?;
+                let next = first_seq + effects.puts.len() as u64;
+                meta.insert("next_seq", next.to_le_bytes().as_slice()).bk()?;
+                let mut cursors = txn.open_table(CURSORS).bk()?;
+                for (k, c) in &effects.cursors {
+                    cursors.insert(k.as_str(), encode(c).as_slice()).bk()?;
                 }
-                let mut cursors = txn.open_table(CURSORS)?;
-                for (k, c) in &snapshot.cursors {
-                    cursors.insert(k.as_str(), encode(c).as_slice())?;
-                }
-                let mut meta = txn.open_table(META)?;
-                meta.insert("seq_floor", seq_floor.to_le_bytes().as_slice())?;
-                meta.insert("own_have", snapshot.last_seq.to_le_bytes().as_slice())?;
+                committed = Committed { first_seq, durable_seq: next - 1 };
             }
-            txn.commit()?;
-            Ok(())
+            txn.commit().bk()?;
+            Ok(committed)
         });
         result.map_err(|e| self.classify(e))
-    }
-
-    fn incarnation(&self) -> Result<Option<u64>, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
-            meta_u64(&txn.open_table(META)?, "seq_floor")
-        })
-    }
-
-    fn own_have(&self) -> Result<Option<u64>, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
-            meta_u64(&txn.open_table(META)?, "own_have")
-        })
     }
 
     fn recover(&self) -> Result<(), StoreError> {
@@ -451,52 +436,86 @@ impl Store for RedbStore {
         Ok(())
     }
 
-    fn write(
-        &self,
-        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
+    fn snapshot(&self, region: &str) -> Result<Snapshot, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().bk()?;
+            let mut records = Vec::new();
+            for item in txn.open_table(RECORDS).bk()?.iter().bk()? {
+                let (k, v) = item.bk()?;
+                let (e, i) = k.value();
+                records.push((e.to_owned(), i.to_owned(), decode("record", v.value())?));
+            }
+            let mut log = Vec::new();
+            for item in txn.open_table(LOG).bk()?.iter().bk()? {
+                let (_, v) = item.bk()?;
+                log.push(decode::<LogEntry>("log entry", v.value())?);
+            }
+            let mut cursors = Vec::new();
+            for item in txn.open_table(CURSORS).bk()?.iter().bk()? {
+                let (k, v) = item.bk()?;
+                cursors.push((k.value().to_owned(), decode("cursor", v.value())?));
+            }
+            let last_seq = next_seq(&txn.open_table(META).bk()?)? - 1;
+            Ok(Snapshot {
+                region: region.to_owned(),
+                format_version: FORMAT_VERSION,
+                last_seq,
+                records,
+                log,
+                cursors,
+            })
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot, seq_floor: u64) -> Result<(), StoreError> {
+        if snapshot.format_version != FORMAT_VERSION {
+            return Err(StoreError::IncompatibleFormat {
+                found: snapshot.format_version,
+                expected: FORMAT_VERSION,
+            });
         }
         let result = self.with_db(|db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate);
+            let mut txn = db.begin_write().bk()?;
+            txn.set_durability(Durability::Immediate).bk()?;
+            txn.delete_table(RECORDS).bk()?;
+            txn.delete_table(LOG).bk()?;
+            txn.delete_table(CURSORS).bk()?;
             {
-                let log = txn.open_table(LOG)?;
-                let floor = meta_u64(&txn.open_table(META)?, "seq_floor")?.unwrap_or(0);
-                let next_seq = (log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1).max(floor);
-                let mut t = RedbTxn {
-                    records: txn.open_table(RECORDS)?,
-                    log,
-                    cursors: txn.open_table(CURSORS)?,
-                    next_seq,
-                };
-                if let Err(e) = f(&mut t) {
-                    drop(t);
-                    txn.abort()?;
-                    return Err(e);
+                let mut records = txn.open_table(RECORDS).bk()?;
+                for (e, i, r) in &snapshot.records {
+                    records.insert((e.as_str(), i.as_str()), encode(r).as_slice()).bk()?;
                 }
+                let mut log = txn.open_table(LOG).bk()?;
+                for e in &snapshot.log {
+                    log.insert(e.seq, encode(e).as_slice()).bk()?;
+                }
+                let mut cursors = txn.open_table(CURSORS).bk()?;
+                for (k, c) in &snapshot.cursors {
+                    cursors.insert(k.as_str(), encode(c).as_slice()).bk()?;
+                }
+                let mut meta = txn.open_table(META).bk()?;
+                let next = seq_floor.max(snapshot.last_seq + 1);
+                meta.insert("next_seq", next.to_le_bytes().as_slice()).bk()?;
+                meta.insert("incarnation", seq_floor.to_le_bytes().as_slice()).bk()?;
+                meta.insert("own_have", snapshot.last_seq.to_le_bytes().as_slice()).bk()?;
             }
-            txn.commit()?;
+            txn.commit().bk()?;
             Ok(())
         });
         result.map_err(|e| self.classify(e))
     }
-}
 
-fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
-    t: &T,
-    key: &str,
-) -> Result<Option<u64>, StoreError> {
-    Ok(t.get(key)?.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
-}
-
-impl RedbStore {
-    /// Number of log entries (for status and tests).
-    pub fn log_len(&self) -> Result<u64, StoreError> {
+    fn incarnation(&self) -> Result<Option<u64>, StoreError> {
         self.with_db(|db| {
-            let txn = db.begin_read()?;
-            Ok(txn.open_table(LOG)?.len()?)
+            let txn = db.begin_read().bk()?;
+            meta_u64(&txn.open_table(META).bk()?, "incarnation")
+        })
+    }
+
+    fn own_have(&self) -> Result<Option<u64>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().bk()?;
+            meta_u64(&txn.open_table(META).bk()?, "own_have")
         })
     }
 }

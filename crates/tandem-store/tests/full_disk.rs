@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use redb::StorageBackend;
 use tandem_clock::Hlc;
 use tandem_merge::{MergeKind, Op, State};
-use tandem_store::{ChangeOrigin, RedbStore, Store, StoreError, StoredRecord};
+use tandem_store::{ChangeOrigin, Effects, Put, RedbStore, Store, StoreError, StoredRecord};
 
 #[test]
 fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
-    let disk = Disk::new(3 * 1024 * 1024);
+    let disk = Disk::new(1024 * 1024);
     let store = disk.open();
     let mut acked = Vec::new();
     let full = loop {
@@ -76,7 +76,8 @@ fn put(store: &RedbStore, id: &str) -> Result<(), StoreError> {
         committed_at_ms: 1,
         logged_at_ms: 1,
     };
-    store.write(&mut |txn| txn.put("notes", id, &record, &origin).map(|_| ()))
+    let put = Put { entity: "notes".into(), id: id.into(), record, origin };
+    store.commit(&Effects { puts: vec![put], ..Effects::default() }).map(|_| ())
 }
 
 /// An in-memory file whose writes past `capacity` fail with ENOSPC.
@@ -116,12 +117,12 @@ impl StorageBackend for Disk {
         Ok(self.bytes.lock().unwrap().len() as u64)
     }
 
-    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let b = self.bytes.lock().unwrap();
         let start = offset as usize;
-        b.get(start..start + len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+        let src = b.get(start..start + out.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        out.copy_from_slice(src);
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -130,7 +131,7 @@ impl StorageBackend for Disk {
         Ok(())
     }
 
-    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+    fn sync_data(&self) -> io::Result<()> {
         if self.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }

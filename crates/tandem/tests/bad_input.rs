@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use router_support::{wait_until, Deployment, Options, ADMIN_TOKEN, ALL, REPLICATION_SECRET};
 use serde_json::{json, Value};
-use tandem_node::replication::wire::{encode_message, ForwardRequest, WIRE_VERSION};
+use tandem_engine::wire::{encode_message, ForwardRequest, WIRE_VERSION};
 
 /// One request and the answer it must get.
 struct Case {

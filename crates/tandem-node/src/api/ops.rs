@@ -77,7 +77,7 @@ pub async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let last_seq = node.store.last_seq().map_err(|e| store_error(&e))?;
+    let last_seq = node.store.durable_seq().map_err(|e| store_error(&e))?;
     Ok(Json(json!({
         "region": node.region,
         "jurisdiction": node.jurisdiction,
@@ -159,7 +159,7 @@ pub async fn digest(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
     if let Some(e) = &q.entity {
-        if e != SUBJECT_ENTITY && e != crate::replication::seal::SEALED_ENTITY {
+        if e != SUBJECT_ENTITY && e != tandem_engine::seal::SEALED_ENTITY {
             node.entity(e)?;
         }
     }

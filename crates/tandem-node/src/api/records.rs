@@ -1,7 +1,7 @@
 //! Record endpoints: PUT (lww), PATCH (lww-fields), POST ops (counters, or-set),
-//! DELETE, GET and scan. Every write is validated completely (entity, id, body,
-//! operation against the merge type) before it is queued, and answered only
-//! once its batch is durable.
+//! DELETE, GET and scan. The shape of every write is validated (entity, id,
+//! body, bounds) before it is queued; the engine decides the rest in the
+//! writer's batch, and the write is answered only once its batch is durable.
 
 use std::collections::BTreeMap;
 
@@ -13,16 +13,15 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_clock::{Hlc, VersionVector};
-use tandem_config::EntityConfig;
+use tandem_engine::protocol::FAILOVER_HEADER;
+use tandem_engine::write::LocalWrite;
+use tandem_engine::StoredRecord;
 use tandem_merge::Op;
-use tandem_store::StoredRecord;
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::metrics::ReasonLabels;
-use crate::residency::FAILOVER_HEADER;
 use crate::validate::{parse_json, read_body};
-use crate::writer::{store_error, LocalWrite, Precondition};
+use crate::writer::store_error;
 
 /// Most elements in one or-set operation.
 pub const OP_ELEMENTS_MAX: usize = 1000;
@@ -94,11 +93,11 @@ pub async fn put_record(
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
-    let cfg = node.target(&entity, &id)?.clone();
+    node.target(&entity, &id)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let put: PutBody = parse_json(&bytes)?;
     let op = Op::Put(canonical(&put.value));
-    write(&node, &headers, &entity, &id, &cfg, op, None).await
+    write(&node, &headers, &entity, &id, op).await
 }
 
 pub async fn patch_record(
@@ -108,7 +107,7 @@ pub async fn patch_record(
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
-    let cfg = node.target(&entity, &id)?.clone();
+    node.target(&entity, &id)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let patch: PatchBody = parse_json(&bytes)?;
     if patch.fields.is_empty() {
@@ -131,7 +130,7 @@ pub async fn patch_record(
         .iter()
         .map(|(k, v)| (k.clone(), (!v.is_null()).then(|| canonical(v))))
         .collect();
-    write(&node, &headers, &entity, &id, &cfg, Op::Patch(changes), None).await
+    write(&node, &headers, &entity, &id, Op::Patch(changes)).await
 }
 
 pub async fn post_ops(
@@ -141,7 +140,7 @@ pub async fn post_ops(
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
-    let cfg = node.target(&entity, &id)?.clone();
+    node.target(&entity, &id)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let parsed: OpBody = parse_json(&bytes)?;
     let op = match parsed {
@@ -150,7 +149,7 @@ pub async fn post_ops(
         OpBody::Add { elements } => Op::Add(check_elements(elements)?),
         OpBody::Remove { elements } => Op::Remove(check_elements(elements)?),
     };
-    write(&node, &headers, &entity, &id, &cfg, op, None).await
+    write(&node, &headers, &entity, &id, op).await
 }
 
 pub async fn delete_record(
@@ -159,8 +158,8 @@ pub async fn delete_record(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
-    let cfg = node.target(&entity, &id)?.clone();
-    write(&node, &headers, &entity, &id, &cfg, Op::Delete, None).await
+    node.target(&entity, &id)?;
+    write(&node, &headers, &entity, &id, Op::Delete).await
 }
 
 pub async fn get_record(
@@ -225,86 +224,21 @@ pub async fn scan(
     Ok(Json(ScanResponse { records, next }))
 }
 
-/// Queue a validated write and wait for it to be durable.
+/// Queue a validated write and wait for it to be durable. The engine decides
+/// whether this region may take it (merge type, projection, residency and
+/// pinning) inside the writer's batch.
 pub async fn write(
     node: &AppState,
     headers: &HeaderMap,
     entity: &str,
     id: &str,
-    cfg: &EntityConfig,
     op: Op,
-    precondition: Option<Precondition>,
 ) -> Result<Json<WriteResponse>, ApiError> {
-    if !op.allowed_for(cfg.merge) {
-        return Err(ApiError::wrong_merge_type(format!(
-            "`{entity}` is a `{}` type; operation `{}` does not apply to it",
-            cfg.merge,
-            op.name()
-        )));
-    }
-    if node.config.entities.values().any(|e| e.analytics.as_ref().is_some_and(|a| a.into == entity))
-    {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "read_only_projection",
-            format!("`{entity}` is an analytics projection: it is derived from its source and cannot be written"),
-        ));
-    }
-    check_residency(node, headers, entity, id, cfg)?;
-    let ack = node
-        .writer
-        .write(LocalWrite {
-            entity: entity.to_owned(),
-            id: id.to_owned(),
-            kind: cfg.merge,
-            op,
-            precondition,
-            reply: None,
-        })
-        .await?;
+    let failover_for =
+        headers.get(FAILOVER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let w = LocalWrite { entity: entity.to_owned(), id: id.to_owned(), op, failover_for };
+    let ack = node.writer.write(w).await?;
     Ok(Json(WriteResponse { region: node.region.clone(), hlc: ack.hlc, version: ack.version }))
-}
-
-/// Refuse writes this region must not take (see `residency`).
-fn check_residency(
-    node: &AppState,
-    headers: &HeaderMap,
-    entity: &str,
-    id: &str,
-    cfg: &EntityConfig,
-) -> Result<(), ApiError> {
-    if !cfg.subjects {
-        return Ok(());
-    }
-    let subject = tandem_config::subject_of(id);
-    let home = match subject {
-        Some(s) => node
-            .store
-            .get(tandem_store::SUBJECT_ENTITY, s)
-            .map_err(|e| store_error(&e))?
-            .as_ref()
-            .and_then(crate::api::subjects::home_region_of),
-        None => None,
-    };
-    let failover = headers.get(FAILOVER_HEADER).and_then(|v| v.to_str().ok());
-    crate::residency::check_write(
-        &node.config,
-        &node.region,
-        entity,
-        cfg,
-        subject,
-        home.as_deref(),
-        failover,
-    )
-    .map_err(|d| {
-        node.metrics
-            .residency_denials
-            .get_or_create(&ReasonLabels { reason: d.reason.into() })
-            .inc();
-        // The id names the subject: it stays out of this region's logs.
-        tracing::warn!(entity, reason = d.reason, "write refused");
-        d.error
-    })
 }
 
 /// JSON text in one canonical form (serde_json sorts object keys).

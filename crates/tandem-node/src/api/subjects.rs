@@ -6,12 +6,11 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tandem_config::{ConflictPolicy, EntityConfig, WritePolicy};
-use tandem_merge::{MergeKind, Op};
-use tandem_store::{StoredRecord, SUBJECT_ENTITY};
+use tandem_engine::write::home_region_of;
+use tandem_engine::SUBJECT_ENTITY;
+use tandem_merge::Op;
 
 use super::records::{canonical, write, WriteResponse};
 use super::AppState;
@@ -29,12 +28,6 @@ pub struct SubjectView {
     subject: String,
     home_region: String,
     jurisdiction: String,
-}
-
-/// The home region recorded for a subject, if any.
-pub fn home_region_of(rec: &StoredRecord) -> Option<String> {
-    let v = rec.state.value()?;
-    v.get("home_region")?.as_str().map(str::to_owned)
 }
 
 fn check_subject(subject: &str, len_max: usize) -> Result<(), ApiError> {
@@ -55,33 +48,13 @@ pub async fn put_subject(
     check_subject(&subject, node.config.node.id_len_max)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let req: SubjectBody = parse_json(&bytes)?;
-    let Some(target_jurisdiction) = node.config.jurisdiction_of(&req.home_region) else {
+    if node.config.region(&req.home_region).is_none() {
         return Err(ApiError::bad_request(format!("unknown region `{}`", req.home_region)));
-    };
-    let target_jurisdiction = target_jurisdiction.to_owned();
-    let config = node.config.clone();
-    let subject_for_check = subject.clone();
-    // Checked inside the write transaction, so two racing moves cannot slip past it.
-    let precondition = Box::new(move |current: Option<&StoredRecord>| {
-        let Some(home) = current.and_then(home_region_of) else {
-            return Ok(());
-        };
-        let from = config.jurisdiction_of(&home).unwrap_or("");
-        if from != target_jurisdiction {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "cross_jurisdiction_move",
-                format!(
-                    "subject `{subject_for_check}` is homed in {home} ({from}); moving it to {target_jurisdiction} would take its personal data out of {from}"
-                ),
-            )
-            .with("home_region", home));
-        }
-        Ok(())
-    });
-    let cfg = subject_entity();
+    }
+    // A move out of the subject's jurisdiction is refused by the engine,
+    // inside the write batch, so two racing moves cannot slip past it.
     let value = canonical(&serde_json::to_value(&req).expect("encodes"));
-    write(&node, &headers, SUBJECT_ENTITY, &subject, &cfg, Op::Put(value), Some(precondition)).await
+    write(&node, &headers, SUBJECT_ENTITY, &subject, Op::Put(value)).await
 }
 
 pub async fn get_subject(
@@ -98,17 +71,4 @@ pub async fn get_subject(
         .ok_or_else(|| ApiError::not_found(format!("no subject `{subject}`")))?;
     let jurisdiction = node.config.jurisdiction_of(&home).unwrap_or("").to_owned();
     Ok(Json(SubjectView { subject, home_region: home, jurisdiction }))
-}
-
-/// The built-in entity type of the subject registry.
-pub fn subject_entity() -> EntityConfig {
-    EntityConfig {
-        merge: MergeKind::Lww,
-        data_class: String::new(),
-        personal: false,
-        subjects: false,
-        writes: WritePolicy::AnyRegion,
-        conflicts: ConflictPolicy::Allow,
-        analytics: None,
-    }
 }

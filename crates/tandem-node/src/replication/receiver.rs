@@ -12,13 +12,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tandem_store::LogEntry;
+use tandem_engine::apply::RemoteBatch;
+use tandem_engine::protocol::{frame_bytes_max, Path, PEER_HEADER};
+use tandem_engine::receive::{classes_of, coalesce, forward_have};
+use tandem_engine::wire::{self, ForwardRequest, ForwardResponse, Frame, FrameDecoder};
 
-use super::wire::{self, ForwardRequest, ForwardResponse, Frame, FrameDecoder};
-use super::{direct_key, forward_key};
 use crate::api::AppState;
 use crate::metrics::{PeerClassLabels, PeerLabels};
-use crate::writer::RemoteApply;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -97,7 +97,7 @@ fn request(node: &AppState, method: &str, url: &str, body: Bytes) -> hyper::Requ
             hyper::header::AUTHORIZATION,
             format!("Bearer {}", node.replication.secret.as_deref().unwrap_or("")),
         )
-        .header("x-tandem-peer", node.region.as_str())
+        .header(PEER_HEADER, node.region.as_str())
         .body(Full::new(body))
         .expect("valid request")
 }
@@ -121,12 +121,12 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
         return Err(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
     }
     let mut body = resp.into_body();
-    let frame_max = node.config.replication.batch_bytes_max.saturating_mul(2).max(1 << 20);
+    let frame_max = frame_bytes_max(&node.config.replication);
     let mut decoder = FrameDecoder::new(frame_max);
     assert!(frame_max > 0);
     let mut rtt_ms = 0u64;
     let mut persisted_at = Instant::now();
-    let idle = super::sender::idle_timeout(t.heartbeat);
+    let idle = t.idle_timeout();
     let mut isolated = node.replication.isolated.subscribe();
     let mut shutdown = node.shutdown.subscribe();
     loop {
@@ -185,17 +185,16 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                     // Waiting time on the sender's clock: each entry is stamped
                     // with its frame's send time by `coalesce` (sender_now_ms
                     // here is the last frame's).
-                    let classes = classes_of(node, &entries, sender_now_ms);
+                    let classes = classes_of(&node.config, &entries, sender_now_ms);
                     let committed: Vec<u64> = entries.iter().map(|e| e.committed_at_ms).collect();
                     let n = entries.len();
                     let report = node
                         .writer
-                        .apply(RemoteApply {
+                        .apply(RemoteBatch {
                             peer: peer.to_owned(),
-                            cursor_key: direct_key(peer),
+                            path: Path::Direct,
                             entries,
                             next_seq,
-                            reply: None,
                         })
                         .await
                         .map_err(|e| format!("apply: {}", e.message))?;
@@ -219,12 +218,11 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                         // Persist cursor moves over changes that were not for us,
                         // at most once a second.
                         node.writer
-                            .apply(RemoteApply {
+                            .apply(RemoteBatch {
                                 peer: peer.to_owned(),
-                                cursor_key: direct_key(peer),
+                                path: Path::Direct,
                                 entries: Vec::new(),
                                 next_seq,
-                                reply: None,
                             })
                             .await
                             .map_err(|e| format!("apply: {}", e.message))?;
@@ -237,52 +235,9 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     }
 }
 
-/// Merge consecutive batch frames (up to `entries_max` entries) into one, so
-/// they are applied in one commit. Heartbeats between batches are folded in:
-/// they only move the cursor, which the merged batch's `next_seq` covers.
-fn coalesce(frames: Vec<Frame>, entries_max: usize) -> Vec<Frame> {
-    let mut out: Vec<Frame> = Vec::with_capacity(frames.len());
-    for f in frames {
-        match (out.last_mut(), f) {
-            (
-                Some(Frame::Batch { sender_now_ms, next_seq, sender_last_seq, entries }),
-                Frame::Batch { sender_now_ms: t, next_seq: n, sender_last_seq: l, entries: more },
-            ) if entries.len() + more.len() <= entries_max => {
-                *sender_now_ms = t;
-                *next_seq = (*next_seq).max(n);
-                *sender_last_seq = (*sender_last_seq).max(l);
-                entries.extend(more);
-            }
-            (
-                Some(Frame::Batch { sender_now_ms, next_seq, sender_last_seq, .. }),
-                Frame::Heartbeat { sender_now_ms: t, next_seq: n, sender_last_seq: l },
-            ) => {
-                *sender_now_ms = t;
-                *next_seq = (*next_seq).max(n);
-                *sender_last_seq = (*sender_last_seq).max(l);
-            }
-            (_, f) => out.push(f),
-        }
-    }
-    out
-}
-
-/// The data class of each entry and how long it waited in the sender's log
-/// (both times on the sender's clock).
-fn classes_of(node: &AppState, entries: &[LogEntry], sender_now_ms: u64) -> Vec<(String, u64)> {
-    let mut worst: BTreeMap<String, u64> = BTreeMap::new();
-    for e in entries {
-        let Some(entity) = node.config.entity(&e.entity) else { continue };
-        let waited = sender_now_ms.saturating_sub(e.logged_at_ms);
-        let slot = worst.entry(entity.data_class.clone()).or_insert(0);
-        *slot = (*slot).max(waited);
-    }
-    worst.into_iter().collect()
-}
-
 async fn forward_loop(node: AppState, peer: String, client: HttpClient) {
     let t = node.replication.timings.clone();
-    let mut after = node.store.cursor(&forward_key(&peer)).map(|c| c.seq).unwrap_or(0);
+    let mut after = node.store.cursor(&Path::Forward.cursor_key(&peer)).map(|c| c.seq).unwrap_or(0);
     let mut backoff = t.backoff_min;
     while !shutting_down(&node) {
         if node.replication.is_isolated() {
@@ -313,15 +268,12 @@ async fn forward_once(
     client: &HttpClient,
     after: u64,
 ) -> Result<(u64, bool), String> {
-    let mut have: BTreeMap<String, u64> = node
+    let cursors = node
         .replication
         .links
         .iter()
-        .map(|(p, l)| (p.clone(), l.lock().expect("link lock").cursor))
-        .collect();
-    if let Some(own) = node.replication.own_have {
-        have.insert(node.region.clone(), own);
-    }
+        .map(|(p, l)| (p.clone(), l.lock().expect("link lock").cursor));
+    let have = forward_have(cursors, &node.region, node.replication.own_have);
     let limit = node.config.replication.batch_max as u32;
     let body = wire::encode_message(&ForwardRequest { after, have, limit });
     let url = format!("{}/v1/replication/forward", node.replication.peer_urls[peer]);
@@ -334,7 +286,7 @@ async fn forward_once(
     .map_err(|_| "timed out".to_string())?
     .map_err(|e| format!("connect: {e}"))?;
     let status = resp.status();
-    let max = node.config.replication.batch_bytes_max.saturating_mul(2).max(1 << 20);
+    let max = frame_bytes_max(&node.config.replication);
     let limited = http_body_util::Limited::new(resp.into_body(), max);
     let bytes = limited.collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
     if !status.is_success() {
@@ -354,12 +306,11 @@ async fn forward_once(
     let full = n >= limit as usize;
     let report = node
         .writer
-        .apply(RemoteApply {
+        .apply(RemoteBatch {
             peer: peer.to_owned(),
-            cursor_key: forward_key(peer),
+            path: Path::Forward,
             entries: resp.entries,
             next_seq: resp.next_seq,
-            reply: None,
         })
         .await
         .map_err(|e| format!("apply: {}", e.message))?;
@@ -413,12 +364,12 @@ async fn metrics_loop(node: AppState) {
 }
 
 /// Record changes a peer sent that this region refused to store.
-fn audit_refused(node: &AppState, peer: &str, report: &crate::writer::ApplyReport) {
-    if report.refused_entities.is_empty() {
+fn audit_refused(node: &AppState, peer: &str, report: &tandem_engine::apply::ApplyReport) {
+    if report.refused.is_empty() {
         return;
     }
     let mut withheld = BTreeMap::new();
-    for e in &report.refused_entities {
+    for (e, _id) in &report.refused {
         *withheld.entry(e.clone()).or_insert(0u64) += 1;
     }
     let flow = crate::audit::Flow {
@@ -430,50 +381,4 @@ fn audit_refused(node: &AppState, peer: &str, report: &crate::writer::ApplyRepor
     };
     // Nothing was stored either way; a failure is logged by the audit log.
     let _ = node.audit.append(flow, node.now_ms());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn batch(t: u64, n: u64, seqs: &[u64]) -> Frame {
-        let entries = seqs
-            .iter()
-            .map(|&seq| {
-                let mut state = tandem_merge::State::new(tandem_merge::MergeKind::GCounter);
-                state
-                    .apply(&tandem_merge::Op::Incr(1), "eu-west", tandem_clock::Hlc::new(seq, 0))
-                    .unwrap();
-                LogEntry {
-                    seq,
-                    origin: "eu-west".into(),
-                    origin_seq: seq,
-                    committed_at_ms: t,
-                    logged_at_ms: t,
-                    entity: "page_views".into(),
-                    id: format!("p{seq}"),
-                    state,
-                }
-            })
-            .collect();
-        Frame::Batch { sender_now_ms: t, next_seq: n, sender_last_seq: n, entries }
-    }
-
-    #[test]
-    fn queued_batches_merge_in_order_up_to_the_limit() {
-        let frames = vec![
-            batch(1, 2, &[1, 2]),
-            Frame::Heartbeat { sender_now_ms: 2, next_seq: 3, sender_last_seq: 3 },
-            batch(3, 5, &[4, 5]),
-            batch(4, 7, &[6, 7]),
-        ];
-        let out = coalesce(frames.clone(), 100);
-        assert_eq!(out.len(), 1);
-        let Frame::Batch { next_seq, entries, sender_now_ms, .. } = &out[0] else { panic!() };
-        assert_eq!((*next_seq, *sender_now_ms), (7, 4));
-        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5, 6, 7]);
-        assert_eq!(coalesce(frames, 4).len(), 2, "bounded");
-        let hello = Frame::Hello { sender: "x".into(), sender_now_ms: 0, sender_last_seq: 0 };
-        assert_eq!(coalesce(vec![hello.clone(), batch(1, 1, &[1])], 10).len(), 2);
-    }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -14,17 +13,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use tandem_store::LogEntry;
+use tandem_engine::LogEntry;
 
-use super::filter::{self, ForwardDecision};
-use super::wire::{self, ForwardRequest, ForwardResponse, Frame};
 use crate::api::AppState;
 use crate::audit::Flow;
 use crate::error::ApiError;
 use crate::validate::read_body;
-
-/// Most log entries scanned for one forward request (most are skipped).
-const FORWARD_SCAN_MAX: usize = 8_192;
+use tandem_engine::protocol::{FORWARD_SCAN_MAX, PEER_HEADER};
+use tandem_engine::serve::{ForwardAsk, Served};
+use tandem_engine::wire::{self, ForwardRequest, ForwardResponse, Frame};
 
 /// Check the bearer secret and the peer's name. Returns the peer.
 pub fn authenticate(node: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -44,7 +41,7 @@ pub fn authenticate(node: &AppState, headers: &HeaderMap) -> Result<String, ApiE
         return Err(ApiError::unauthorized());
     }
     let peer = headers
-        .get("x-tandem-peer")
+        .get(PEER_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::bad_request("missing X-Tandem-Peer header"))?;
     if peer == node.region || node.config.region(peer).is_none() {
@@ -88,7 +85,7 @@ pub async fn stream(
 
 async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc::Sender<Bytes>) {
     let repl = &node.replication;
-    let mut last_seq_rx = repl.last_seq.subscribe();
+    let mut last_seq_rx = repl.durable_seq.subscribe();
     let mut isolated_rx = repl.isolated.subscribe();
     let mut cursor = after;
     let hello = Frame::Hello {
@@ -121,8 +118,9 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
                     }
                     Err(_) => return,
                 };
-            let (selected, next_seq, withheld) =
-                select_direct(&node, &peer, entries, cursor, bytes_max);
+            let Served { entries: selected, next_seq, withheld } =
+                node.engine.serve_direct(&peer, entries, cursor, bytes_max);
+            count_withheld(&node, &withheld);
             if audit_flow(&node, &peer, &selected, withheld).is_err() && !selected.is_empty() {
                 // Every flow is audited: one that cannot be is not made. The
                 // peer reconnects and asks again.
@@ -158,61 +156,15 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
     }
 }
 
-/// The entries of a log page that go to `peer` on the direct stream, bounded by
-/// `bytes_max`, and the log position the selection covers.
-fn select_direct(
-    node: &AppState,
-    peer: &str,
-    entries: Vec<LogEntry>,
-    cursor: u64,
-    bytes_max: usize,
-) -> (Vec<LogEntry>, u64, BTreeMap<String, u64>) {
-    let mut next_seq = cursor;
-    let mut bytes = 0usize;
-    let mut selected = Vec::new();
-    let mut withheld: BTreeMap<String, u64> = BTreeMap::new();
-    for e in entries {
-        if filter::direct(&node.config, &node.region, peer, &e) {
-            let size = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
-            if !selected.is_empty() && bytes.saturating_add(size) > bytes_max {
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            next_seq = e.seq;
-            selected.push(e);
-        } else if let Some(sealed) = seal_for(node, peer, &e) {
-            let size = postcard::experimental::serialized_size(&sealed).unwrap_or(usize::MAX);
-            if !selected.is_empty() && bytes.saturating_add(size) > bytes_max {
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            next_seq = e.seq;
-            selected.push(sealed);
-        } else {
-            if e.origin == node.region && filter::may_hold(&node.config, peer, &e).is_err() {
-                node.metrics
-                    .residency_denials
-                    .get_or_create(&crate::metrics::ReasonLabels {
-                        reason: "replication_withheld".into(),
-                    })
-                    .inc();
-                *withheld.entry(e.entity.clone()).or_insert(0) += 1;
-            }
-            next_seq = e.seq;
-        }
+/// Own changes withheld from a peer for residency.
+fn count_withheld(node: &AppState, withheld: &BTreeMap<String, u64>) {
+    let n: u64 = withheld.values().sum();
+    if n > 0 {
+        node.metrics
+            .residency_denials
+            .get_or_create(&crate::metrics::ReasonLabels { reason: "replication_withheld".into() })
+            .inc_by(n);
     }
-    (selected, next_seq, withheld)
-}
-
-/// A sealed copy of one of this region's own changes, when `peer` may not hold
-/// it in clear but a transfer basis to its jurisdiction is declared and keyed.
-fn seal_for(node: &AppState, peer: &str, e: &LogEntry) -> Option<LogEntry> {
-    if e.origin != node.region || filter::may_hold(&node.config, peer, e).is_ok() {
-        return None;
-    }
-    let to = node.config.jurisdiction_of(peer)?;
-    node.config.transfer(&node.jurisdiction, to)?;
-    node.replication.sealer.seal(e, to)
 }
 
 /// Record a flow to `peer` in the audit log.
@@ -230,7 +182,7 @@ fn audit_flow(
     let mut encrypted = false;
     for e in sent {
         *records.entry(e.entity.clone()).or_insert(0) += 1;
-        let sealed = e.entity == super::seal::SEALED_ENTITY;
+        let sealed = e.entity == tandem_engine::seal::SEALED_ENTITY;
         encrypted |= sealed;
         if sealed || node.config.entity(&e.entity).is_some_and(|c| c.personal) {
             personal += 1;
@@ -259,7 +211,6 @@ pub async fn forward(
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let req: ForwardRequest = wire::decode_message(&bytes, node.config.node.max_body_bytes)
         .map_err(|e| ApiError::bad_request(format!("bad forward request: {e}")))?;
-    let limit = (req.limit as usize).clamp(1, node.config.replication.batch_max);
     let bytes_max = node.config.replication.batch_bytes_max;
     let store = node.store.clone();
     let after = req.after;
@@ -268,41 +219,23 @@ pub async fn forward(
         .expect("log read task")
         .map_err(|e| crate::writer::store_error(&e))?;
     let now = node.now_ms();
-    let delay_ms = node.replication.timings.forward_delay.as_millis() as u64;
-    let mut next_seq = req.after;
-    let mut entries = Vec::new();
-    let mut size_total = 0usize;
-    for e in page {
-        match filter::forward(&node.config, &node.region, &peer, &req.have, &e, now, delay_ms) {
-            ForwardDecision::Wait => break,
-            ForwardDecision::Skip => next_seq = e.seq,
-            ForwardDecision::Send => {
-                let size = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
-                if entries.len() >= limit
-                    || (!entries.is_empty() && size_total.saturating_add(size) > bytes_max)
-                {
-                    break;
-                }
-                size_total = size_total.saturating_add(size);
-                next_seq = e.seq;
-                entries.push(e);
-            }
-        }
-    }
+    let ask = ForwardAsk {
+        have: &req.have,
+        after: req.after,
+        limit: req.limit as usize,
+        now_ms: now,
+        delay_ms: node.replication.timings.forward_delay.as_millis() as u64,
+    };
+    let Served { entries, next_seq, .. } = node.engine.serve_forward(&peer, ask, page, bytes_max);
     audit_flow(&node, &peer, &entries, BTreeMap::new()).map_err(|e| {
         ApiError::unavailable(format!("cannot write the audit log ({e}): nothing forwarded"))
     })?;
     let resp = ForwardResponse {
         sender_now_ms: now,
         next_seq,
-        sender_last_seq: *node.replication.last_seq.borrow(),
+        sender_last_seq: *node.replication.durable_seq.borrow(),
         entries,
     };
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tandem")], wire::encode_message(&resp))
         .into_response())
-}
-
-/// How long a receiver waits for the stream's next frame before calling the link down.
-pub fn idle_timeout(heartbeat: Duration) -> Duration {
-    heartbeat * 6
 }

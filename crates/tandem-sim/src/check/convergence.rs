@@ -9,16 +9,17 @@ use crate::region::Region;
 use crate::world::World;
 
 pub fn check(world: &World, regions: &BTreeMap<String, Region>) -> Vec<Violation> {
-    let keys: BTreeSet<&(String, String)> =
-        regions.values().flat_map(|r| r.records.keys()).collect();
+    let states: BTreeMap<&str, _> =
+        regions.values().map(|r| (r.name.as_str(), r.records())).collect();
+    let keys: BTreeSet<&(String, String)> = states.values().flat_map(|s| s.keys()).collect();
     let mut out = Vec::new();
     for (entity, id) in keys {
-        let values: Vec<(&str, Option<String>)> = regions
-            .values()
-            .filter(|r| world.may_hold(&r.name, entity, id))
-            .map(|r| {
-                let v = r.records.get(&(entity.clone(), id.clone())).and_then(|s| s.value_json());
-                (r.name.as_str(), v)
+        let values: Vec<(&str, Option<String>)> = states
+            .iter()
+            .filter(|(name, _)| world.may_hold(name, entity, id))
+            .map(|(name, s)| {
+                let v = s.get(&(entity.clone(), id.clone())).and_then(|s| s.value_json());
+                (*name, v)
             })
             .collect();
         if values.windows(2).any(|w| w[0].1 != w[1].1) {

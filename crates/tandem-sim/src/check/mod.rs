@@ -78,6 +78,8 @@ fn check_writes(
             .or_default()
             .push(writes::WriteRecord { op: op.op, write: w.clone(), outcome: op.outcome.clone() });
     }
+    let states: BTreeMap<&str, _> =
+        regions.values().map(|r| (r.name.as_str(), r.records())).collect();
     let mut out = Vec::new();
     for ((entity, id), ws) in by_record {
         let merge = world.config.entity(&entity).expect("known entity").merge;
@@ -86,7 +88,7 @@ fn check_writes(
         let Some(region) = regions.values().find(|r| world.may_hold(&r.name, &entity, &id)) else {
             continue;
         };
-        let state = region.records.get(&(entity.clone(), id.clone()));
+        let state = states[region.name.as_str()].get(&(entity.clone(), id.clone()));
         let fin = writes::Final {
             value: state.and_then(|s| s.value()),
             version: Some(state.map(|s| s.version()).unwrap_or_default()),

@@ -18,8 +18,8 @@ pub fn check(
 ) -> Vec<Violation> {
     let mut out = Vec::new();
     for r in regions.values() {
-        for ((entity, id), _) in r.records.iter() {
-            if !world.may_hold(&r.name, entity, id) {
+        for (entity, id) in r.records().into_keys() {
+            if !world.may_hold(&r.name, &entity, &id) {
                 out.push(Violation {
                     invariant: "residency",
                     record: Some((entity.clone(), id.clone())),
@@ -27,7 +27,7 @@ pub fn check(
                 });
             }
         }
-        for e in &r.log {
+        for e in &r.log() {
             if !world.may_hold(&r.name, &e.entity, &e.id) {
                 out.push(Violation {
                     invariant: "residency",

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::LogEntry;
 use tandem_config::Config;
-use tandem_store::LogEntry;
 
 /// Why a change is not served to a receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Withheld {
 
 /// Whether `receiver` may hold the record of this log entry.
 pub fn may_hold(config: &Config, receiver: &str, entry: &LogEntry) -> Result<(), Withheld> {
-    if entry.entity == super::seal::SEALED_ENTITY {
+    if entry.entity == crate::seal::SEALED_ENTITY {
         // Sealed copies are for the other jurisdictions; the source has the data.
         return match (config.jurisdiction_of(&entry.origin), config.jurisdiction_of(receiver)) {
             (Some(h), Some(t)) if h != t => Ok(()),

@@ -13,13 +13,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::LogEntry;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
 use tandem_clock::VersionVector;
 use tandem_config::Config;
 use tandem_merge::{Lww, State};
-use tandem_store::LogEntry;
 
 /// The reserved entity of sealed copies.
 pub const SEALED_ENTITY: &str = "_sealed";
@@ -39,22 +39,25 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// Load the keys of the transfers out of `jurisdiction` from the environment.
-    pub fn from_env(config: &Config, jurisdiction: &str) -> Sealer {
+    /// The keys of the transfers out of `jurisdiction` that `key_of` (given a
+    /// transfer's `key_env`) can supply; the others stay withheld. Returns the
+    /// sealer and the transfers left without a usable key (to be logged).
+    pub fn from_keys(
+        config: &Config,
+        jurisdiction: &str,
+        key_of: impl Fn(&str) -> Option<String>,
+    ) -> (Sealer, Vec<(String, String)>) {
         let mut keys = BTreeMap::new();
+        let mut missing = Vec::new();
         for t in config.transfers.iter().filter(|t| t.from == jurisdiction) {
-            match std::env::var(&t.key_env).ok().and_then(|h| parse_key(&h)) {
+            match key_of(&t.key_env).and_then(|h| parse_key(&h)) {
                 Some(k) => {
                     keys.insert(t.to.clone(), (k, t.legal_basis.clone()));
                 }
-                None => tracing::warn!(
-                    to = %t.to,
-                    key_env = %t.key_env,
-                    "transfer declared but its key is missing or not 64 hex digits: personal data stays withheld"
-                ),
+                None => missing.push((t.to.clone(), t.key_env.clone())),
             }
         }
-        Sealer { keys }
+        (Sealer { keys }, missing)
     }
 
     pub fn with_key(to: &str, key: [u8; 32], legal_basis: &str) -> Sealer {

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::LogEntry;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tandem_store::LogEntry;
 
 /// Version of the replication protocol. Bump it on any change of these types.
 pub const WIRE_VERSION: u8 = 1;

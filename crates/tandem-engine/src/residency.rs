@@ -10,23 +10,15 @@
 //!   with `home_region` otherwise);
 //! - a record with subjects needs a registered subject when it is personal or
 //!   pinned (422 `unknown_subject`).
+//!
+//! Refusals are typed (`Refusal`); the node renders them.
 
-use axum::http::StatusCode;
 use tandem_config::{Config, EntityConfig, WritePolicy};
 
-use crate::error::ApiError;
-
-/// The header a router sets on a write it sends away from the subject's home.
-pub const FAILOVER_HEADER: &str = "x-tandem-failover";
-
-/// Why a write was refused; `reason` labels `residency_denials_total`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub reason: &'static str,
-    pub error: ApiError,
-}
+use crate::error::Refusal;
 
 /// Decide whether `region` may take this write.
+#[allow(clippy::result_large_err)] // refusals are the cold path: not worth a box
 pub fn check_write(
     config: &Config,
     region: &str,
@@ -35,50 +27,34 @@ pub fn check_write(
     subject: Option<&str>,
     home_region: Option<&str>,
     failover_for: Option<&str>,
-) -> Result<(), Denial> {
+) -> Result<(), Refusal> {
     let needs_home = cfg.personal || cfg.writes == WritePolicy::HomeRegion;
     if !cfg.subjects || !needs_home {
         return Ok(());
     }
     let subject = subject.unwrap_or("");
     let Some(home) = home_region else {
-        return Err(Denial {
-            reason: "unknown_subject",
-            error: ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_subject",
-                format!("subject `{subject}` is not registered; PUT /v1/subjects/{subject} first"),
-            ),
-        });
+        return Err(Refusal::UnknownSubject { subject: subject.to_owned() });
     };
     let here = config.jurisdiction_of(region).unwrap_or("");
     let theirs = config.jurisdiction_of(home).unwrap_or("");
     if cfg.personal && here != theirs {
-        return Err(Denial {
-            reason: "write_outside_jurisdiction",
-            error: ApiError::new(
-                StatusCode::FORBIDDEN,
-                "residency_violation",
-                format!(
-                    "`{entity}` records of subject `{subject}` are personal data of {theirs}; region {region} is in {here}"
-                ),
-            )
-            .with("home_region", home),
+        return Err(Refusal::ResidencyViolation {
+            entity: entity.to_owned(),
+            subject: subject.to_owned(),
+            region: region.to_owned(),
+            here: here.to_owned(),
+            theirs: theirs.to_owned(),
+            home: home.to_owned(),
         });
     }
     if cfg.writes == WritePolicy::HomeRegion && home != region {
         let valid_failover = failover_for == Some(home) && here == theirs;
         if !valid_failover {
-            return Err(Denial {
-                reason: "misdirected_write",
-                error: ApiError::new(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "misdirected_write",
-                    format!(
-                        "`{entity}` writes of subject `{subject}` go to its home region {home}"
-                    ),
-                )
-                .with("home_region", home),
+            return Err(Refusal::Misdirected {
+                entity: entity.to_owned(),
+                subject: subject.to_owned(),
+                home: home.to_owned(),
             });
         }
     }
@@ -97,8 +73,12 @@ mod tests {
     ) -> Result<(), &'static str> {
         let c = Config::example();
         let cfg = c.entity(entity).unwrap().clone();
-        check_write(&c, region, entity, &cfg, Some("alice"), home, failover)
-            .map_err(|d| d.error.code)
+        check_write(&c, region, entity, &cfg, Some("alice"), home, failover).map_err(|r| match r {
+            Refusal::UnknownSubject { .. } => "unknown_subject",
+            Refusal::ResidencyViolation { .. } => "residency_violation",
+            Refusal::Misdirected { .. } => "misdirected_write",
+            _ => "other",
+        })
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tandem_merge::State;
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Version of the on-disk format (the data file's `meta.format_version` and the
 /// tag byte in front of every encoded value).

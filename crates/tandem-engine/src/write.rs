@@ -1,0 +1,194 @@
+//! A local write, decided: the type accepts the operation, the type is not a
+//! read-only projection, the region may take it (residency and pinning,
+//! against this region's replica of the subject registry), a subject is not
+//! moved out of its jurisdiction, then the operation applies at a fresh HLC
+//! under the region's actor, and the new state is stored and logged as this
+//! region's own change. A removal that changes nothing is answered without a
+//! log entry. A type with an analytics projection updates its projection in
+//! the same batch, so the two never disagree.
+
+use tandem_clock::{Hlc, HlcClock, VersionVector};
+use tandem_merge::{MergeKind, Op, State};
+
+use crate::engine::Engine;
+use crate::error::{Refusal, StoreError};
+use crate::model::{ChangeOrigin, StoredRecord, SUBJECT_ENTITY};
+use crate::store::{BatchView, RecordKey};
+
+/// A client's write, validated for shape by the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWrite {
+    pub entity: String,
+    pub id: String,
+    pub op: Op,
+    /// The home region this write stands in for, as the router marked it
+    /// (`X-Tandem-Failover`); honoured only for that home, inside its
+    /// jurisdiction.
+    pub failover_for: Option<String>,
+}
+
+/// What a durable local write answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub hlc: Hlc,
+    pub version: VersionVector,
+    /// The index of its put in the batch's effects (`None`: nothing changed).
+    pub put: Option<usize>,
+}
+
+/// The home region recorded in a subject registry record, if any.
+pub fn home_region_of(rec: &StoredRecord) -> Option<String> {
+    let v = rec.state.value()?;
+    v.get("home_region")?.as_str().map(str::to_owned)
+}
+
+impl Engine {
+    pub(crate) fn write_keys(&self, w: &LocalWrite, keys: &mut Vec<RecordKey>) {
+        keys.push((w.entity.clone(), w.id.clone()));
+        let Some(cfg) = self.entity(&w.entity) else { return };
+        if cfg.subjects {
+            if let Some(subject) = tandem_config::subject_of(&w.id) {
+                keys.push((SUBJECT_ENTITY.to_owned(), subject.to_owned()));
+            }
+        }
+        if let (Some(p), Some(ps)) = (&cfg.analytics, &self.pseudonymizer) {
+            if let Some(pid) = ps.projection_id(&w.id) {
+                keys.push((p.into.clone(), pid));
+            }
+        }
+    }
+
+    /// Decide one local write.
+    pub fn local_write(
+        &self,
+        view: &mut BatchView<'_>,
+        clock: &HlcClock,
+        w: &LocalWrite,
+    ) -> Result<Result<Ack, Refusal>, StoreError> {
+        let Some(cfg) = self.entity(&w.entity) else {
+            return Ok(Err(Refusal::InvalidOp(format!("unknown entity type `{}`", w.entity))));
+        };
+        if !w.op.allowed_for(cfg.merge) {
+            return Ok(Err(Refusal::WrongMergeType {
+                entity: w.entity.clone(),
+                kind: cfg.merge,
+                op: w.op.name(),
+            }));
+        }
+        if self.config.is_projection(&w.entity) {
+            return Ok(Err(Refusal::ReadOnlyProjection { entity: w.entity.clone() }));
+        }
+        if cfg.subjects {
+            let subject = tandem_config::subject_of(&w.id);
+            let home = match subject {
+                Some(s) => view.get(SUBJECT_ENTITY, s)?.as_ref().and_then(home_region_of),
+                None => None,
+            };
+            if let Err(r) = crate::residency::check_write(
+                &self.config,
+                &self.region,
+                &w.entity,
+                &cfg,
+                subject,
+                home.as_deref(),
+                w.failover_for.as_deref(),
+            ) {
+                return Ok(Err(r));
+            }
+        }
+        let current = view.get(&w.entity, &w.id)?;
+        if w.entity == SUBJECT_ENTITY {
+            if let Err(r) = self.check_move(&w.id, current.as_ref(), &w.op) {
+                return Ok(Err(r));
+            }
+        }
+        let projected = match (&cfg.analytics, &self.pseudonymizer) {
+            (None, _) => None,
+            (Some(p), Some(ps)) => Some((p, ps)),
+            (Some(_), None) => {
+                return Ok(Err(Refusal::NoPseudonymKey { entity: w.entity.clone() }));
+            }
+        };
+        let mut state = current.map(|r| r.state).unwrap_or_else(|| State::new(cfg.merge));
+        let hlc = clock.now();
+        // Removing what is not there changes nothing: answer without logging a change.
+        let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
+        let before = may_be_noop.then(|| state.clone());
+        if let Err(e) = state.apply_as(&w.op, &self.actor, &self.region, hlc) {
+            let mut r = Refusal::from(e);
+            if let Refusal::WrongMergeType { entity, .. } = &mut r {
+                entity.clone_from(&w.entity);
+            }
+            return Ok(Err(r));
+        }
+        if before.as_ref() == Some(&state) {
+            return Ok(Ok(Ack { hlc, version: state.version(), put: None }));
+        }
+        let now_ms = clock.physical_ms();
+        let version = state.version();
+        let record = StoredRecord { state, updated_at_ms: now_ms };
+        let origin = self.own_origin(now_ms);
+        let put = view.put(&w.entity, &w.id, record.clone(), origin.clone());
+        if let Some((p, ps)) = projected {
+            // Same batch: the projection can never disagree with its source.
+            if let Some(pid) = ps.projection_id(&w.id) {
+                let subject = tandem_config::subject_of(&w.id).unwrap_or("");
+                let op = crate::analytics::projection_op(&record.state, p, &ps.pseudonym(subject));
+                let current = view.get(&p.into, &pid)?;
+                let mut pstate =
+                    current.map(|r| r.state).unwrap_or_else(|| State::new(MergeKind::LwwFields));
+                let before = pstate.clone();
+                pstate
+                    .apply_as(&op, &self.actor, &self.region, clock.now())
+                    .expect("projection ops are valid");
+                if pstate != before {
+                    view.put(
+                        &p.into,
+                        &pid,
+                        StoredRecord { state: pstate, updated_at_ms: now_ms },
+                        origin,
+                    );
+                }
+            }
+        }
+        Ok(Ok(Ack { hlc, version, put: Some(put) }))
+    }
+
+    /// A change first written here, at local time `now_ms`.
+    pub(crate) fn own_origin(&self, now_ms: u64) -> ChangeOrigin {
+        ChangeOrigin {
+            origin: self.region.clone(),
+            origin_seq: None,
+            committed_at_ms: now_ms,
+            logged_at_ms: now_ms,
+        }
+    }
+
+    /// A subject registration may move a subject within its jurisdiction only:
+    /// its personal data could not follow it out.
+    #[allow(clippy::result_large_err)] // refusals are the cold path: not worth a box
+    fn check_move(
+        &self,
+        subject: &str,
+        current: Option<&StoredRecord>,
+        op: &Op,
+    ) -> Result<(), Refusal> {
+        let Some(home) = current.and_then(home_region_of) else { return Ok(()) };
+        let Op::Put(value) = op else { return Ok(()) };
+        let target: Option<String> = serde_json::from_str::<serde_json::Value>(value)
+            .ok()
+            .and_then(|v| v.get("home_region")?.as_str().map(str::to_owned));
+        let Some(target) = target else { return Ok(()) };
+        let from = self.config.jurisdiction_of(&home).unwrap_or("");
+        let to = self.config.jurisdiction_of(&target).unwrap_or("");
+        if from != to {
+            return Err(Refusal::CrossJurisdictionMove {
+                subject: subject.to_owned(),
+                home: home.clone(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
