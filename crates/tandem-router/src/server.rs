@@ -449,11 +449,7 @@ async fn route_and_forward(
     };
     let kind = kind_of(req.method());
     let regions = views(s, &caller);
-    let needs_home = entity.as_ref().is_some_and(|e| {
-        e.subjects
-            && (e.personal
-                || (kind == Kind::Write && e.writes == tandem_config::WritePolicy::HomeRegion))
-    });
+    let needs_home = entity.as_ref().is_some_and(|e| decide::needs_home(kind, e));
     let home = match (&subject, needs_home) {
         (Some(subj), true) => match lookup_home(s, subj, &regions).await {
             Ok(h) => h,
