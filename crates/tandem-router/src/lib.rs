@@ -5,8 +5,11 @@
 
 pub mod cache;
 pub mod decide;
+pub mod fresh_read;
 pub mod health;
 pub mod metrics;
+pub mod registration;
+pub mod retry;
 pub mod server;
 
 pub use server::{run, RouterOptions};

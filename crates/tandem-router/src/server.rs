@@ -27,8 +27,11 @@ use tandem_config::Config;
 
 use crate::cache::HomeCache;
 use crate::decide::{self, Decision, Kind, RegionView, Route};
+use crate::fresh_read;
 use crate::health::{self, RegionState};
 use crate::metrics::{FailoverLabels, RequestLabels, RouterMetrics};
+use crate::registration;
+use crate::retry::{self, AfterRefused};
 
 /// Subjects kept in the home-region cache.
 pub const HOME_CACHE_CAPACITY: usize = 100_000;
@@ -394,42 +397,25 @@ async fn subject(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let home = serde_json::from_slice::<Value>(&bytes)
+    let requested = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|v| v["home_region"].as_str().map(str::to_owned))
         .filter(|h| s.config.region(h).is_some());
     let req = Request::from_parts(parts, Body::from(bytes));
-    let Some(home) = home else {
+    if requested.is_none() {
         // Malformed or unknown region: any region refuses it with a clear error.
         return route_and_forward(&s, req, None, None).await;
-    };
-    let pinned = tandem_config::EntityConfig {
-        merge: tandem_config::MergeKind::Lww,
-        data_class: String::new(),
-        personal: false,
-        subjects: true,
-        writes: tandem_config::WritePolicy::HomeRegion,
-        conflicts: tandem_config::ConflictPolicy::Allow,
-        analytics: None,
-    };
+    }
     let regions = views(&s, &caller);
-    // A move goes to the subject's current home, which knows the subject and
-    // refuses a move out of its jurisdiction; a new subject goes to its home.
+    // A move goes to the subject's current home: ask afresh.
     s.cache.forget(&_subject);
     let current = match lookup_home(&s, &_subject, &regions).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let target = current.unwrap_or(home);
-    let decision = decide::decide(
-        &decide::Request { kind: Kind::Write, entity: Some(&pinned), home_region: Some(&target) },
-        &regions,
-    );
-    match decision {
-        // The subject registry accepts writes anywhere: no failover marker needed.
-        Decision::Send { region, route, .. } => forward(&s, req, &region, route, None).await,
-        _ => route_and_forward(&s, req, None, None).await,
-    }
+    let decide =
+        |r: &[RegionView]| registration::decide(requested.as_deref(), current.as_deref(), r);
+    send_decided(&s, req, &caller, &regions, decide, None).await
 }
 
 async fn route_and_forward(
@@ -457,11 +443,23 @@ async fn route_and_forward(
         },
         _ => None,
     };
-    let decision = decide::decide(
-        &decide::Request { kind, entity: entity.as_ref(), home_region: home.as_deref() },
-        &regions,
-    );
-    match decision {
+    let request = decide::Request { kind, entity: entity.as_ref(), home_region: home.as_deref() };
+    send_decided(s, req, &caller, &regions, |r| decide::decide(&request, r), subject.as_deref())
+        .await
+}
+
+/// Send a request where `decide` says, and once more (decided again without
+/// the region) if the connection to that region was refused. `subject` names
+/// the subject in an `unknown_subject` answer.
+async fn send_decided(
+    s: &AppState,
+    req: Request,
+    caller: &str,
+    regions: &[RegionView],
+    decide: impl Fn(&[RegionView]) -> Decision,
+    subject: Option<&str>,
+) -> Response {
+    match decide(regions) {
         Decision::Send { region, route, failover_for } => {
             if let Some(from) = &failover_for {
                 s.metrics
@@ -478,19 +476,12 @@ async fn route_and_forward(
                 Err(resp) => return resp,
             };
             let again = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
-            let mut resp = forward(s, again, &region, route, failover_for.as_deref()).await;
+            let mut resp = forward(s, again, caller, &region, route, failover_for.as_deref()).await;
             if resp.headers_mut().remove(CONNECT_FAILED_HEADER).is_none() {
                 return resp;
             }
-            let mut regions = regions;
-            if let Some(r) = regions.iter_mut().find(|r| r.name == region) {
-                r.up = false;
-            }
-            let retry = decide::decide(
-                &decide::Request { kind, entity: entity.as_ref(), home_region: home.as_deref() },
-                &regions,
-            );
-            if let Decision::Send { region: other, route, failover_for } = retry {
+            let again = retry::after_refused(&[&region], regions, &decide);
+            if let AfterRefused::Retry { region: other, route, failover_for } = again {
                 tracing::info!(from = %region, to = %other, "connection refused: sending the request to the next region");
                 if let Some(from) = &failover_for {
                     s.metrics
@@ -499,7 +490,8 @@ async fn route_and_forward(
                         .inc();
                 }
                 let req = Request::from_parts(parts, Body::from(bytes));
-                let mut resp = forward(s, req, &other, route, failover_for.as_deref()).await;
+                let mut resp =
+                    forward(s, req, caller, &other, route, failover_for.as_deref()).await;
                 resp.headers_mut().remove(CONNECT_FAILED_HEADER);
                 return resp;
             }
@@ -644,6 +636,7 @@ impl Limited {
 async fn forward(
     s: &AppState,
     req: Request,
+    caller: &str,
     region: &str,
     route: Route,
     failover_for: Option<&str>,
@@ -660,12 +653,10 @@ async fn forward(
     let fresh =
         resp.headers().get(FRESH_REGION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(fresh) = fresh {
-        let available = s.regions.iter().any(|r| {
-            r.name == fresh && r.up.load(Ordering::SeqCst) && !r.drained.load(Ordering::SeqCst)
-        });
-        if parts.method == Method::GET && available && fresh != region {
+        let kind = kind_of(&parts.method);
+        if let Some(fresh) = fresh_read::redirect(kind, region, &fresh, &views(s, caller)) {
             tracing::info!(from = region, to = %fresh, "reads halted for a lagging class: reading where the record is fresh");
-            let mut retried = forward_bytes(s, &parts, bytes, &fresh, Route::Home, None).await;
+            let mut retried = forward_bytes(s, &parts, bytes, fresh, Route::Home, None).await;
             retried.headers_mut().remove(FRESH_REGION_HEADER);
             return retried;
         }
