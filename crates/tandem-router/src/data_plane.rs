@@ -2,8 +2,9 @@
 //! request into the decision that routes it (`decide` for records and scans,
 //! `registration` for `PUT /v1/subjects/{subject}`, the nearest region for
 //! the rest), looks up the subject's home when the decision needs it, and
-//! walks the decision: send, and after a refused connection send once more
-//! where `retry` says.
+//! walks the decision: send; after a refused connection send once more where
+//! `retry` says; after a `reads_halted` answer read once more where
+//! `fresh_read` says.
 
 use std::sync::Arc;
 
@@ -15,13 +16,13 @@ use axum::response::Response;
 use serde_json::Value;
 use tandem_config::EntityConfig;
 
-use crate::decide::{self, Decision, Kind, RegionView};
+use crate::decide::{self, Decision, Kind, RegionView, Route};
 use crate::home_lookup::lookup_home;
 use crate::metrics::{FailoverLabels, RequestLabels};
 use crate::retry::{self, AfterRefused};
 use crate::state::RouterState;
-use crate::upstream::{forward, CONNECT_FAILED_HEADER};
-use crate::{body, errors, registration, CLIENT_REGION_HEADER};
+use crate::upstream::{self, Exchange};
+use crate::{body, errors, fresh_read, registration, CLIENT_REGION_HEADER};
 
 /// `/v1/records/{entity}`: a scan crosses subjects, so it is served by the
 /// nearest region to the caller.
@@ -143,9 +144,9 @@ async fn route_and_forward(
         .await
 }
 
-/// Send a request where `decide` says, and once more (decided again without
-/// the region) if the connection to that region was refused. `subject` names
-/// the subject in an `unknown_subject` answer.
+/// Send a request where `decide` says; after a refused connection, send it
+/// where `retry` says; after a `reads_halted` answer, read where `fresh_read`
+/// says. `subject` names the subject in an `unknown_subject` answer.
 async fn send_decided(
     s: &RouterState,
     req: Request,
@@ -154,44 +155,63 @@ async fn send_decided(
     decide: impl Fn(&[RegionView]) -> Decision,
     subject: Option<&str>,
 ) -> Response {
-    match decide(regions) {
-        Decision::Send { region, route, failover_for } => {
-            count_failover(s, failover_for.as_deref(), &region);
-            // Keep the request so it can be sent once more if the connection
-            // to the chosen region is refused (the region never saw it).
-            let (parts, body) = req.into_parts();
-            let bytes = match body::read_body(s, body).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            let again = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
-            let mut resp = forward(s, again, caller, &region, route, failover_for.as_deref()).await;
-            if resp.headers_mut().remove(CONNECT_FAILED_HEADER).is_none() {
-                return resp;
-            }
-            let again = retry::after_refused(&[&region], regions, &decide);
-            if let AfterRefused::Retry { region: other, route, failover_for } = again {
-                tracing::info!(from = %region, to = %other, "connection refused: sending the request to the next region");
-                count_failover(s, failover_for.as_deref(), &other);
-                let req = Request::from_parts(parts, Body::from(bytes));
-                let mut resp =
-                    forward(s, req, caller, &other, route, failover_for.as_deref()).await;
-                resp.headers_mut().remove(CONNECT_FAILED_HEADER);
-                return resp;
-            }
-            resp
-        }
+    let (mut region, mut route, mut failover_for) = match decide(regions) {
+        Decision::Send { region, route, failover_for } => (region, route, failover_for),
         Decision::NoRegionAvailable { jurisdiction } => {
             s.metrics
                 .requests
                 .get_or_create(&RequestLabels::new("none", "none", "no_region"))
                 .inc();
-            errors::no_region_available(jurisdiction.as_deref())
+            return errors::no_region_available(jurisdiction.as_deref());
         }
         Decision::UnknownSubject => {
             let labels = RequestLabels::new("none", "none", "unknown_subject");
             s.metrics.requests.get_or_create(&labels).inc();
-            errors::unknown_subject(subject.unwrap_or_default())
+            return errors::unknown_subject(subject.unwrap_or_default());
+        }
+    };
+    count_failover(s, failover_for.as_deref(), &region);
+    // Read whole: the request may be sent more than once.
+    let (parts, body) = req.into_parts();
+    let bytes = match body::read_body(s, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut refused: Vec<String> = Vec::new();
+    loop {
+        let sent =
+            upstream::send(s, &parts, bytes.clone(), &region, route, failover_for.as_deref());
+        match sent.await {
+            Exchange::Refused(response) => {
+                refused.push(region.clone());
+                let names: Vec<&str> = refused.iter().map(String::as_str).collect();
+                match retry::after_refused(&names, regions, &decide) {
+                    AfterRefused::Retry {
+                        region: next,
+                        route: next_route,
+                        failover_for: next_for,
+                    } => {
+                        tracing::info!(from = %region, to = %next, "connection refused: sending the request to the next region");
+                        count_failover(s, next_for.as_deref(), &next);
+                        (region, route, failover_for) = (next, next_route, next_for);
+                    }
+                    AfterRefused::Relay => return response,
+                }
+            }
+            Exchange::Answered { response, fresh_region: Some(fresh) } => {
+                let kind = kind_of(&parts.method);
+                let Some(fresh) = fresh_read::redirect(kind, &region, &fresh, &s.views(caller))
+                else {
+                    return response;
+                };
+                tracing::info!(from = %region, to = %fresh, "reads halted for a lagging class: reading where the record is fresh");
+                return match upstream::send(s, &parts, bytes, fresh, Route::Home, None).await {
+                    // The fresh region never saw the read: the halted answer says why.
+                    Exchange::Refused(_) => response,
+                    redirected => redirected.into_response(),
+                };
+            }
+            done => return done.into_response(),
         }
     }
 }
@@ -215,7 +235,7 @@ fn caller_region(s: &RouterState, headers: &HeaderMap) -> Result<String, Respons
 }
 
 /// Reads are `GET` and `HEAD`; every other method writes.
-pub fn kind_of(method: &Method) -> Kind {
+fn kind_of(method: &Method) -> Kind {
     if method == Method::GET || method == Method::HEAD {
         Kind::Read
     } else {

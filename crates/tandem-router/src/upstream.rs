@@ -7,7 +7,7 @@
 //! down, and a `misdirected_write` answer forgets the subject's cached home.
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
@@ -15,60 +15,46 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use crate::decide::Route;
+use crate::errors;
 use crate::metrics::{RegionLabels, RequestLabels};
 use crate::state::RouterState;
-use crate::{body, data_plane, errors, fresh_read};
 use crate::{CLIENT_REGION_HEADER, FAILOVER_HEADER, REGION_HEADER, ROUTE_HEADER};
 
 /// Largest upstream response relayed (a scan page is far smaller).
 pub const UPSTREAM_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// Internal: set when the upstream connection was refused, never sent to clients.
-pub const CONNECT_FAILED_HEADER: &str = "x-tandem-connect-failed";
-/// Internal: set on a relayed `reads_halted` answer, never sent to clients.
-const FRESH_REGION_HEADER: &str = "x-tandem-fresh-region";
-
-pub async fn forward(
-    s: &RouterState,
-    req: Request,
-    caller: &str,
-    region: &str,
-    route: Route,
-    failover_for: Option<&str>,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let bytes = match body::read_body(s, body).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let resp = send(s, &parts, bytes.clone(), region, route, failover_for).await;
-    // A region that halted reads of a lagging class names where the record is
-    // fresh: read it there instead.
-    let fresh =
-        resp.headers().get(FRESH_REGION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let Some(fresh) = fresh {
-        let kind = data_plane::kind_of(&parts.method);
-        if let Some(fresh) = fresh_read::redirect(kind, region, &fresh, &s.views(caller)) {
-            tracing::info!(from = region, to = %fresh, "reads halted for a lagging class: reading where the record is fresh");
-            let mut retried = send(s, &parts, bytes, fresh, Route::Home, None).await;
-            retried.headers_mut().remove(FRESH_REGION_HEADER);
-            return retried;
-        }
-    }
-    let mut resp = resp;
-    resp.headers_mut().remove(FRESH_REGION_HEADER);
-    resp
+/// How one exchange with a region ended; each carries the response to relay.
+#[derive(Debug)]
+pub enum Exchange {
+    /// The region answered; `fresh_region` when it answered `reads_halted`
+    /// naming where the record is fresh.
+    Answered { response: Response, fresh_region: Option<String> },
+    /// The connection was refused: the region never saw the request (502).
+    Refused(Response),
+    /// It timed out (504), or failed or broke off after the request may have
+    /// reached the region (502).
+    Failed(Response),
 }
 
-/// Send one request upstream and relay the answer.
-async fn send(
+impl Exchange {
+    pub fn into_response(self) -> Response {
+        match self {
+            Exchange::Answered { response, .. }
+            | Exchange::Refused(response)
+            | Exchange::Failed(response) => response,
+        }
+    }
+}
+
+/// Send one request upstream and take its answer.
+pub async fn send(
     s: &RouterState,
-    parts: &axum::http::request::Parts,
+    parts: &Parts,
     bytes: Bytes,
     region: &str,
     route: Route,
     failover_for: Option<&str>,
-) -> Response {
+) -> Exchange {
     let addr = s.config.region(region).expect("decided region exists").listen;
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut builder =
@@ -94,7 +80,11 @@ async fn send(
         {
             Err(_) => {
                 requests("upstream_timeout");
-                return with_route(errors::upstream_timeout(region), region, route);
+                return Exchange::Failed(with_route(
+                    errors::upstream_timeout(region),
+                    region,
+                    route,
+                ));
             }
             Ok(Err(e)) => {
                 if s.region(region).failure(s.config.router.probe_failure_threshold) {
@@ -105,16 +95,17 @@ async fn send(
                         .set(0);
                 }
                 requests("upstream_error");
-                let mut resp = with_route(
+                let resp = with_route(
                     errors::upstream_unavailable(format!("{region} is unreachable: {e}")),
                     region,
                     route,
                 );
-                if e.is_connect() {
-                    // The request never reached the region: safe to send elsewhere.
-                    resp.headers_mut().insert(CONNECT_FAILED_HEADER, HeaderValue::from_static("1"));
-                }
-                return resp;
+                // A refused connection never reached the region: safe to send elsewhere.
+                return if e.is_connect() {
+                    Exchange::Refused(resp)
+                } else {
+                    Exchange::Failed(resp)
+                };
             }
             Ok(Ok(r)) => r,
         };
@@ -127,11 +118,11 @@ async fn send(
         Ok(c) => c.to_bytes(),
         Err(_) => {
             requests("upstream_error");
-            return with_route(
+            return Exchange::Failed(with_route(
                 errors::upstream_unavailable(format!("{region} broke off its answer")),
                 region,
                 route,
-            );
+            ));
         }
     };
     let outcome = if status.is_success() {
@@ -154,15 +145,12 @@ async fn send(
     if let Some(ct) = content_type {
         out = out.header(axum::http::header::CONTENT_TYPE, ct);
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if v["error"]["code"] == "reads_halted" {
-            if let Some(fresh) = v["error"]["fresh_region"].as_str() {
-                out = out.header(FRESH_REGION_HEADER, fresh);
-            }
-        }
-    }
-    with_route(out.body(Body::from(body)).expect("valid response"), region, route)
+    let fresh_region = (status == StatusCode::SERVICE_UNAVAILABLE)
+        .then(|| serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        .filter(|v| v["error"]["code"] == "reads_halted")
+        .and_then(|v| v["error"]["fresh_region"].as_str().map(str::to_owned));
+    let response = with_route(out.body(Body::from(body)).expect("valid response"), region, route);
+    Exchange::Answered { response, fresh_region }
 }
 
 /// Say who served a routed response, and by which route.
