@@ -3,8 +3,11 @@
 //! `X-Tandem-Client-Region` pass through; `X-Tandem-Failover` marks a write
 //! sent away from home), bounded by `router.upstream_timeout` and
 //! `UPSTREAM_BODY_MAX_BYTES`, and the answer relayed with `X-Tandem-Region`
-//! and `X-Tandem-Route`. Failed exchanges count towards marking the region
-//! down, and a `misdirected_write` answer forgets the subject's cached home.
+//! and `X-Tandem-Route`. How it ended is typed (`Exchange`), so that the
+//! walk of the decision can tell a refused connection (the region never saw
+//! the request) from everything else. An unreachable region counts towards
+//! being marked down, and a `misdirected_write` answer forgets the subject's
+//! cached home.
 
 use axum::body::Body;
 use axum::http::request::Parts;
