@@ -14,6 +14,11 @@
 //! - everything else goes to the nearest healthy region to the caller;
 //! - a region that cannot write (its store is full) is healthy for reads but
 //!   not for writes: writes go elsewhere by the same rules.
+//!
+//! So a request needs its subject's home region (`needs_home`) exactly when
+//! its type has subjects and it is either personal or a pinned write; for any
+//! other request the router does not look the home up, and the decision is
+//! the same whatever the home would have been.
 
 use tandem_config::{EntityConfig, WritePolicy};
 
@@ -79,21 +84,32 @@ pub struct Request<'a> {
     pub home_region: Option<&'a str>,
 }
 
+/// Whether routing a request of this kind on this type needs the subject's
+/// home region: personal records stay in the home's jurisdiction, and pinned
+/// writes go to the home itself.
+pub fn needs_home(kind: Kind, entity: &EntityConfig) -> bool {
+    entity.subjects && (entity.personal || pinned_write(kind, entity))
+}
+
+/// A write of a type whose writes are pinned to the subject's home region.
+fn pinned_write(kind: Kind, entity: &EntityConfig) -> bool {
+    kind == Kind::Write && entity.writes == WritePolicy::HomeRegion
+}
+
 /// Decide where a request goes. `regions` holds every region of the deployment.
 pub fn decide(req: &Request<'_>, regions: &[RegionView]) -> Decision {
     let kind = req.kind;
     let Some(entity) = req.entity else { return nearest(regions, kind, None, None) };
-    let pinned_write = req.kind == Kind::Write && entity.writes == WritePolicy::HomeRegion;
-    let needs_home = entity.subjects && (entity.personal || pinned_write);
-    if !needs_home {
+    if !needs_home(kind, entity) {
         return nearest(regions, kind, None, None);
     }
+    let pinned = pinned_write(kind, entity);
     let Some(home) = req.home_region else { return Decision::UnknownSubject };
     let Some(home_view) = regions.iter().find(|r| r.name == home) else {
         return Decision::UnknownSubject;
     };
     let jurisdiction = home_view.jurisdiction.as_str();
-    if pinned_write {
+    if pinned {
         if home_view.available(kind) {
             return Decision::Send {
                 region: home.to_owned(),
@@ -121,7 +137,7 @@ pub fn decide(req: &Request<'_>, regions: &[RegionView]) -> Decision {
 
 /// The nearest available region, optionally inside one jurisdiction and
 /// excluding one region. Ties go to the smaller name, so decisions are stable.
-fn nearest(
+pub(crate) fn nearest(
     regions: &[RegionView],
     kind: Kind,
     jurisdiction: Option<&str>,
@@ -386,6 +402,52 @@ mod tests {
         );
     }
 
+    /// An entity of the example's shape with the given routing policy.
+    fn policy(subjects: bool, personal: bool, writes: WritePolicy) -> EntityConfig {
+        let mut e = Config::example().entity("profile").unwrap().clone();
+        (e.subjects, e.personal, e.writes) = (subjects, personal, writes);
+        e
+    }
+
+    #[test]
+    fn which_requests_need_the_home_region() {
+        use WritePolicy::{AnyRegion as Any, HomeRegion as Pinned};
+        // (subjects, personal, writes, kind, needs the home)
+        let cases = [
+            (true, true, Pinned, Kind::Write, true),
+            (true, true, Pinned, Kind::Read, true),
+            (true, true, Any, Kind::Write, true),
+            (true, true, Any, Kind::Read, true),
+            (true, false, Pinned, Kind::Write, true),
+            (true, false, Pinned, Kind::Read, false),
+            (true, false, Any, Kind::Write, false),
+            (true, false, Any, Kind::Read, false),
+            // Without subjects there is no home to look up, whatever the policy.
+            (false, true, Pinned, Kind::Write, false),
+            (false, true, Pinned, Kind::Read, false),
+            (false, true, Any, Kind::Write, false),
+            (false, true, Any, Kind::Read, false),
+            (false, false, Pinned, Kind::Write, false),
+            (false, false, Pinned, Kind::Read, false),
+            (false, false, Any, Kind::Write, false),
+            (false, false, Any, Kind::Read, false),
+        ];
+        for (subjects, personal, writes, kind, want) in cases {
+            let e = policy(subjects, personal, writes);
+            assert_eq!(
+                needs_home(kind, &e),
+                want,
+                "subjects={subjects} personal={personal} writes={writes:?} {kind:?}"
+            );
+        }
+        // The example's types, as the router sees them.
+        let c = Config::example();
+        let needs = |kind, n: &str| needs_home(kind, c.entity(n).unwrap());
+        assert!(needs(Kind::Write, "credential") && needs(Kind::Read, "credential"));
+        assert!(needs(Kind::Write, "settings") && !needs(Kind::Read, "settings"));
+        assert!(!needs(Kind::Write, "article") && !needs(Kind::Read, "likes"));
+    }
+
     proptest! {
         /// Whatever the health, drain state and caller: a record with a home
         /// region never leaves its jurisdiction, and a pinned write goes home
@@ -429,6 +491,33 @@ mod tests {
                     prop_assert!(!any_in_j, "refused although a permitted region was available");
                 }
                 Decision::UnknownSubject => prop_assert!(false, "home was given"),
+            }
+        }
+
+        /// The home lookup may be skipped exactly when `needs_home` says so: a
+        /// request that needs it is refused without it, and any other request
+        /// is decided the same whatever home is given.
+        #[test]
+        fn the_home_matters_only_when_needed(
+            caller in 0..3usize, home in 0..3usize,
+            subjects in any::<bool>(), personal in any::<bool>(), pinned in any::<bool>(),
+            up in proptest::collection::vec(any::<bool>(), 3), drained in proptest::collection::vec(any::<bool>(), 3),
+            write in any::<bool>(),
+        ) {
+            let c = Config::example();
+            let names: Vec<&str> = c.regions.iter().map(|r| r.name.as_str()).collect();
+            let down: Vec<&str> = names.iter().zip(&up).filter(|(_, u)| !**u).map(|(n, _)| *n).collect();
+            let dr: Vec<&str> = names.iter().zip(&drained).filter(|(_, d)| **d).map(|(n, _)| *n).collect();
+            let regions = view(names[caller], &down, &dr);
+            let writes = if pinned { WritePolicy::HomeRegion } else { WritePolicy::AnyRegion };
+            let e = policy(subjects, personal, writes);
+            let kind = if write { Kind::Write } else { Kind::Read };
+            let without = decide(&Request { kind, entity: Some(&e), home_region: None }, &regions);
+            let with = decide(&Request { kind, entity: Some(&e), home_region: Some(names[home]) }, &regions);
+            if needs_home(kind, &e) {
+                prop_assert_eq!(without, Decision::UnknownSubject);
+            } else {
+                prop_assert_eq!(without, with);
             }
         }
     }

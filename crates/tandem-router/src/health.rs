@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::RegionLabels;
-use crate::server::RouterState;
+use crate::state::RouterState;
 
 /// What the router knows of one region.
 #[derive(Debug)]

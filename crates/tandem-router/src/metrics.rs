@@ -14,6 +14,12 @@ pub struct RequestLabels {
     pub outcome: String,
 }
 
+impl RequestLabels {
+    pub fn new(region: &str, route: &str, outcome: &str) -> Self {
+        RequestLabels { region: region.into(), route: route.into(), outcome: outcome.into() }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegionLabels {
     pub region: String,
