@@ -88,7 +88,7 @@ pub async fn lookup_home(
 /// The regions asked, in turn: every region believed up, drained or not (a
 /// drained region still holds the registry), nearest first; ties go to the
 /// smaller name.
-fn lookup_order(regions: &[RegionView]) -> Vec<&RegionView> {
+pub fn lookup_order(regions: &[RegionView]) -> Vec<&RegionView> {
     let mut order: Vec<&RegionView> = regions.iter().filter(|r| r.up).collect();
     order.sort_by(|a, b| (a.distance_ms, &a.name).cmp(&(b.distance_ms, &b.name)));
     order

@@ -18,9 +18,10 @@ pub mod cache;
 mod data_plane;
 pub mod decide;
 mod errors;
+pub mod faults;
 pub mod fresh_read;
 pub mod health;
-mod home_lookup;
+pub mod home_lookup;
 pub mod metrics;
 mod operations;
 pub mod registration;
@@ -30,12 +31,7 @@ pub mod state;
 mod upstream;
 
 pub use startup::{run, RouterOptions};
-
-/// The caller's region (default: `router.default_region`); passed on upstream.
-pub const CLIENT_REGION_HEADER: &str = "x-tandem-client-region";
-/// On every routed response: the region that served it.
-pub const REGION_HEADER: &str = "x-tandem-region";
-/// On every routed response: `home`, `failover` or `nearest`.
-pub const ROUTE_HEADER: &str = "x-tandem-route";
-/// On a write sent away from its subject's home: that home region.
-pub const FAILOVER_HEADER: &str = "x-tandem-failover";
+/// The contract's header names, defined once with the rest of the protocol.
+pub use tandem_engine::protocol::{
+    CLIENT_REGION_HEADER, FAILOVER_HEADER, REGION_HEADER, ROUTE_HEADER,
+};

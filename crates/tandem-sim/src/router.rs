@@ -1,14 +1,17 @@
 //! The simulated router: its view of region health (probes every 200 ms; down
 //! after three failures in a row, up after one success; every region down
-//! after a restart until probed), its drain flags, and the walk of
-//! `server::route_and_forward`: look up the subject's home in the nearest
-//! region that answers, call the product's `decide`, and when the connection
-//! to the chosen region is refused, mark it down and decide once more.
+//! after a restart until probed), its drain flags, and the walk of the
+//! router's data plane over the product's own decisions: `needs_home`, the
+//! home lookup order, `decide` (with the simulation's `RouterFaults`), and
+//! `retry::after_refused` when the chosen region refuses the connection.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tandem_config::{Config, EntityConfig, WritePolicy};
-use tandem_router::decide::{self, Decision, Kind, RegionView, Route};
+use tandem_config::{Config, EntityConfig};
+use tandem_router::decide::{self, Decision, Kind, RegionView};
+use tandem_router::faults::{decide_with, RouterFaults};
+use tandem_router::home_lookup::lookup_order;
+use tandem_router::retry::{self, AfterRefused};
 
 use crate::history::RouteRecord;
 use crate::Mutation;
@@ -128,15 +131,11 @@ impl RouterSim {
             views.iter().filter(|v| v.up && !v.drained).map(|v| v.name.clone()).collect();
         let mut record =
             RouteRecord { region: None, route: "none", failover_for: None, home: None, available };
-        let pinned = kind == Kind::Write && entity.writes == WritePolicy::HomeRegion;
-        let needs_home = entity.subjects && (entity.personal || pinned);
         let mut home = None;
-        if needs_home && subject.is_some() {
+        if decide::needs_home(kind, entity) && subject.is_some() {
             // `lookup_home`: the nearest regions the router believes up, in turn.
-            let mut candidates: Vec<&RegionView> = views.iter().filter(|v| v.up).collect();
-            candidates.sort_by(|a, b| (a.distance_ms, &a.name).cmp(&(b.distance_ms, &b.name)));
             let mut unknown = false;
-            for c in candidates {
+            for c in lookup_order(&views) {
                 if !actually_up[&c.name] {
                     continue;
                 }
@@ -154,23 +153,13 @@ impl RouterSim {
         }
         record.home = home.clone();
         let request = decide::Request { kind, entity: Some(entity), home_region: home.as_deref() };
-        for attempt in 0..2 {
+        let faults = RouterFaults { route_anywhere: mutation == Mutation::RouteAnywhere };
+        let decided = |views: &[RegionView]| decide_with(&request, views, faults);
+        let mut decision = decided(&views);
+        let mut refused: Vec<String> = Vec::new();
+        loop {
             record.available =
                 views.iter().filter(|v| v.up && !v.drained).map(|v| v.name.clone()).collect();
-            let mut decision = decide::decide(&request, &views);
-            if mutation == Mutation::RouteAnywhere {
-                if let (Decision::NoRegionAvailable { .. }, Some(h)) = (&decision, &home) {
-                    // Deliberately broken: fail over to any region at all.
-                    let anywhere = decide::Request { kind, entity: None, home_region: None };
-                    if let Decision::Send { region, .. } = decide::decide(&anywhere, &views) {
-                        decision = Decision::Send {
-                            region,
-                            route: Route::Failover,
-                            failover_for: Some(h.clone()),
-                        };
-                    }
-                }
-            }
             match decision {
                 Decision::Send { region, route, failover_for } => {
                     record.region = Some(region.clone());
@@ -181,13 +170,22 @@ impl RouterSim {
                     }
                     // Connection refused: the request never reached it.
                     self.failure(&region);
-                    if attempt == 0 {
-                        if let Some(v) = views.iter_mut().find(|v| v.name == region) {
-                            v.up = false;
+                    refused.push(region);
+                    let names: Vec<&str> = refused.iter().map(String::as_str).collect();
+                    match retry::after_refused(&names, &views, decided) {
+                        AfterRefused::Retry { region, route, failover_for } => {
+                            for v in views.iter_mut().filter(|v| names.contains(&v.name.as_str())) {
+                                v.up = false;
+                            }
+                            decision = Decision::Send { region, route, failover_for };
                         }
-                        continue;
+                        AfterRefused::Relay => {
+                            return (
+                                Routed::Answer { status: 502, code: "upstream_unavailable" },
+                                record,
+                            )
+                        }
                     }
-                    return (Routed::Answer { status: 502, code: "upstream_unavailable" }, record);
                 }
                 Decision::NoRegionAvailable { .. } => {
                     record.region = None;
@@ -199,6 +197,5 @@ impl RouterSim {
                 }
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 }

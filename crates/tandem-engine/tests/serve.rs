@@ -1,0 +1,126 @@
+//! What a sender serves: its own changes on the direct stream (filtered,
+//! sealed, bounded), third regions' changes by forwarding.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::{put, Region};
+use tandem_engine::serve::ForwardAsk;
+use tandem_engine::{Faults, Path};
+use tandem_merge::Op;
+
+fn eu_with_personal_data() -> Region {
+    let west = Region::new("eu-west");
+    west.register("alice", "eu-west");
+    west.write("credential", "alice:pw", put("\"MARKER\"")).unwrap();
+    west.write("article", "a", put("1")).unwrap();
+    west
+}
+
+#[test]
+fn the_direct_stream_serves_own_changes_the_peer_may_hold() {
+    let west = eu_with_personal_data();
+    let log = west.log();
+    let to_us = west.engine.serve_direct("us-east", log.clone(), 0, 1 << 20);
+    let ids: Vec<&str> = to_us.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["alice", "a"], "the credential is withheld");
+    assert_eq!(to_us.next_seq, 3, "the batch covers what was skipped");
+    assert_eq!(to_us.withheld, BTreeMap::from([("credential".to_owned(), 1)]));
+    let to_eu = west.engine.serve_direct("eu-central", log, 0, 1 << 20);
+    assert_eq!(to_eu.entries.len(), 3);
+    assert!(to_eu.withheld.is_empty());
+}
+
+#[test]
+fn a_relayed_change_is_not_on_the_direct_stream() {
+    let us = Region::new("us-east");
+    us.write("article", "u", put("1")).unwrap();
+    let west = Region::new("eu-west");
+    west.apply("us-east", Path::Direct, us.log(), 1);
+    let served = west.engine.serve_direct("eu-central", west.log(), 0, 1 << 20);
+    assert!(served.entries.is_empty());
+    assert_eq!(served.next_seq, 1);
+}
+
+#[test]
+fn batches_are_bounded_in_bytes_but_always_carry_one_entry() {
+    let west = Region::new("eu-west");
+    for i in 0..10 {
+        west.write("article", &format!("a{i}"), put(&format!("\"{}\"", "x".repeat(500)))).unwrap();
+    }
+    let log = west.log();
+    let small = west.engine.serve_direct("eu-central", log.clone(), 0, 1);
+    assert_eq!((small.entries.len(), small.next_seq), (1, 1));
+    let some = west.engine.serve_direct("eu-central", log, 0, 2_000);
+    assert!(some.entries.len() > 1 && some.entries.len() < 10, "{}", some.entries.len());
+    assert_eq!(some.next_seq, some.entries.last().unwrap().seq);
+}
+
+#[test]
+fn a_declared_transfer_sends_a_sealed_copy_instead() {
+    let mut config = tandem_config::Config::example();
+    config.transfers.push(tandem_config::TransferConfig {
+        from: "EU".into(),
+        to: "US".into(),
+        legal_basis: "SCC".into(),
+        key_env: "K".into(),
+    });
+    let mut west = Region::with_config(config.clone(), "eu-west");
+    let (sealer, missing) =
+        tandem_engine::seal::Sealer::from_keys(&config, "EU", |_| Some("ab".repeat(32)));
+    assert!(missing.is_empty());
+    west.engine.sealer = sealer;
+    west.register("alice", "eu-west");
+    west.write("credential", "alice:pw", put("\"MARKER\"")).unwrap();
+    let served = west.engine.serve_direct("us-east", west.log(), 0, 1 << 20);
+    assert_eq!(served.entries.len(), 2);
+    let sealed = &served.entries[1];
+    assert_eq!(sealed.entity, tandem_engine::seal::SEALED_ENTITY);
+    assert!(!format!("{sealed:?}").contains("MARKER") && !sealed.id.contains("alice"));
+    assert!(served.withheld.is_empty(), "sent sealed, not withheld");
+}
+
+#[test]
+fn a_broken_filter_leaks_personal_data() {
+    let mut west = eu_with_personal_data();
+    west.engine.faults = Faults { skip_residency_when_serving: true, ..Faults::NONE };
+    let served = west.engine.serve_direct("us-east", west.log(), 0, 1 << 20);
+    assert!(served.entries.iter().any(|e| e.entity == "credential"));
+}
+
+#[test]
+fn forwarding_serves_third_regions_changes_the_peer_lacks_once_they_are_old_enough() {
+    let us = Region::new("us-east");
+    us.write("article", "u1", put("1")).unwrap();
+    us.write("article", "u2", put("2")).unwrap();
+    let central = Region::new("eu-central");
+    central.apply("us-east", Path::Direct, us.log(), 2);
+    central.write("likes", "own", Op::Incr(1)).unwrap();
+    let log = central.log();
+    let logged = log[0].logged_at_ms;
+    let have = BTreeMap::new();
+    let ask = |have, now_ms, limit| ForwardAsk { have, after: 0, limit, now_ms, delay_ms: 500 };
+    let young =
+        central.engine.serve_forward("eu-west", ask(&have, logged + 10, 10), log.clone(), 1 << 20);
+    assert!(young.entries.is_empty() && young.next_seq == 0, "wait for the direct path");
+    let old =
+        central.engine.serve_forward("eu-west", ask(&have, logged + 600, 10), log.clone(), 1 << 20);
+    let ids: Vec<&str> = old.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["u1", "u2"], "not the sender's own");
+    assert_eq!(old.next_seq, 3);
+    let limited =
+        central.engine.serve_forward("eu-west", ask(&have, logged + 600, 1), log.clone(), 1 << 20);
+    assert_eq!((limited.entries.len(), limited.next_seq), (1, 1));
+    let has_u1 = BTreeMap::from([("us-east".to_owned(), 1u64)]);
+    let rest = central.engine.serve_forward(
+        "eu-west",
+        ask(&has_u1, logged + 600, 10),
+        log.clone(),
+        1 << 20,
+    );
+    assert_eq!(rest.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["u2"]);
+    let to_origin =
+        central.engine.serve_forward("us-east", ask(&have, logged + 600, 10), log, 1 << 20);
+    assert!(to_origin.entries.is_empty(), "a region has its own changes");
+}
