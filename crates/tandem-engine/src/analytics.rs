@@ -78,6 +78,15 @@ mod tests {
     use tandem_merge::MergeKind;
 
     #[test]
+    fn keys_come_from_64_hex_digits_and_are_never_printed() {
+        let k = Pseudonymizer::from_hex(&"0f".repeat(32)).expect("a key");
+        assert_eq!(k.pseudonym("a"), Pseudonymizer::new([0x0f; 32]).pseudonym("a"));
+        assert!(Pseudonymizer::from_hex(&"0f".repeat(31)).is_none());
+        assert!(Pseudonymizer::from_hex("zz").is_none());
+        assert_eq!(format!("{k:?}"), "Pseudonymizer(<key>)");
+    }
+
+    #[test]
     fn projections_keep_only_declared_fields_under_a_stable_pseudonym() {
         let p = Pseudonymizer::new([3; 32]);
         let other = Pseudonymizer::new([4; 32]);

@@ -134,6 +134,14 @@ mod tests {
     }
 
     #[test]
+    fn sealed_copies_go_only_to_other_jurisdictions() {
+        let c = Config::example();
+        let sealed = entry(crate::seal::SEALED_ENTITY, "h", "eu-west", 1, 0);
+        assert_eq!(may_hold(&c, "us-east", &sealed), Ok(()));
+        assert_eq!(may_hold(&c, "eu-central", &sealed), Err(Withheld::Residency));
+    }
+
+    #[test]
     fn forwarding_skips_what_the_receiver_has_and_waits_for_the_direct_path() {
         let c = Config::example();
         let e = entry("article", "a", "us-east", 7, 1_000);

@@ -153,6 +153,25 @@ mod tests {
     }
 
     #[test]
+    fn a_link_going_down_says_why_and_percentiles_follow_the_samples() {
+        let mut l = LinkState::new(0, 0);
+        assert_eq!((l.percentile_ms(0.99), l.commit_to_apply_percentile_ms(0.5)), (0, 0));
+        l.on_frame(10, 1, 1);
+        l.on_down("refused".into());
+        assert!(!l.connected && !l.healthy(10, 1_000));
+        assert_eq!(l.last_error.as_deref(), Some("refused"));
+        for ms in [10, 20, 30, 40] {
+            l.record_sample("content", ms, 100);
+            l.record_commit_to_apply(ms * 2);
+        }
+        assert_eq!(l.percentile_ms(0.5), 20);
+        assert_eq!(l.percentile_ms(1.0), 40);
+        assert_eq!(l.commit_to_apply_percentile_ms(1.0), 80);
+        l.on_frame(20, 1, 1);
+        assert_eq!(l.last_error, None, "a frame clears the error");
+    }
+
+    #[test]
     fn silence_counts_as_down() {
         let mut l = LinkState::new(0, 0);
         l.on_frame(1_000, 5, 5);

@@ -93,3 +93,26 @@ pub struct Snapshot {
     pub log: Vec<LogEntry>,
     pub cursors: Vec<(String, PeerCursor)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_carry_their_format_tag_and_other_tags_are_refused() {
+        let bytes = encode(&7u64);
+        assert_eq!(bytes[0] as u64, FORMAT_VERSION);
+        assert_eq!(decode::<u64>("n", &bytes).unwrap(), 7);
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(matches!(
+            decode::<u64>("n", &other),
+            Err(StoreError::IncompatibleFormat { found: 9, expected: FORMAT_VERSION })
+        ));
+        assert!(matches!(decode::<u64>("n", &[]), Err(StoreError::Decode { .. })));
+        assert!(matches!(
+            decode::<u64>("n", &[FORMAT_VERSION as u8]),
+            Err(StoreError::Decode { .. })
+        ));
+    }
+}

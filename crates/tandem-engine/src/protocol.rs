@@ -77,3 +77,22 @@ impl Timings {
 pub fn frame_bytes_max(c: &tandem_config::ReplicationConfig) -> usize {
     c.batch_bytes_max.saturating_mul(2).max(1 << 20)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_and_bounds_follow_the_config() {
+        let mut c = tandem_config::ReplicationConfig::default();
+        let t = Timings::from_config(&c);
+        assert_eq!(t.idle_timeout(), Duration::from_millis(1_500));
+        assert_eq!(t.backoff_max, c.backoff_max);
+        c.batch_bytes_max = 4 << 20;
+        assert_eq!(frame_bytes_max(&c), 8 << 20);
+        c.batch_bytes_max = 1_000;
+        assert_eq!(frame_bytes_max(&c), 1 << 20, "at least 1 MiB");
+        assert_eq!(Path::Direct.cursor_key("eu-west"), "eu-west/direct");
+        assert_eq!(Path::Forward.cursor_key("eu-west"), "eu-west/forward");
+    }
+}

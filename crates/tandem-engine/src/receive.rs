@@ -96,6 +96,29 @@ mod tests {
     }
 
     #[test]
+    fn each_class_waited_as_long_as_its_oldest_change() {
+        let c = Config::example();
+        let mut entries = match batch(10, 2, &[1, 2]) {
+            Frame::Batch { entries, .. } => entries,
+            _ => unreachable!(),
+        };
+        entries[1].logged_at_ms = 4;
+        entries.push(LogEntry { entity: "nope".into(), ..entries[0].clone() });
+        // page_views is analytics; the unknown type has no class.
+        assert_eq!(classes_of(&c, &entries, 30), vec![("analytics".to_owned(), 26)]);
+        assert!(classes_of(&c, &[], 30).is_empty());
+    }
+
+    #[test]
+    fn forward_requests_carry_the_direct_cursors_and_the_own_mark_after_a_restore() {
+        let cursors = vec![("us-east".to_owned(), 4u64), ("eu-central".to_owned(), 9)];
+        let have = forward_have(cursors.clone(), "eu-west", None);
+        assert_eq!(have, BTreeMap::from([("us-east".into(), 4), ("eu-central".into(), 9)]));
+        let restored = forward_have(cursors, "eu-west", Some(3));
+        assert_eq!(restored.get("eu-west"), Some(&3));
+    }
+
+    #[test]
     fn queued_batches_merge_in_order_up_to_the_limit() {
         let frames = vec![
             batch(1, 2, &[1, 2]),
@@ -108,7 +131,8 @@ mod tests {
         let Frame::Batch { next_seq, entries, sender_now_ms, .. } = &out[0] else { panic!() };
         assert_eq!((*next_seq, *sender_now_ms), (7, 4));
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5, 6, 7]);
-        assert_eq!(coalesce(frames, 4).len(), 2, "bounded");
+        assert_eq!(coalesce(frames.clone(), 4).len(), 2, "bounded");
+        assert_eq!(coalesce(frames, 6).len(), 1, "exactly at the limit still merges");
         let hello = Frame::Hello { sender: "x".into(), sender_now_ms: 0, sender_last_seq: 0 };
         assert_eq!(coalesce(vec![hello.clone(), batch(1, 1, &[1])], 10).len(), 2);
     }

@@ -82,6 +82,14 @@ mod tests {
     }
 
     #[test]
+    fn a_type_with_subjects_that_is_neither_personal_nor_pinned_needs_no_home() {
+        let c = Config::example();
+        let mut cfg = c.entity("article").unwrap().clone();
+        cfg.subjects = true;
+        assert_eq!(check_write(&c, "us-east", "notes", &cfg, Some("zed"), None, None), Ok(()));
+    }
+
+    #[test]
     fn table() {
         use Result::Ok as Allowed;
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, Result<(), &'a str>);

@@ -64,10 +64,6 @@ impl Sealer {
         Sealer { keys: BTreeMap::from([(to.to_owned(), (key, legal_basis.to_owned()))]) }
     }
 
-    pub fn can_seal_for(&self, jurisdiction: &str) -> bool {
-        self.keys.contains_key(jurisdiction)
-    }
-
     /// The sealed copy of `entry` for a region of `jurisdiction`.
     pub fn seal(&self, entry: &LogEntry, jurisdiction: &str) -> Option<LogEntry> {
         let (key, basis) = self.keys.get(jurisdiction)?;
@@ -152,6 +148,45 @@ mod tests {
             id: "alice:pw".into(),
             state,
         }
+    }
+
+    #[test]
+    fn keys_are_taken_only_when_well_formed_and_never_printed() {
+        let mut c = tandem_config::Config::example();
+        for (to, env) in [("US", "K_US"), ("APAC", "K_APAC")] {
+            c.transfers.push(tandem_config::TransferConfig {
+                from: "EU".into(),
+                to: to.into(),
+                legal_basis: "SCC".into(),
+                key_env: env.into(),
+            });
+        }
+        let key = "ab".repeat(32);
+        let (s, missing) = Sealer::from_keys(&c, "EU", |var| match var {
+            "K_US" => Some(key.clone()),
+            _ => Some("not-hex".into()),
+        });
+        assert_eq!(missing, vec![("APAC".to_owned(), "K_APAC".to_owned())]);
+        assert!(s.seal(&entry("x", 1), "US").is_some());
+        let shown = format!("{s:?}");
+        assert!(shown.contains("US") && !shown.contains("abab"), "{shown}");
+        let (none, missing) = Sealer::from_keys(&c, "US", |_| Some(key.clone()));
+        assert!(
+            missing.is_empty() && none.seal(&entry("x", 1), "US").is_none(),
+            "no transfer out of US"
+        );
+        assert_eq!(parse_key(&"00".repeat(31)), None, "31 bytes");
+        assert_eq!(parse_key(&format!(" {} ", "01".repeat(32))), Some([1; 32]));
+    }
+
+    #[test]
+    fn sealed_ids_name_one_record_without_showing_it() {
+        let a = sealed_id("credential", "alice:pw");
+        assert_eq!(a, sealed_id("credential", "alice:pw"));
+        assert_ne!(a, sealed_id("credential", "alice:px"));
+        assert_ne!(a, sealed_id("credentiaL", "alice:pw"));
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("alice"));
     }
 
     #[test]

@@ -42,12 +42,6 @@ pub struct Effects {
     pub cursors: BTreeMap<String, PeerCursor>,
 }
 
-impl Effects {
-    pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.cursors.is_empty()
-    }
-}
-
 /// What a commit did: the sequence numbers of its puts are
 /// `first_seq .. first_seq + puts.len()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,11 +183,18 @@ impl<'s> BatchView<'s> {
         self.effects.cursors.insert(key.to_owned(), cursor);
     }
 
-    pub fn effects(&self) -> &Effects {
-        &self.effects
-    }
-
     pub fn into_effects(self) -> Effects {
         self.effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn puts_are_numbered_from_the_first_sequence_number() {
+        let c = Committed { first_seq: 7, durable_seq: 9 };
+        assert_eq!((c.seq_of(0), c.seq_of(2)), (7, 9));
     }
 }

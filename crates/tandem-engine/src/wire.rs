@@ -171,6 +171,25 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_inclusive() {
+        let msg = encode_message(&ForwardRequest { after: 1, have: BTreeMap::new(), limit: 5 });
+        assert!(decode_message::<ForwardRequest>(&msg, msg.len()).is_ok(), "exactly the limit");
+        assert!(decode_message::<ForwardRequest>(&msg, msg.len() - 1).is_err());
+        let frame =
+            encode_frame(&Frame::Heartbeat { sender_now_ms: 1, next_seq: 2, sender_last_seq: 3 });
+        let body_len = frame.len() - 4;
+        let mut d = FrameDecoder::new(body_len);
+        d.push(&frame[..frame.len() - 1]);
+        assert_eq!(d.next_frame(), Ok(None), "waits for the rest");
+        assert_eq!(d.buffered(), frame.len() - 1);
+        d.push(&frame[frame.len() - 1..]);
+        assert!(matches!(d.next_frame(), Ok(Some(Frame::Heartbeat { next_seq: 2, .. }))));
+        let mut tight = FrameDecoder::new(body_len - 1);
+        tight.push(&frame);
+        assert!(matches!(tight.next_frame(), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
     fn oversized_and_foreign_frames_are_refused() {
         let mut d = FrameDecoder::new(16);
         d.push(&(1_000_000u32).to_le_bytes());

@@ -124,3 +124,54 @@ fn forwarding_serves_third_regions_changes_the_peer_lacks_once_they_are_old_enou
         central.engine.serve_forward("us-east", ask(&have, logged + 600, 10), log, 1 << 20);
     assert!(to_origin.entries.is_empty(), "a region has its own changes");
 }
+
+#[test]
+fn an_empty_page_keeps_the_cursor_where_it_was() {
+    let west = Region::new("eu-west");
+    assert_eq!(west.engine.serve_direct("eu-central", Vec::new(), 41, 1 << 20).next_seq, 41);
+    let have = BTreeMap::new();
+    let ask = ForwardAsk { have: &have, after: 17, limit: 10, now_ms: 0, delay_ms: 0 };
+    assert_eq!(west.engine.serve_forward("eu-central", ask, Vec::new(), 1 << 20).next_seq, 17);
+}
+
+#[test]
+fn only_own_changes_count_as_withheld_and_only_they_are_sealed() {
+    let mut config = tandem_config::Config::example();
+    config.transfers.push(tandem_config::TransferConfig {
+        from: "EU".into(),
+        to: "US".into(),
+        legal_basis: "SCC".into(),
+        key_env: "K".into(),
+    });
+    let central = Region::with_config(config.clone(), "eu-central");
+    central.register("alice", "eu-west");
+    central.write_as("credential", "alice:pw", put("\"x\""), Some("eu-west")).unwrap();
+    let mut west = Region::with_config(config.clone(), "eu-west");
+    west.engine.sealer =
+        tandem_engine::seal::Sealer::from_keys(&config, "EU", |_| Some("ab".repeat(32))).0;
+    west.apply("eu-central", Path::Direct, central.log(), 2);
+    // Relayed personal data is neither sent, nor sealed, nor counted as withheld here.
+    let served = west.engine.serve_direct("us-east", west.log(), 0, 1 << 20);
+    assert!(served.entries.iter().all(|e| e.entity == "_subject"), "{:?}", served.entries);
+    assert!(served.withheld.is_empty());
+    // An own change the peer may hold goes in clear, even with a transfer declared.
+    west.write("article", "a", put("1")).unwrap();
+    let to_eu = west.engine.serve_direct("eu-central", west.log(), 0, 1 << 20);
+    assert!(to_eu.entries.iter().all(|e| e.entity != tandem_engine::seal::SEALED_ENTITY));
+}
+
+#[test]
+fn forward_batches_are_bounded_in_bytes_too() {
+    let us = Region::new("us-east");
+    for i in 0..6 {
+        us.write("article", &format!("u{i}"), put(&format!("\"{}\"", "y".repeat(400)))).unwrap();
+    }
+    let central = Region::new("eu-central");
+    central.apply("us-east", Path::Direct, us.log(), 6);
+    let have = BTreeMap::new();
+    let ask = ForwardAsk { have: &have, after: 0, limit: 100, now_ms: u64::MAX / 2, delay_ms: 0 };
+    let one = central.engine.serve_forward("eu-west", ask, central.log(), 1);
+    assert_eq!((one.entries.len(), one.next_seq), (1, 1), "always one entry");
+    let some = central.engine.serve_forward("eu-west", ask, central.log(), 1_500);
+    assert!(some.entries.len() > 1 && some.entries.len() < 6, "{}", some.entries.len());
+}
