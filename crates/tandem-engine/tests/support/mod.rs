@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)] // test helpers hand refusals back as they are
 //! One engine over the in-memory store, with a manual clock: plan a batch,
 //! commit it, look at what it did. Shared by the engine's tests.
 #![allow(dead_code)]
