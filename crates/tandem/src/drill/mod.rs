@@ -11,7 +11,8 @@
 //! (bad arguments, an unreachable deployment, a failed pre-drill check).
 //!
 //! Layout: `plan` (timings, the deployment's shape), `http`, `journal` (the
-//! clock and the record of every request), `workload`, `monitor` (polling the
+//! clock and the record of every request), `workload`, `probes` (the
+//! Time-to-Route probes), `monitor` (polling the
 //! deployment), `phases` (the drill's state and phases 1 to 5, with the
 //! checks of phase 1 in `precheck` and phase 6 in `postdrill`), `outcome`
 //! (the report and the files), and the pure parts: `measure` (TTD, TTR,
@@ -27,6 +28,7 @@ mod phases;
 mod plan;
 mod postdrill;
 mod precheck;
+mod probes;
 mod progress;
 mod report;
 mod svg;

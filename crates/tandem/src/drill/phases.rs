@@ -526,12 +526,16 @@ impl Drill {
     /// Probe the target's traffic every 100 ms until a surviving region
     /// serves it (Time-to-Route), at most until the end of the observation.
     pub(super) fn start_probes(&mut self) {
-        let specs =
-            workload::probe_specs(&self.topo, &self.ctx.subjects, &self.ctx.run, &self.s.target);
+        let specs = super::probes::probe_specs(
+            &self.topo,
+            &self.ctx.subjects,
+            &self.ctx.run,
+            &self.s.target,
+        );
         let t = &self.s.timings;
         let until = self.now() + (t.isolation + t.observation).as_secs_f64();
         self.probes =
-            Some(tokio::spawn(workload::probe_until_rerouted(self.ctx.clone(), specs, until)));
+            Some(tokio::spawn(super::probes::probe_until_rerouted(self.ctx.clone(), specs, until)));
     }
 
     // ---- 3. observation -------------------------------------------------------
