@@ -5,11 +5,14 @@
 //! surviving region), the max replication lag over time, and whether a
 //! conflict is explained by a routing switch of the drill (its two versions
 //! were written on either side of the drain, kill or restore, in different
-//! regions) rather than by a routing fault.
+//! regions) rather than by a routing fault; and whether a request was served,
+//! or refused, where the routing and residency rules allow.
 
 use serde::Serialize;
 
+use super::detail::describe_request;
 use super::journal::RequestRecord;
+use super::plan::Topology;
 
 /// How an answered request looks on the timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,6 +92,52 @@ pub fn time_to_route(records: &[RequestRecord], target: &str, t_iso: f64) -> Opt
                 ),
             )
         })
+}
+
+/// Whether a refusal of this request is what the rules require: its
+/// subject's jurisdiction has no region left once `target` is out.
+pub fn refusal_expected(topo: &Topology, target: &str, r: &RequestRecord) -> bool {
+    if r.error.as_deref() == Some("reads_halted") && !r.is_write() {
+        return true;
+    }
+    let Some(home) = r.home.as_deref() else { return false };
+    let Some(e) = topo.entity(&r.entity) else { return false };
+    let j = topo.jurisdiction_of(home);
+    e.routed_by_home(r.is_write())
+        && j == topo.jurisdiction_of(target)
+        && topo.jurisdiction_peers(target).is_empty()
+}
+
+/// Whether a served request was served where the rules allow.
+pub fn permitted(topo: &Topology, r: &RequestRecord) -> bool {
+    let Some(region) = r.region.as_deref() else { return true };
+    let Some(e) = topo.entity(&r.entity) else { return true };
+    let Some(home) = r.home.as_deref() else { return true };
+    let same_j = topo.jurisdiction_of(region) == topo.jurisdiction_of(home);
+    if e.personal && !same_j {
+        return false;
+    }
+    if r.is_write() && e.pinned {
+        return region == home || (r.route.as_deref() == Some("failover") && same_j);
+    }
+    true
+}
+
+/// Acknowledged writes served where they must not be, and refusals that
+/// say the router sent a write to the wrong region.
+pub fn landing_violations(topo: &Topology, records: &[&RequestRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.is_write())
+        .filter(|r| {
+            (r.ok() && !permitted(topo, r))
+                || matches!(
+                    r.error.as_deref(),
+                    Some("residency_violation") | Some("misdirected_write")
+                )
+        })
+        .map(|r| describe_request(r))
+        .collect()
 }
 
 /// One link as a region reported it in `/v1/status`.
@@ -430,5 +479,61 @@ pub(crate) mod tests {
         });
         let c = ConflictSeen::from_json("eu-west", &v).unwrap();
         assert_eq!(c.remote, Side { origin: "eu-central".into(), wall_ms: 2 });
+    }
+
+    /// A write of `entity` for a subject homed in `home`, answered 200 by `region`.
+    fn write(entity: &str, home: &str, region: &str, route: &str) -> RequestRecord {
+        let mut r = rec(0.0, Some(home), home, Some(200), Some(region), Some(route));
+        r.entity = entity.into();
+        r.write = Some(crate::drill::journal::WriteOp::Incr { by: 1 });
+        r
+    }
+
+    #[test]
+    fn writes_land_where_the_rules_allow() {
+        let topo = Topology::from_config(&tandem_config::Config::example());
+        // Pinned and personal: at home, or failed over inside the jurisdiction.
+        assert!(permitted(&topo, &write("credential", "eu-west", "eu-west", "home")));
+        assert!(permitted(&topo, &write("credential", "eu-west", "eu-central", "failover")));
+        assert!(!permitted(&topo, &write("credential", "eu-west", "eu-central", "nearest")));
+        assert!(!permitted(&topo, &write("credential", "eu-west", "us-east", "failover")));
+        // Personal, roaming: anywhere in the jurisdiction, never outside it.
+        assert!(permitted(&topo, &write("cart", "eu-west", "eu-central", "nearest")));
+        assert!(!permitted(&topo, &write("cart", "eu-west", "us-east", "nearest")));
+        // Pinned, not personal: at home or failed over; reads anywhere.
+        assert!(!permitted(&topo, &write("settings", "us-east", "eu-west", "nearest")));
+        let mut read = write("settings", "us-east", "eu-west", "nearest");
+        read.write = None;
+        assert!(permitted(&topo, &read));
+
+        let bad = write("credential", "eu-west", "us-east", "failover");
+        let mut misdirected = write("credential", "eu-west", "eu-central", "home");
+        misdirected.status = Some(421);
+        misdirected.error = Some("misdirected_write".into());
+        let fine = write("credential", "eu-west", "eu-west", "home");
+        let found = landing_violations(&topo, &[&bad, &misdirected, &fine]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("by us-east (failover)"), "{found:?}");
+    }
+
+    #[test]
+    fn refusals_are_expected_only_when_the_jurisdiction_is_gone() {
+        let topo = Topology::from_config(&tandem_config::Config::example());
+        let mut refused = write("credential", "us-east", "us-east", "home");
+        refused.status = Some(503);
+        refused.region = None;
+        refused.error = Some("no_region_available".into());
+        // us-east is the only region of the US; eu-west has a peer in the EU.
+        assert!(refusal_expected(&topo, "us-east", &refused));
+        assert!(!refusal_expected(&topo, "eu-west", &refused));
+        let eu = RequestRecord { home: Some("eu-west".into()), ..refused.clone() };
+        assert!(!refusal_expected(&topo, "eu-west", &eu));
+        // Not routed by home: a caller's own region refusing is not the rules.
+        let likes = RequestRecord { entity: "likes".into(), ..refused.clone() };
+        assert!(!refusal_expected(&topo, "us-east", &likes));
+        // Reads of a lagging class may be halted anywhere.
+        let halted =
+            RequestRecord { write: None, error: Some("reads_halted".into()), ..eu.clone() };
+        assert!(refusal_expected(&topo, "eu-west", &halted));
     }
 }

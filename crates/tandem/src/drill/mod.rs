@@ -10,14 +10,23 @@
 //! Exit status: 0 the drill passed, 1 it found a problem, 2 it could not run
 //! (bad arguments, an unreachable deployment, a failed pre-drill check).
 //!
-//! Layout: `plan` (timings, the deployment's shape), `http`, `journal` (the
-//! clock and the record of every request), `workload`, `monitor` (polling the
-//! deployment), `phases` (the drill's state and phases 1 to 5, with the
-//! checks of phase 1 in `precheck` and phase 6 in `postdrill`), `outcome`
-//! (the report and the files), and the pure parts: `measure` (TTD, TTR,
-//! classes, conflicts), `verify` (read-back and residency), `report` and
-//! `svg`; `progress` is the live display.
+//! Layout: `script` runs the drill from start to end; `phases` holds the
+//! six phases, one file each (with the pre-drill's static checks in
+//! `phases/precheck`). What the phases borrow: `context` (the settings, the
+//! clock, the journal, the monitor and the logbook; the moments and results
+//! they hand on), `deployment` (the drill's own calls to the regions, the
+//! router and the control API), `target` (what was done to the target, to be
+//! undone), `traffic` (the workload, the Time-to-Route `probes` and the smoke
+//! writes, over `workload`'s requests). Beneath them: `plan` (timings, the
+//! deployment's shape), `http`, `journal` (the clock and the record of every
+//! request), `monitor` (polling the deployment), `progress` (the live
+//! display) and `outcome` (the report and the files). Pure: `measure` (TTD,
+//! TTR, classes, conflicts, the routing rules), `verify` (read-back and
+//! residency), `detail` (how checks quote what they saw), `report` and `svg`.
 
+mod context;
+mod deployment;
+mod detail;
 mod http;
 mod journal;
 mod measure;
@@ -25,11 +34,13 @@ mod monitor;
 mod outcome;
 mod phases;
 mod plan;
-mod postdrill;
-mod precheck;
+mod probes;
 mod progress;
 mod report;
+mod script;
 mod svg;
+mod target;
+mod traffic;
 mod verify;
 mod workload;
 
@@ -83,7 +94,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let code = rt.block_on(async {
         match setup(&args) {
-            Ok(settings) => phases::drill(settings).await,
+            Ok(settings) => script::drill(settings).await,
             Err(e) => {
                 eprintln!("tandem drill: cannot run: {e:#}");
                 EXIT_CANNOT_RUN
