@@ -116,6 +116,21 @@ proptest! {
         prop_assert_eq!(again, ab);
     }
 
+    /// A merge says it changed the state exactly when it did: the node stores
+    /// and logs a replicated change only when `changed`, so a `false` for a
+    /// change would drop it, and a `true` for none would log an echo.
+    #[test]
+    fn merge_reports_a_change_exactly_when_the_state_changed(
+        (kind, steps) in arb_kind().prop_flat_map(|k| (Just(k), arb_steps(k, 40)))
+    ) {
+        let ([a, b, c], _) = run(kind, &steps);
+        for (x, y) in [(&a, &b), (&b, &c), (&c, &a), (&a, &c)] {
+            let mut m = x.clone();
+            let outcome = m.merge(y).unwrap();
+            prop_assert_eq!(outcome.changed, &m != x, "{:?} into {:?}", y, x);
+        }
+    }
+
     #[test]
     fn replicas_converge_under_any_delivery_order_with_duplicates(
         (kind, steps) in arb_kind().prop_flat_map(|k| (Just(k), arb_steps(k, 60))),

@@ -64,6 +64,47 @@ async fn pause(node: &AppState, d: Duration) {
     }
 }
 
+/// Why a pull from a peer failed. Only `PeerIsolated` changes what happens
+/// next (the peer will rejoin: keep asking at the heartbeat rate); the rest
+/// back off and are shown in `/v1/status` as the link's last error.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("the peer is isolated")]
+    PeerIsolated,
+    #[error("{status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("no frame within the link timeout")]
+    Silent,
+    #[error("stream ended")]
+    Ended,
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("body: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Wire(#[from] tandem_engine::wire::WireError),
+    #[error("expected {expected}, the stream is from {sender}")]
+    WrongSender { expected: String, sender: String },
+    #[error("apply: {0}")]
+    Apply(String),
+}
+
+/// A peer's refusal, by its status and error code.
+fn refusal(status: hyper::StatusCode, body: &[u8]) -> PullError {
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+    if status == hyper::StatusCode::SERVICE_UNAVAILABLE && code.as_deref() == Some("isolated") {
+        return PullError::PeerIsolated;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    PullError::Refused { status: status.as_u16(), body: text }
+}
+
 async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
     let t = node.replication.timings.clone();
     let mut backoff = t.backoff_min;
@@ -79,8 +120,8 @@ async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
                 tracing::debug!(%peer, error = %e, "direct stream from peer failed");
                 // An isolated peer answers at once and will rejoin: keep asking
                 // at the heartbeat rate so catch-up starts right after rejoin.
-                let isolated_peer = e.contains("isolated");
-                node.replication.link(&peer).on_down(e);
+                let isolated_peer = matches!(e, PullError::PeerIsolated);
+                node.replication.link(&peer).on_down(e.to_string());
                 pause(&node, if isolated_peer { t.heartbeat } else { backoff }).await;
                 backoff =
                     if isolated_peer { t.backoff_min } else { (backoff * 2).min(t.backoff_max) };
@@ -102,7 +143,7 @@ fn request(node: &AppState, method: &str, url: &str, body: Bytes) -> hyper::Requ
         .expect("valid request")
 }
 
-async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<(), String> {
+async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<(), PullError> {
     let t = &node.replication.timings;
     let base = &node.replication.peer_urls[peer];
     let cursor = node.replication.link(peer).cursor;
@@ -113,12 +154,12 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
         client.request(request(node, "GET", &url, Bytes::new())),
     )
     .await
-    .map_err(|_| "timed out connecting".to_string())?
-    .map_err(|e| format!("connect: {e}"))?;
+    .map_err(|_| PullError::Timeout)?
+    .map_err(|e| PullError::Connect(e.to_string()))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+        return Err(refusal(status, &body));
     }
     let mut body = resp.into_body();
     let frame_max = frame_bytes_max(&node.config.replication);
@@ -140,9 +181,9 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
             _ = shutdown.changed() => continue,
         };
         let chunk = match next {
-            Err(_) => return Err("no frame within the link timeout".into()),
-            Ok(None) => return Err("stream ended".into()),
-            Ok(Some(Err(e))) => return Err(format!("stream: {e}")),
+            Err(_) => return Err(PullError::Silent),
+            Ok(None) => return Err(PullError::Ended),
+            Ok(Some(Err(e))) => return Err(PullError::Stream(e.to_string())),
             Ok(Some(Ok(f))) => f,
         };
         if node.replication.is_isolated() {
@@ -165,14 +206,14 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
             }
         }
         let mut frames = Vec::new();
-        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+        while let Some(frame) = decoder.next_frame()? {
             frames.push(frame);
         }
         for frame in coalesce(frames, node.config.replication.batch_max.saturating_mul(8)) {
             match frame {
                 Frame::Hello { sender, sender_last_seq, .. } => {
                     if sender != peer {
-                        return Err(format!("expected {peer}, the stream is from {sender}"));
+                        return Err(PullError::WrongSender { expected: peer.to_owned(), sender });
                     }
                     rtt_ms = sent.elapsed().as_millis() as u64;
                     let mut link = node.replication.link(peer);
@@ -197,7 +238,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                             next_seq,
                         })
                         .await
-                        .map_err(|e| format!("apply: {}", e.message))?;
+                        .map_err(|e| PullError::Apply(e.message))?;
                     persisted_at = Instant::now();
                     audit_refused(node, peer, &report);
                     let apply_ms = received.elapsed().as_millis() as u64;
@@ -225,7 +266,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                                 next_seq,
                             })
                             .await
-                            .map_err(|e| format!("apply: {}", e.message))?;
+                            .map_err(|e| PullError::Apply(e.message))?;
                         persisted_at = Instant::now();
                     }
                     node.replication.link(peer).on_frame(node.now_ms(), next_seq, sender_last_seq);
@@ -267,7 +308,7 @@ async fn forward_once(
     peer: &str,
     client: &HttpClient,
     after: u64,
-) -> Result<(u64, bool), String> {
+) -> Result<(u64, bool), PullError> {
     let cursors = node
         .replication
         .links
@@ -283,19 +324,16 @@ async fn forward_once(
         client.request(request(node, "POST", &url, body.into())),
     )
     .await
-    .map_err(|_| "timed out".to_string())?
-    .map_err(|e| format!("connect: {e}"))?;
+    .map_err(|_| PullError::Timeout)?
+    .map_err(|e| PullError::Connect(e.to_string()))?;
     let status = resp.status();
     let max = frame_bytes_max(&node.config.replication);
     let limited = http_body_util::Limited::new(resp.into_body(), max);
-    let bytes = limited.collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    let bytes = limited.collect().await.map_err(|e| PullError::Body(e.to_string()))?.to_bytes();
     if !status.is_success() {
-        return Err(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-        ));
+        return Err(refusal(status, &bytes));
     }
-    let resp: ForwardResponse = wire::decode_message(&bytes, max).map_err(|e| e.to_string())?;
+    let resp: ForwardResponse = wire::decode_message(&bytes, max)?;
     if node.replication.is_isolated() {
         return Ok((after, false));
     }
@@ -313,7 +351,7 @@ async fn forward_once(
             next_seq: resp.next_seq,
         })
         .await
-        .map_err(|e| format!("apply: {}", e.message))?;
+        .map_err(|e| PullError::Apply(e.message))?;
     audit_refused(node, peer, &report);
     node.replication.link(peer).forwarded_total += report.changed as u64;
     Ok((report.cursor.max(after), full))
