@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tandem_config::AnalyticsProjection;
 use tandem_merge::{Op, State};
@@ -37,7 +37,7 @@ impl Pseudonymizer {
     }
 
     fn mac(&self, domain: &str, input: &str) -> String {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key length");
         m.update(domain.as_bytes());
         m.update(&[0]);
         m.update(input.as_bytes());

@@ -67,7 +67,7 @@ impl Sealer {
     /// The sealed copy of `entry` for a region of `jurisdiction`.
     pub fn seal(&self, entry: &LogEntry, jurisdiction: &str) -> Option<LogEntry> {
         let (key, basis) = self.keys.get(jurisdiction)?;
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+        let cipher = ChaCha20Poly1305::new(&Key::from(*key));
         let plaintext = postcard::to_allocvec(&entry.state).expect("state encodes");
         let id = sealed_id(&entry.entity, &entry.id);
         let aad = format!("{}|{id}|{}", entry.origin, entry.origin_seq);
@@ -76,9 +76,9 @@ impl Sealer {
         h.update(aad.as_bytes());
         h.update(&plaintext);
         let digest = h.finalize();
-        let nonce = Nonce::from_slice(&digest[..12]);
+        let nonce = Nonce::try_from(&digest[..12]).expect("12 of 32 bytes");
         let ciphertext = cipher
-            .encrypt(nonce, Payload { msg: &plaintext, aad: aad.as_bytes() })
+            .encrypt(&nonce, Payload { msg: &plaintext, aad: aad.as_bytes() })
             .expect("encryption does not fail for in-memory buffers");
         let value = serde_json::json!({
             "legal_basis": basis,
@@ -119,13 +119,11 @@ fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
 /// Open a sealed copy (only a key holder can). For tests and recovery tools.
 pub fn open(key: &[u8; 32], value_json: &str) -> Option<State> {
     let v: serde_json::Value = serde_json::from_str(value_json).ok()?;
-    let nonce = hex::decode(v["nonce"].as_str()?).ok()?;
+    let nonce = Nonce::try_from(hex::decode(v["nonce"].as_str()?).ok()?.as_slice()).ok()?;
     let ct = hex::decode(v["ciphertext"].as_str()?).ok()?;
     let aad = v["aad"].as_str()?;
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let plain = cipher
-        .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: aad.as_bytes() })
-        .ok()?;
+    let cipher = ChaCha20Poly1305::new(&Key::from(*key));
+    let plain = cipher.decrypt(&nonce, Payload { msg: &ct, aad: aad.as_bytes() }).ok()?;
     postcard::from_bytes(&plain).ok()
 }
 

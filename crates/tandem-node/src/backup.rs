@@ -64,9 +64,9 @@ pub fn seal(
     out.extend_from_slice(&header);
     let aad = out.clone();
     let plain = tandem_store::encode(snapshot);
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let cipher = ChaCha20Poly1305::new(&Key::from(*key));
     let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+        .encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: &aad })
         .expect("in-memory encryption does not fail");
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
@@ -108,9 +108,9 @@ fn split(bytes: &[u8]) -> Result<Parts<'_>, BackupError> {
 /// Verify and decrypt a backup file. Nothing is trusted before the tag checks.
 pub fn open(bytes: &[u8], key: &[u8; 32]) -> Result<(BackupHeader, Snapshot), BackupError> {
     let (header, aad, nonce, ct) = split(bytes)?;
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let cipher = ChaCha20Poly1305::new(&Key::from(*key));
     let plain = cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+        .decrypt(&Nonce::try_from(nonce).expect("split cuts 12 bytes"), Payload { msg: ct, aad })
         .map_err(|_| BackupError::Integrity)?;
     let snapshot: Snapshot = tandem_store::decode("backup snapshot", &plain)
         .map_err(|e| BackupError::Contents(e.to_string()))?;

@@ -150,8 +150,7 @@ impl DiskGuard {
 fn write_zeros(path: &Path, len: u64) -> std::io::Result<()> {
     let f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
     let len = i64::try_from(len).map_err(std::io::Error::other)?;
-    use std::os::fd::AsRawFd;
-    nix::fcntl::posix_fallocate(f.as_raw_fd(), 0, len).map_err(std::io::Error::from)
+    nix::fcntl::posix_fallocate(&f, 0, len).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -186,8 +186,9 @@ fn the_checker_catches_failover_outside_the_jurisdiction() {
 /// when A and B cannot talk"). This test found that a region used to log a
 /// *merged* state under the origin of the change it merged, so a receiver that
 /// already had that origin's own change skipped it and the other changes
-/// folded into it stayed behind (seed 2051866668); a combined state is now
-/// logged as the merging region's own (`writer::apply_remote`).
+/// folded into it stayed behind (seed 2051866668 of the old SplitMix64
+/// generator); a combined state is now logged as the merging region's own
+/// (`writer::apply_remote`).
 #[test]
 fn partial_partitions_alone_never_stop_convergence() {
     let opts = Options { keep_connected_cuts: true, ..options() };

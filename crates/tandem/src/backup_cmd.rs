@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 #[derive(clap::Args, Debug)]
 pub struct BackupArgs {

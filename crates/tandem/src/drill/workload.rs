@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
+use rand::{Rng as _, RngExt, SeedableRng};
 use serde_json::{json, Value};
 use tandem_config::MergeKind;
 
@@ -39,33 +42,28 @@ pub const STEADY_RATE_PER_S: f64 = 5.0;
 /// Every n-th request of a mixed task is a read.
 pub const MIXED_READ_EVERY: u64 = 4;
 
-/// splitmix64: a small seeded generator, so a run's choices follow from its seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+/// The drill's seeded generator, so a run's choices follow from its seed:
+/// rand's `ChaCha8Rng`, a named generator whose stream for a seed rand keeps
+/// across releases (`StdRng` may change algorithm in any release).
+#[derive(Debug)]
+pub struct Rng(ChaCha8Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(ChaCha8Rng::seed_from_u64(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     pub fn below(&mut self, n: usize) -> usize {
         assert!(n > 0);
-        (self.next_u64() % n as u64) as usize
+        self.0.random_range(0..n)
     }
 
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
+        v.shuffle(&mut self.0);
     }
 }
 
@@ -365,13 +363,11 @@ pub struct Workload {
 impl Workload {
     pub fn start(ctx: Arc<Ctx>, plans: Vec<TaskPlan>, seed: u64) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
+        // Each task's seed is drawn from the run's generator.
+        let mut seeds = Rng::new(seed);
         let handles = plans
             .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let seed = seed.wrapping_add(0x1000 * (i as u64 + 1)).wrapping_mul(0x9e37_79b9);
-                tokio::spawn(task_loop(ctx.clone(), p, stop.clone(), seed))
-            })
+            .map(|p| tokio::spawn(task_loop(ctx.clone(), p, stop.clone(), seeds.next_u64())))
             .collect();
         Workload { stop, handles }
     }

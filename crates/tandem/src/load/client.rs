@@ -13,6 +13,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 use super::plan::Plan;
@@ -28,36 +30,22 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Longest response body quoted in a preflight error.
 const ERROR_BODY_QUOTED_MAX: usize = 512;
 
-/// xorshift64*: a tiny deterministic generator for picking keys. Each client
-/// task has its own, seeded from its index, so a run's key sequence per task
-/// is reproducible and tasks do not walk the same keys in lockstep.
-#[derive(Debug, Clone)]
-struct XorShift(u64);
+/// The generator that picks keys. Each client task has its own, seeded from
+/// its index, so a run's key sequence per task is reproducible and tasks do
+/// not walk the same keys in lockstep. rand's `ChaCha8Rng`: a named generator
+/// whose stream for a seed rand keeps across releases.
+#[derive(Debug)]
+struct KeyRng(ChaCha8Rng);
 
-impl XorShift {
-    fn for_task(task: usize) -> XorShift {
-        // splitmix64 of the task index: well-spread seeds, never zero (a zero
-        // state would make xorshift return zero forever).
-        let mut z = (task as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        XorShift(if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z })
+impl KeyRng {
+    fn for_task(task: usize) -> KeyRng {
+        KeyRng(ChaCha8Rng::seed_from_u64(task as u64))
     }
 
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A key in `0..keys` (the modulo bias is irrelevant for spreading load).
+    /// A key in `0..keys`.
     fn key(&mut self, keys: u64) -> u64 {
         assert!(keys > 0, "keys must be positive");
-        self.next_u64() % keys
+        self.0.random_range(0..keys)
     }
 }
 
@@ -93,7 +81,7 @@ pub(super) async fn client_loop(
     measure_from: Instant,
     deadline: Instant,
 ) -> Tally {
-    let mut rng = XorShift::for_task(task);
+    let mut rng = KeyRng::for_task(task);
     let mut tally = Tally::new();
     let request_timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
@@ -160,12 +148,11 @@ pub(super) async fn preflight(client: &HttpClient, plan: &Plan) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::plan::CLIENTS_MAX;
 
     #[test]
     fn keys_are_deterministic_in_range_and_differ_per_task() {
         let take = |task: usize| -> Vec<u64> {
-            let mut rng = XorShift::for_task(task);
+            let mut rng = KeyRng::for_task(task);
             (0..1000).map(|_| rng.key(100)).collect()
         };
         assert_eq!(take(0), take(0));
@@ -176,8 +163,5 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert!(seen.len() > 90, "only {} distinct keys", seen.len());
-        for task in 0..CLIENTS_MAX {
-            assert_ne!(XorShift::for_task(task).0, 0);
-        }
     }
 }

@@ -6,16 +6,16 @@
 //! deployment keeps its secrets.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tandem_config::Config;
 
-/// 32 random bytes from the OS, as hex.
+/// 32 random bytes from the OS (rand's `SysRng`, i.e. getrandom), as hex.
 pub fn random_token() -> anyhow::Result<String> {
+    use rand::TryRng;
     let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    rand::rngs::SysRng.try_fill_bytes(&mut b)?;
     Ok(hex::encode(b))
 }
 
