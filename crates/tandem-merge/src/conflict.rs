@@ -53,6 +53,29 @@ impl Resolution {
     }
 }
 
+/// Every (type, resolution) a conflict of a record of `kind` can be reported
+/// as (counters never conflict). Metrics are declared with these at zero, so
+/// an alert's rate sees the first conflict, and dashboards see the family.
+pub fn possible_conflicts(kind: crate::MergeKind) -> &'static [(ConflictType, Resolution)] {
+    use ConflictType as T;
+    use Resolution as R;
+    match kind {
+        crate::MergeKind::Lww => &[
+            (T::ConcurrentWrite, R::HlcWins),
+            (T::ConcurrentWrite, R::RegionTiebreak),
+            (T::UpdateDelete, R::HlcWins),
+            (T::UpdateDelete, R::RegionTiebreak),
+        ],
+        crate::MergeKind::LwwFields => &[
+            (T::ConcurrentFieldWrite, R::HlcWins),
+            (T::ConcurrentFieldWrite, R::RegionTiebreak),
+            (T::ConcurrentUpdate, R::FieldsMerged),
+        ],
+        crate::MergeKind::OrSet => &[(T::ConcurrentUpdate, R::AddWins)],
+        crate::MergeKind::GCounter | crate::MergeKind::PnCounter => &[],
+    }
+}
+
 /// Which version a conflict's resolution kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Winner {

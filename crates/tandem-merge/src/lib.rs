@@ -18,7 +18,9 @@ mod register;
 mod stamp;
 mod state;
 
-pub use conflict::{Conflict, ConflictSide, ConflictType, MergeOutcome, Resolution, Winner};
+pub use conflict::{
+    possible_conflicts, Conflict, ConflictSide, ConflictType, MergeOutcome, Resolution, Winner,
+};
 pub use counter::{CounterOverflow, GCounter, PnCounter};
 pub use kind::{MergeKind, UnknownMergeKind};
 pub use lww::Lww;

@@ -190,6 +190,8 @@ proptest! {
             prop_assert_eq!(c.local.value, a.value_json());
             prop_assert_eq!(c.remote.value, b.value_json());
             prop_assert_eq!(c.merged, local.value_json());
+            let pair = (c.conflict_type, c.resolution);
+            prop_assert!(tandem_merge::possible_conflicts(kind).contains(&pair), "{:?} on {}", pair, kind);
         }
     }
 

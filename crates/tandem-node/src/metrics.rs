@@ -73,8 +73,47 @@ pub struct Metrics {
     pub storage_full: Gauge,
 }
 
+/// The reasons `residency_denials_total` counts.
+pub const RESIDENCY_REASONS: [&str; 5] = [
+    "unknown_subject",
+    "write_outside_jurisdiction",
+    "misdirected_write",
+    "replication_withheld",
+    "replication_inbound",
+];
+
 impl Metrics {
-    pub fn new(region: &str) -> Metrics {
+    pub fn new(region: &str, config: &tandem_config::Config) -> Metrics {
+        let m = Self::empty(region);
+        m.declare(config);
+        m
+    }
+
+    /// Every series the contract names, at zero, for the config's entity
+    /// types and the reasons that exist: an alert's rate then sees the first
+    /// increment, and a dashboard sees every family before anything happened.
+    fn declare(&self, config: &tandem_config::Config) {
+        for (name, e) in &config.entities {
+            let _ = self.writes.get_or_create(&EntityLabels { entity_type: name.clone() });
+            for (t, r) in tandem_merge::possible_conflicts(e.merge) {
+                let _ = self.conflicts.get_or_create(&ConflictLabels {
+                    conflict_type: t.as_str().into(),
+                    resolution: r.as_str().into(),
+                    entity_type: name.clone(),
+                });
+            }
+            if e.conflicts == tandem_config::ConflictPolicy::Never {
+                let _ = self
+                    .invariant_violations
+                    .get_or_create(&EntityLabels { entity_type: name.clone() });
+            }
+        }
+        for reason in RESIDENCY_REASONS {
+            let _ = self.residency_denials.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
+    }
+
+    fn empty(region: &str) -> Metrics {
         let mut registry = Registry::with_labels(
             [(std::borrow::Cow::Borrowed("region"), std::borrow::Cow::Owned(region.to_owned()))]
                 .into_iter(),

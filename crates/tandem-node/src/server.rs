@@ -93,7 +93,7 @@ pub async fn run(
     };
     let time = Arc::new(SystemTime::with_skew_ms(opts.clock_skew_ms));
     let clock = Arc::new(HlcClock::new(time, opts.config.node.max_clock_offset_ms));
-    let metrics = Arc::new(Metrics::new(&opts.region));
+    let metrics = Arc::new(Metrics::new(&opts.region, &opts.config));
     let config = Arc::new(opts.config.clone());
     let conflicts = Arc::new(ConflictLog::new(opts.config.node.conflicts_kept));
     let durable_seq = Arc::new(watch::channel(store.durable_seq()?).0);
@@ -198,7 +198,7 @@ pub async fn run(
         idle_timeout: opts.config.node.idle_timeout,
         ..tandem_http::ServeLimits::default()
     };
-    tandem_http::serve(listener, app, limits, shutdown).await?;
+    tandem_http::serve(listener, app, limits, None, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing the last commits");
     for t in tasks {
         if tokio::time::timeout(std::time::Duration::from_secs(5), t).await.is_err() {

@@ -40,7 +40,28 @@ pub struct RouterMetrics {
 }
 
 impl RouterMetrics {
-    pub fn new() -> Self {
+    /// The router's metrics, with the series the contract names declared at
+    /// zero: every region's up gauge, and a failover counter for every pair
+    /// of regions of one jurisdiction (the only failovers there can be).
+    pub fn new(config: &tandem_config::Config) -> Self {
+        let m = Self::empty();
+        for from in &config.regions {
+            let _ = m.region_up.get_or_create(&RegionLabels { region: from.name.clone() });
+            for to in config
+                .regions
+                .iter()
+                .filter(|t| t.name != from.name && t.jurisdiction == from.jurisdiction)
+            {
+                let _ = m.failovers.get_or_create(&FailoverLabels {
+                    from: from.name.clone(),
+                    to: to.name.clone(),
+                });
+            }
+        }
+        m
+    }
+
+    fn empty() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let region_up = Family::<RegionLabels, Gauge>::default();
@@ -74,11 +95,5 @@ impl RouterMetrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("write to String");
         out
-    }
-}
-
-impl Default for RouterMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -79,7 +79,7 @@ pub async fn run(
         default_region,
         client,
         probe_client,
-        metrics: RouterMetrics::new(),
+        metrics: RouterMetrics::new(&config),
         admin_token: opts.admin_token,
     });
     let probes: Vec<_> = (0..state.regions.len())
@@ -98,7 +98,7 @@ pub async fn run(
         idle_timeout: config.router.idle_timeout,
         ..Default::default()
     };
-    tandem_http::serve(listener, routes(state), limits, shutdown).await?;
+    tandem_http::serve(listener, routes(state), limits, None, shutdown).await?;
     for p in probes {
         p.abort();
     }
