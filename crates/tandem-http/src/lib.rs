@@ -11,13 +11,21 @@
 //! - `body`: bounded body reads that drain (within limits) the rest of an
 //!   oversized body before answering 413, so clients that write their whole
 //!   body before reading still see the answer;
-//! - `error`: the error body itself; `auth`: constant-time secret checks.
+//! - `error`: the error body itself; `auth`: constant-time secret checks;
+//!   `api_keys`: the data plane's keys;
+//! - `tls`: TLS 1.3 configurations from the deployment's CA, reloadable;
+//!   `identity`: who a verified certificate says is calling; `client`: pooled
+//!   outbound clients that verify the server by the role they expect.
 
+pub mod api_keys;
 pub mod auth;
 pub mod body;
+pub mod client;
 mod conn;
 pub mod error;
+pub mod identity;
 pub mod serve;
+pub mod tls;
 
 pub use auth::{bearer, secret_matches};
 pub use body::{read_body, BodyError, DrainGate};

@@ -1,8 +1,10 @@
 //! The accept loop: at most `connections_max` connections are served at once
-//! (more wait in the kernel's accept backlog), each socket gets hyper's HTTP/1
+//! (more wait in the kernel's accept backlog), each socket gets its TLS
+//! handshake (when TLS is on; within the head timeout) and then hyper's HTTP/1
 //! connection under `ConnIo`, and every request passes the URI and header
-//! limits before the application sees it. On shutdown the listener closes,
-//! idle connections close, and in-flight requests finish.
+//! limits before the application sees it, carrying the connection's `Peer`
+//! (the client certificate's identity) in its extensions. On shutdown the
+//! listener closes, idle connections close, and in-flight requests finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,12 +20,15 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::conn::{AnswerGuard, ConnIo, ConnShared};
 use crate::error::{error_response, protocol_error};
+use crate::identity::{identity_of_certificate, Peer};
+use crate::tls::Tls;
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
@@ -57,11 +62,13 @@ impl Default for ServeLimits {
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then let in-flight
-/// requests finish.
+/// requests finish. With `tls`, every connection is TLS 1.3 (a plaintext
+/// client fails the handshake and is closed).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     assert!(limits.connections_max > 0, "a connection limit must be positive");
@@ -92,17 +99,55 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let shared = Arc::new(ConnShared::default());
-        let io = ConnIo::new(stream, shared.clone(), limits.head_timeout, limits.idle_timeout);
-        let service = Tracked { app: app.clone(), shared, limits: limits.clone() };
-        let conn = http.serve_connection(
-            TokioIo::new(io),
-            hyper_util::service::TowerToHyperService::new(service),
-        );
-        let conn = graceful.watch(conn);
+        let (app, limits, http, watcher) =
+            (app.clone(), limits.clone(), http.clone(), graceful.watcher());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let shared = Arc::new(ConnShared::default());
+            let result = match tls {
+                None => {
+                    let io = ConnIo::new(
+                        stream,
+                        shared.clone(),
+                        limits.head_timeout,
+                        limits.idle_timeout,
+                    );
+                    let service = Tracked { app, shared, limits, peer: Peer::default() };
+                    let conn =
+                        http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
+                    let stream =
+                        match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake did not finish in time");
+                                return;
+                            }
+                        };
+                    let peer = peer_of(&stream);
+                    let io = ConnIo::new(
+                        stream,
+                        shared.clone(),
+                        limits.head_timeout,
+                        limits.idle_timeout,
+                    );
+                    let service = Tracked { app, shared, limits, peer };
+                    let conn =
+                        http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -112,13 +157,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// The identity a TLS connection's client certificate proves.
+fn peer_of(stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Peer {
+    let (_, session) = stream.get_ref();
+    let (identity, serial) = match session.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => identity_of_certificate(cert),
+        None => (crate::identity::Identity::Anonymous, None),
+    };
+    Peer { identity, serial, tls: true }
+}
+
 /// The application, as one connection sees it: counts requests and answers
-/// for `ConnIo`, and refuses URIs and header sections over the limits.
+/// for `ConnIo`, refuses URIs and header sections over the limits, and hands
+/// every request the connection's `Peer`.
 #[derive(Clone)]
 struct Tracked {
     app: Router,
     shared: Arc<ConnShared>,
     limits: ServeLimits,
+    peer: Peer,
 }
 
 impl tower::Service<Request<Incoming>> for Tracked {
@@ -130,9 +187,10 @@ impl tower::Service<Request<Incoming>> for Tracked {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let guard = self.shared.request_started();
         let refused = over_limits(&req, &self.limits);
+        req.extensions_mut().insert(self.peer.clone());
         let app = self.app.clone();
         Box::pin(async move {
             let resp = match refused {

@@ -1,0 +1,123 @@
+//! Outbound HTTP: one pooled client per peer a process talks to, over TLS
+//! with the process's own certificate when TLS is on. A client verifies the
+//! server by the name of the role it expects (`identity::region_server_name`,
+//! `identity::ROUTER_SERVER_NAME`), whatever address it dials, so a latency
+//! proxy in between or a certificate of another region is caught at the
+//! handshake. `Clients` keeps them, and builds them again once the TLS
+//! configuration was reloaded, so connections made after a rotation use the
+//! new certificate.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+
+use crate::tls::Tls;
+
+/// A pooled HTTP client; TLS or plain by the URL's scheme.
+pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// How a client's connections are made and pooled.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// A client for the server named `server_name`: over TLS with `config`, or
+/// plain (`config` `None`, for `--insecure`).
+pub fn client<B>(
+    config: Option<&ClientConfig>,
+    server_name: &str,
+    limits: ClientLimits,
+) -> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(limits.connect_timeout));
+    http.enforce_http(false);
+    let connector = match config {
+        Some(c) => {
+            let name = ServerName::try_from(server_name.to_owned()).expect("a valid server name");
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(c.clone())
+                .https_only()
+                .with_server_name_resolver(FixedServerNameResolver::new(name))
+                .enable_http1()
+                .wrap_connector(http)
+        }
+        None => {
+            // Plain http URLs only (the TLS settings are never used).
+            let empty = ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("the provider supports the defaults")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(empty)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        }
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(limits.pool_idle_timeout)
+        .pool_max_idle_per_host(limits.pool_max_idle_per_host)
+        .build(connector)
+}
+
+/// The clients of one process, by server name, rebuilt after a TLS reload.
+pub struct Clients<B> {
+    tls: Option<Arc<Tls>>,
+    limits: ClientLimits,
+    built: Mutex<(Option<Arc<ClientConfig>>, BTreeMap<String, HttpClient<B>>)>,
+}
+
+impl<B> Clients<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    pub fn new(tls: Option<Arc<Tls>>, limits: ClientLimits) -> Self {
+        Clients { tls, limits, built: Mutex::new((None, BTreeMap::new())) }
+    }
+
+    /// Whether connections are TLS (`https://` URLs) or plain.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The client for the server named `server_name`.
+    pub fn get(&self, server_name: &str) -> HttpClient<B> {
+        let current = self.tls.as_ref().map(|t| t.client());
+        let mut built = self.built.lock().expect("clients lock");
+        let same = match (&built.0, &current) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            built.1.clear();
+            built.0 = current.clone();
+        }
+        built
+            .1
+            .entry(server_name.to_owned())
+            .or_insert_with(|| client(current.as_deref(), server_name, self.limits))
+            .clone()
+    }
+}
