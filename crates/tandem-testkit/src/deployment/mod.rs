@@ -1,0 +1,226 @@
+//! A whole deployment of the real binary, on free loopback ports with its
+//! own temporary directory, so that tests run in parallel. Two ways to run
+//! it: under `tandem up` (with the router or without; its control API cuts,
+//! heals and slows links and kills and starts processes), or as separate
+//! `tandem node` processes started by the kit, each reaching its peers
+//! through a link proxy of the kit that can be cut and healed like those of
+//! `tandem up` (for per-node flags). Either way a test sees one surface:
+//! region and router URLs, requests, faults ([`faults`]), data-plane helpers
+//! ([`data`]) and waits that explain what they saw when they time out
+//! ([`converge`]). [`Builder`] says how to start one.
+//!
+//! Dropping a deployment stops every process it started; when the test is
+//! failing, it first prints the tail of every process log.
+
+mod builder;
+pub mod converge;
+pub mod data;
+mod direct;
+pub mod faults;
+mod proxy;
+mod up;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+pub use builder::Builder;
+use tandem_config::Config;
+
+use crate::http::Client;
+use crate::process::Tandem;
+
+/// What a running deployment needs to know of how it was started.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub bin: Tandem,
+    pub admin_token: String,
+    pub replication_secret: Option<String>,
+    /// Environment of every process started (`None` removes a variable).
+    pub env: Vec<(String, Option<String>)>,
+    /// How long the deployment, or a restarted process, may take to be healthy.
+    pub start_timeout: Duration,
+    /// How long a stopped process may take to exit before it is SIGKILLed.
+    pub stop_timeout: Duration,
+    /// Default bound of the convergence waits.
+    pub converge_timeout: Duration,
+    /// Longest run of one `tandem` command ([`Deployment::cli`]).
+    pub cli_timeout: Duration,
+    /// Pause between two polls of a wait.
+    pub poll: Duration,
+    /// Lines of each process log printed when a test fails.
+    pub log_tail_lines: usize,
+}
+
+/// A running deployment.
+pub struct Deployment {
+    /// Removed (with the data) when the deployment is dropped.
+    _dir: tempfile::TempDir,
+    /// The canonical path of the directory (what the processes' command
+    /// lines name).
+    root: PathBuf,
+    config: Config,
+    config_path: PathBuf,
+    data_dir: PathBuf,
+    capture_dir: Option<PathBuf>,
+    regions: BTreeMap<String, String>,
+    router: Option<String>,
+    runner: Runner,
+    http: Client,
+    /// For the control API, whose `start` answers once the process is healthy.
+    control_http: Client,
+    settings: Settings,
+    /// Numbers the output files of CLI runs.
+    cli_runs: AtomicU32,
+    started: Instant,
+}
+
+pub(crate) enum Runner {
+    Up(up::UpRunner),
+    Direct(direct::DirectRunner),
+}
+
+impl Deployment {
+    /// `http://127.0.0.1:PORT` of a region.
+    pub fn url(&self, region: &str) -> &str {
+        self.regions.get(region).unwrap_or_else(|| panic!("no region `{region}`"))
+    }
+
+    /// `http://127.0.0.1:PORT` of the router.
+    pub fn router(&self) -> &str {
+        self.router.as_deref().expect("the deployment runs the router")
+    }
+
+    /// Region names and URLs.
+    pub fn regions(&self) -> &BTreeMap<String, String> {
+        &self.regions
+    }
+
+    /// The names of the regions, in config order.
+    pub fn region_names(&self) -> Vec<&str> {
+        self.config.regions.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The config file the deployment was started from.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// `<root>/data`; each region keeps its store under `<data_dir>/<region>`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A region's own data directory.
+    pub fn region_dir(&self, region: &str) -> PathBuf {
+        self.data_dir.join(region)
+    }
+
+    /// Where the link captures go (`<from>-<to>.bin`), when capturing.
+    pub fn capture_dir(&self) -> Option<&Path> {
+        self.capture_dir.as_deref()
+    }
+
+    /// The deployment's own directory (config, data, logs).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/backups/<j>` for jurisdiction `j` (lower case), when the
+    /// deployment was built with backup destinations.
+    pub fn backup_dir(&self, j: &str) -> PathBuf {
+        self.root.join("backups").join(j)
+    }
+
+    /// `file:///<root>/backups/<j>/`.
+    pub fn backup_url(&self, j: &str) -> String {
+        format!("file://{}/", self.backup_dir(j).display())
+    }
+
+    pub fn http(&self) -> &Client {
+        &self.http
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.settings.admin_token
+    }
+
+    /// The default bound of convergence waits.
+    pub fn converge_timeout(&self) -> Duration {
+        self.settings.converge_timeout
+    }
+
+    /// Milliseconds since the deployment was up.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The jurisdiction of a region.
+    pub fn jurisdiction_of(&self, region: &str) -> &str {
+        self.config.jurisdiction_of(region).unwrap_or_else(|| panic!("no region `{region}`"))
+    }
+
+    /// Poll `cond` at this deployment's pace until it holds or `timeout` passes.
+    pub fn wait_until(&self, timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+        crate::waits::poll_until(timeout, self.settings.poll, cond)
+    }
+
+    /// Poll `cond` until it holds; panics naming `what` after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) -> Duration {
+        crate::waits::wait_for(what, timeout, self.settings.poll, cond)
+    }
+
+    // ---- logs ---------------------------------------------------------------
+
+    fn log_paths(&self) -> Vec<PathBuf> {
+        match &self.runner {
+            Runner::Up(up) => vec![up.log.clone()],
+            Runner::Direct(direct) => direct.log_paths(),
+        }
+    }
+
+    /// The tail of every process log of this deployment.
+    pub fn logs(&self) -> String {
+        let n = self.settings.log_tail_lines;
+        self.log_paths().iter().map(|p| crate::process::log_tail(p, n)).collect()
+    }
+
+    /// Every process log, whole (`tandem up` prefixes each line with the
+    /// process, e.g. `[us-east]`).
+    pub fn log_text(&self) -> String {
+        self.log_paths().iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect()
+    }
+
+    // ---- stopping -----------------------------------------------------------
+
+    /// SIGTERM every process and wait until all have exited: afterwards the
+    /// data directories are complete and quiet. What does not exit within
+    /// the stop time-out is SIGKILLed, and so are the regions it leaves.
+    pub fn stop(&self) {
+        let clean = match &self.runner {
+            Runner::Up(up) => up.stop(self.settings.stop_timeout),
+            Runner::Direct(direct) => direct.stop(self.settings.stop_timeout),
+        };
+        if !clean {
+            eprintln!(
+                "the deployment did not stop within {:?}; SIGKILL",
+                self.settings.stop_timeout
+            );
+            crate::process::kill_orphans(&self.root);
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("deployment under {}\n{}", self.root.display(), self.logs());
+        }
+        self.stop();
+    }
+}
