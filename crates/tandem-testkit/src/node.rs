@@ -183,7 +183,12 @@ impl Node {
 
     /// The full answer to a GET (status, headers, body).
     pub fn answer(&self, path: &str) -> http::Answer {
-        self.http.call(Method::GET, &format!("{}{path}", self.url), None, &[])
+        self.call(Method::GET, path, None)
+    }
+
+    /// One request with an optional JSON body, answered in full.
+    pub fn call(&self, method: Method, path: &str, body: Option<&Value>) -> http::Answer {
+        self.http.call(method, &format!("{}{path}", self.url), body, &[])
     }
 
     /// The digest of all materialized state (`GET /v1/digest`).

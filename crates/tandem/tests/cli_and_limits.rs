@@ -3,25 +3,9 @@
 //! kind of bad config, and 0 for the example; a node whose write queue is full
 //! answers 503 `overloaded` at once instead of buffering without bound.
 
-mod common;
+use tandem_testkit::{config, node, Client, Method, Tandem};
 
-use std::process::Command;
-
-use common::Node;
-
-fn check(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("deployment.toml");
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
 #[test]
 fn config_check_names_the_problem_and_exits_non_zero() {
@@ -55,43 +39,36 @@ fn config_check_names_the_problem_and_exits_non_zero() {
         assert_eq!(code, 2, "a bad config must fail ({key}): {out}");
         assert!(out.contains(key), "the message must name {key:?}: {out}");
     }
-    let missing = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["config", "check", "/nonexistent/x.toml"])
-        .output()
-        .unwrap();
-    assert_ne!(missing.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.toml"));
+    let missing = TANDEM.run(&["config", "check", "/nonexistent/x.toml"]);
+    assert_ne!(missing.code, Some(0));
+    assert!(missing.stderr.contains("/nonexistent/x.toml"));
 }
 
 #[test]
 fn a_full_write_queue_answers_503_overloaded() {
     // One queued write at a time and one write per commit: concurrent clients
     // fill the queue while a commit waits for its fsync.
-    let config = common::example_config()
+    let config = config::example_text()
         .replace("write_queue_len = 4096", "write_queue_len = 1")
         .replace("commit_batch_max = 1024", "commit_batch_max = 1");
     assert!(
         config.contains("write_queue_len = 1\n") || config.contains("write_queue_len = 1 "),
         "edit applied"
     );
-    let node = Node::start(&config, "eu-west", &[]);
+    let node = TANDEM.node(&config, "eu-west", &[]);
     let url = node.url().to_owned();
     let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..32)
             .map(|t| {
                 let url = url.clone();
                 s.spawn(move || {
-                    let client = common::client();
+                    let client = Client::new(node::REQUEST_TIMEOUT);
                     let mut out = Vec::new();
                     for i in 0..20 {
-                        let resp = client
-                            .post(format!("{url}/v1/records/likes/k{t}-{i}/ops"))
-                            .body(r#"{"op":"incr","by":1}"#)
-                            .send()
-                            .unwrap();
-                        let status = resp.status().as_u16();
-                        let body: serde_json::Value = resp.json().unwrap_or_default();
-                        out.push((status, body["error"]["code"].as_str().unwrap_or("").to_owned()));
+                        let url = format!("{url}/v1/records/likes/k{t}-{i}/ops");
+                        let body = br#"{"op":"incr","by":1}"#.to_vec();
+                        let a = client.send(Method::POST, &url, Some(body));
+                        out.push((a.status, a.code().to_owned()));
                     }
                     out
                 })
@@ -114,4 +91,13 @@ fn a_full_write_queue_answers_503_overloaded() {
         }
     }
     assert_eq!(stored as usize, ok);
+}
+
+/// `tandem config check` of a config text: its exit code and output.
+fn check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deployment.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = TANDEM.run(&["config", "check", file.to_str().expect("a UTF-8 path")]);
+    (out.code.unwrap_or(-1), out.text())
 }

@@ -6,93 +6,13 @@
 //! same log position, same watched records). Each test runs its own node, so
 //! tests stay independent when cargo runs them in parallel.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{error_code, example_config, Node};
 use serde_json::{json, Value};
+use tandem_testkit::config::example_text;
+use tandem_testkit::{error_code, metrics, Node, Tandem};
 
-fn node() -> Node {
-    Node::start(example_config(), "eu-west", &[])
-}
-
-/// Assert a successful write and the shape of its answer.
-#[track_caller]
-fn ok_write(answer: (u16, Value)) -> Value {
-    let (status, body) = answer;
-    assert_eq!(status, 200, "write refused: {body}");
-    assert_eq!(body["region"], "eu-west", "{body}");
-    assert!(body["hlc"]["wall_ms"].as_u64().is_some(), "{body}");
-    assert!(body["version"]["eu-west"].as_u64().is_some(), "{body}");
-    body
-}
-
-/// Register `subject` with its home region before writing its records.
-fn register(node: &Node, subject: &str, home_region: &str) {
-    ok_write(node.put(&format!("/v1/subjects/{subject}"), &json!({"home_region": home_region})));
-}
-
-fn rec(entity: &str, id: &str) -> String {
-    format!("/v1/records/{entity}/{id}")
-}
-
-fn ops(entity: &str, id: &str) -> String {
-    format!("/v1/records/{entity}/{id}/ops")
-}
-
-/// What a refused request must not change: the digest of all state, the
-/// replication log position and the raw answers for some records.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    digest: String,
-    last_seq: u64,
-    records: Vec<(String, u16, Value)>,
-}
-
-fn snapshot(node: &Node, watched: &[&str]) -> Snapshot {
-    Snapshot {
-        digest: node.digest(),
-        last_seq: node.last_seq(),
-        records: watched
-            .iter()
-            .map(|p| {
-                let (s, b) = node.get(p);
-                ((*p).to_owned(), s, b)
-            })
-            .collect(),
-    }
-}
-
-/// Send a request that must be refused with `status` and `code`, and check that
-/// nothing observable changed.
-#[track_caller]
-fn refused(
-    node: &Node,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    status: u16,
-    code: &str,
-    watched: &[&str],
-) -> Value {
-    let before = snapshot(node, watched);
-    let (got, answer) = match body {
-        Some(b) => node.raw(method, path, b.to_vec()),
-        None => node.request(method, path, None),
-    };
-    let shown = String::from_utf8_lossy(body.unwrap_or_default());
-    let shown: String = shown.chars().take(120).collect();
-    assert_eq!(
-        (got, answer["error"]["code"].as_str()),
-        (status, Some(code)),
-        "{method} {path} with body {shown:?}: {answer}"
-    );
-    error_code(&answer);
-    let after = snapshot(node, watched);
-    assert_eq!(before, after, "{method} {path} with body {shown:?} was refused but changed state");
-    answer
-}
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
 #[test]
 fn lww_put_get_overwrite_delete() {
@@ -429,19 +349,6 @@ fn ops_plane_health_status_conflicts() {
     }
 }
 
-/// The value of the sample line `name{...labels...} VALUE` whose labels
-/// contain every `label` (e.g. `entity_type="article"`).
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (set, value) = rest.split_once("} ")?;
-        labels
-            .iter()
-            .all(|l| set.split(',').any(|p| p == *l))
-            .then(|| value.split_whitespace().next()?.parse().ok())?
-    })
-}
-
 #[test]
 fn metrics_count_writes_and_declare_contract_families() {
     let node = node();
@@ -457,36 +364,31 @@ fn metrics_count_writes_and_declare_contract_families() {
     let (status, _) = node.raw("PUT", &rec("article", "m0"), b"{".to_vec());
     assert_eq!(status, 400);
 
-    let res = common::client().get(format!("{}/metrics", node.url())).send().expect("GET /metrics");
-    assert_eq!(res.status().as_u16(), 200);
-    let ctype = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let res = node.answer("/metrics");
+    assert_eq!(res.status, 200);
+    let ctype = res.header("content-type").unwrap_or_default().to_owned();
     assert!(
         ctype.starts_with("application/openmetrics-text") || ctype.starts_with("text/plain"),
         "{ctype}"
     );
-    let text = res.text().expect("metrics text");
+    let text = res.body.as_str().expect("metrics text").to_owned();
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
 
     assert_eq!(
-        sample(&text, "replication_writes_total", &["entity_type=\"article\""]),
+        metrics::first(&text, "replication_writes_total", &[("entity_type", "article")]),
         Some(7.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "replication_writes_total", &["entity_type=\"likes\""]),
+        metrics::first(&text, "replication_writes_total", &[("entity_type", "likes")]),
         Some(4.0),
         "{text}"
     );
     assert_eq!(
-        sample(
+        metrics::first(
             &text,
             "replication_writes_total",
-            &["entity_type=\"article\"", "region=\"eu-west\""]
+            &[("entity_type", "article"), ("region", "eu-west")]
         ),
         Some(7.0),
         "every sample carries the region label: {text}"
@@ -506,9 +408,9 @@ fn metrics_count_writes_and_declare_contract_families() {
     }
     // The conflict-age histogram has the contract's buckets.
     for le in ["0.1", "1.0", "10.0", "60.0", "300.0", "3600.0", "+Inf"] {
-        let bucket = format!("le=\"{le}\"");
         assert!(
-            sample(&text, "replication_conflict_age_seconds_bucket", &[&bucket]).is_some(),
+            metrics::first(&text, "replication_conflict_age_seconds_bucket", &[("le", le)])
+                .is_some(),
             "no bucket {le}: {text}"
         );
     }
@@ -564,8 +466,8 @@ fn digest_tracks_materialized_state() {
 
 #[test]
 fn digest_is_equal_for_two_regions_given_the_same_writes() {
-    let a = Node::start(example_config(), "eu-west", &[]);
-    let b = Node::start(example_config(), "eu-central", &[]);
+    let a = TANDEM.node(example_text(), "eu-west", &[]);
+    let b = TANDEM.node(example_text(), "eu-central", &[]);
     for n in [&a, &b] {
         ok_write_any(n.put("/v1/subjects/al", &json!({"home_region": "eu-west"})));
         ok_write_any(n.put(&rec("article", "x"), &json!({"value": {"b": 1, "a": [2]}})));
@@ -576,11 +478,6 @@ fn digest_is_equal_for_two_regions_given_the_same_writes() {
     assert_eq!(a.digest(), b.digest());
     ok_write_any(b.post(&ops("likes", "x"), &json!({"op": "incr", "by": 1})));
     assert_ne!(a.digest(), b.digest());
-}
-
-#[track_caller]
-fn ok_write_any(answer: (u16, Value)) {
-    assert_eq!(answer.0, 200, "write refused: {}", answer.1);
 }
 
 #[test]
@@ -902,14 +799,6 @@ fn oversized_body_is_413() {
     );
 }
 
-/// `{"value":"xxx…"}` of exactly `len` bytes.
-fn put_body_of_len(len: usize) -> Vec<u8> {
-    let overhead = r#"{"value":""}"#.len();
-    let body = format!(r#"{{"value":"{}"}}"#, "x".repeat(len - overhead));
-    assert_eq!(body.len(), len);
-    body.into_bytes()
-}
-
 #[test]
 fn unknown_paths_and_methods_are_json_errors() {
     let node = node();
@@ -978,10 +867,101 @@ fn sigterm_exits_cleanly_and_keeps_acknowledged_writes() {
 /// `tandem config example` prints.
 #[test]
 fn config_example_is_the_built_in_deployment() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["config", "example"])
-        .output()
-        .expect("run tandem config example");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8(out.stdout).expect("UTF-8"), example_config());
+    let out = TANDEM.run(&["config", "example"]);
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout, example_text());
+}
+
+fn node() -> Node {
+    TANDEM.node(example_text(), "eu-west", &[])
+}
+
+/// Assert a successful write and the shape of its answer.
+#[track_caller]
+fn ok_write(answer: (u16, Value)) -> Value {
+    let (status, body) = answer;
+    assert_eq!(status, 200, "write refused: {body}");
+    assert_eq!(body["region"], "eu-west", "{body}");
+    assert!(body["hlc"]["wall_ms"].as_u64().is_some(), "{body}");
+    assert!(body["version"]["eu-west"].as_u64().is_some(), "{body}");
+    body
+}
+
+/// Register `subject` with its home region before writing its records.
+fn register(node: &Node, subject: &str, home_region: &str) {
+    ok_write(node.put(&format!("/v1/subjects/{subject}"), &json!({"home_region": home_region})));
+}
+
+fn rec(entity: &str, id: &str) -> String {
+    format!("/v1/records/{entity}/{id}")
+}
+
+fn ops(entity: &str, id: &str) -> String {
+    format!("/v1/records/{entity}/{id}/ops")
+}
+
+/// What a refused request must not change: the digest of all state, the
+/// replication log position and the raw answers for some records.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    digest: String,
+    last_seq: u64,
+    records: Vec<(String, u16, Value)>,
+}
+
+fn snapshot(node: &Node, watched: &[&str]) -> Snapshot {
+    Snapshot {
+        digest: node.digest(),
+        last_seq: node.last_seq(),
+        records: watched
+            .iter()
+            .map(|p| {
+                let (s, b) = node.get(p);
+                ((*p).to_owned(), s, b)
+            })
+            .collect(),
+    }
+}
+
+/// Send a request that must be refused with `status` and `code`, and check that
+/// nothing observable changed.
+#[track_caller]
+fn refused(
+    node: &Node,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    status: u16,
+    code: &str,
+    watched: &[&str],
+) -> Value {
+    let before = snapshot(node, watched);
+    let (got, answer) = match body {
+        Some(b) => node.raw(method, path, b.to_vec()),
+        None => node.request(method, path, None),
+    };
+    let shown = String::from_utf8_lossy(body.unwrap_or_default());
+    let shown: String = shown.chars().take(120).collect();
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{method} {path} with body {shown:?}: {answer}"
+    );
+    error_code(&answer);
+    let after = snapshot(node, watched);
+    assert_eq!(before, after, "{method} {path} with body {shown:?} was refused but changed state");
+    answer
+}
+
+#[track_caller]
+fn ok_write_any(answer: (u16, Value)) {
+    assert_eq!(answer.0, 200, "write refused: {}", answer.1);
+}
+
+/// `{"value":"xxx…"}` of exactly `len` bytes.
+fn put_body_of_len(len: usize) -> Vec<u8> {
+    let overhead = r#"{"value":""}"#.len();
+    let body = format!(r#"{{"value":"{}"}}"#, "x".repeat(len - overhead));
+    assert_eq!(body.len(), len);
+    body.into_bytes()
 }
