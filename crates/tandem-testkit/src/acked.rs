@@ -93,6 +93,15 @@ impl History {
         }
     }
 
+    /// The writes of one record only.
+    pub fn only(&self, key: &Key) -> History {
+        let mut h = History { records: BTreeMap::new(), next_op: self.next_op };
+        if let Some(r) = self.records.get(key) {
+            h.records.insert(key.clone(), r.clone());
+        }
+        h
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
         self.records.keys()
     }

@@ -10,6 +10,11 @@ use tandem_config::Config;
 
 use crate::ports::free_ports;
 
+/// The example deployment's regions.
+pub const ALL: [&str; 3] = ["eu-west", "eu-central", "us-east"];
+/// The example's regions of the EU jurisdiction.
+pub const EU: [&str; 2] = ["eu-west", "eu-central"];
+
 /// The built-in example deployment (the same text `tandem config example`
 /// prints).
 pub fn example_text() -> &'static str {

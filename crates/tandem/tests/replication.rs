@@ -11,88 +11,40 @@
 //! never reach a region outside their jurisdiction. Each test runs its own
 //! deployment (`support`), so the tests run in parallel.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{json, Value};
-use support::{metric, wait_until, Deployment, Options, ALL, CONVERGE_TIMEOUT, EU};
+use tandem_testkit::acked::{self, History, Key, Outcome, Write};
+use tandem_testkit::config::{ALL, EU};
+use tandem_testkit::{metrics, wait_until, Deployment, Method, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
+
+/// Bound of the convergence waits (they normally take well under a second).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The personal entity types of the example config.
 const PERSONAL: [&str; 4] = ["credential", "profile", "balance", "cart"];
+
 /// Its non-personal entity types.
 const SHARED: [&str; 5] = ["article", "likes", "page_views", "tags", "settings"];
-
-/// The `(wall_ms, logical)` of a write answer.
-fn hlc(ack: &Value) -> (u64, u64) {
-    (
-        ack["hlc"]["wall_ms"].as_u64().expect("wall_ms"),
-        ack["hlc"]["logical"].as_u64().expect("logical"),
-    )
-}
-
-/// Conflicts a region lists for one record.
-fn conflicts_of(d: &Deployment, region: &str, entity: &str, id: &str) -> Vec<Value> {
-    d.conflicts(region).into_iter().filter(|c| c["entity"] == entity && c["id"] == id).collect()
-}
-
-/// Wait until every one of `regions` has merged the writes of each of
-/// `writers` into a record (its version vector names them all): after that no
-/// region can count a conflict between those writes any more.
-fn wait_merged(d: &Deployment, regions: &[&str], entity: &str, id: &str, writers: &[&str]) {
-    let merged = |r: &&str| {
-        let (status, body) = d.get(r, &format!("/v1/records/{entity}/{id}"));
-        status == 200 && writers.iter().all(|w| body["version"][w].as_u64().is_some())
-    };
-    assert!(
-        wait_until(CONVERGE_TIMEOUT, || regions.iter().all(merged)),
-        "{entity}/{id} did not merge the writes of {writers:?}: {:?}",
-        regions.iter().map(|r| d.get(r, &format!("/v1/records/{entity}/{id}"))).collect::<Vec<_>>()
-    );
-}
-
-/// `replication_conflicts_total` of one entity type in a region.
-fn conflict_count(d: &Deployment, region: &str, entity: &str) -> f64 {
-    metric(&d.metrics(region), "replication_conflicts_total", &[("entity_type", entity)])
-}
-
-/// The largest `credentials` lag a region reports over its peers.
-fn credentials_lag(d: &Deployment, region: &str) -> f64 {
-    d.status(region)["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .map(|p| p["classes"]["credentials"]["lag_seconds"].as_f64().expect("lag_seconds"))
-        .fold(0.0, f64::max)
-}
-
-/// Sets a flag when dropped, so that a panicking test still stops its load
-/// threads (a scope waits for them).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn set_of<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
-    let sorted: BTreeSet<&String> = items.into_iter().collect();
-    json!(sorted)
-}
 
 #[test]
 fn converge_after_concurrent_writes_of_every_type() {
     let started = Instant::now();
     // eu-west's clock runs 5 s behind: its HLC lags every peer's by that much
     // (it refuses to jump to stamps further ahead than max_clock_offset_ms).
-    let d = Deployment::start(Options::direct_with_skew(&[("eu-west", -5000)]));
-    d.register_subject("alice", "eu-west");
-    d.register_subject("bob", "us-east");
+    let d = TANDEM
+        .deployment()
+        .prefix("tandem-repl-")
+        .separate_nodes()
+        .clock_skew("eu-west", -5000)
+        .start();
+    d.register("alice", "eu-west");
+    d.register("bob", "us-east");
 
     // Causality over clocks: a write made after seeing another wins, even with
     // a smaller timestamp, and is not a conflict.
@@ -143,8 +95,7 @@ fn converge_after_concurrent_writes_of_every_type() {
                     };
                     let url = format!("{}/v1/records/settings/alice:prefs", d.url(region));
                     let body = json!({"fields": {region: i, "theme": region}});
-                    let (status, resp) =
-                        d.call(Method::PATCH, &url, Some(&body), failover).expect("settings");
+                    let (status, resp) = d.call(Method::PATCH, &url, Some(&body), failover).pair();
                     if region == "us-east" {
                         assert_eq!(status, 421, "settings of an EU subject at us-east: {resp}");
                         assert_eq!(resp["error"]["code"], "misdirected_write", "{resp}");
@@ -164,7 +115,7 @@ fn converge_after_concurrent_writes_of_every_type() {
                         let url = format!("{}/v1/records/balance/alice:acct/ops", d.url(region));
                         let incr = json!({"op": "incr", "by": 5});
                         let (status, resp) =
-                            d.call(Method::POST, &url, Some(&incr), failover).expect("balance");
+                            d.call(Method::POST, &url, Some(&incr), failover).pair();
                         assert_eq!(status, 200, "balance at {region}: {resp}");
                     }
                 }
@@ -258,8 +209,8 @@ fn converge_after_concurrent_writes_of_every_type() {
 #[test]
 fn conflicts_are_counted_with_labels() {
     let started = Instant::now();
-    let d = Deployment::up();
-    d.register_subject("carol", "eu-west");
+    let d = up();
+    d.register("carol", "eu-west");
 
     // Nobody can exchange anything: the two writes are concurrent.
     d.cut("*", "*");
@@ -280,7 +231,7 @@ fn conflicts_are_counted_with_labels() {
         ["hlc_wins", "region_tiebreak"]
             .iter()
             .map(|resolution| {
-                metric(
+                metrics::sum(
                     &text,
                     "replication_conflicts_total",
                     &[
@@ -357,7 +308,7 @@ fn conflicts_are_counted_with_labels() {
             Some(&json!({"value": "hash-b"})),
             &[("x-tandem-failover", "eu-west")],
         )
-        .expect("PUT credential at eu-central");
+        .pair();
     assert_eq!(status, 200, "{resp}");
     d.heal("eu-west", "eu-central");
     d.heal("eu-central", "eu-west");
@@ -366,7 +317,7 @@ fn conflicts_are_counted_with_labels() {
     let violations = || {
         EU.iter()
             .map(|r| {
-                metric(
+                metrics::sum(
                     &d.metrics(r),
                     "replication_invariant_violations_total",
                     &[("entity_type", "credential")],
@@ -393,19 +344,10 @@ fn conflicts_are_counted_with_labels() {
     eprintln!("conflicts_are_counted_with_labels: {:?}", started.elapsed());
 }
 
-/// What one writer thread got acknowledged.
-#[derive(Debug, Default)]
-struct Acked {
-    likes: u64,
-    page_views: u64,
-    tags: Vec<String>,
-    last_article: Option<u64>,
-}
-
 #[test]
 fn isolated_region_catches_up_without_loss_or_duplication() {
     let started = Instant::now();
-    let d = Deployment::up();
+    let d = up();
     d.admin("us-east", "isolate");
     let stop = AtomicBool::new(false);
     let acked: Vec<Mutex<Acked>> = ALL.iter().map(|_| Mutex::new(Acked::default())).collect();
@@ -502,105 +444,10 @@ fn isolated_region_catches_up_without_loss_or_duplication() {
     );
 }
 
-/// Writes of one client, by what became of them: acknowledged, certainly not
-/// applied (the connection was refused), or unknown (no answer).
-#[derive(Debug, Default)]
-struct Ledger {
-    likes_acked: u64,
-    likes_unknown: u64,
-    tags_acked: Vec<String>,
-    tags_unknown: Vec<String>,
-    article_acked: Option<u64>,
-    article_attempted: Vec<u64>,
-    refused: u64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Fate {
-    Acked,
-    Refused,
-    Unknown,
-}
-
-fn fate(result: reqwest::Result<(u16, Value)>) -> Fate {
-    match result {
-        Ok((200, _)) => Fate::Acked,
-        Err(e) if e.is_connect() => Fate::Refused,
-        _ => Fate::Unknown,
-    }
-}
-
-/// Write to eu-west until `stop`, recording each write's fate in `ledger`.
-fn write_to_eu_west(d: &Deployment, key: &str, stop: &AtomicBool, ledger: &Mutex<Ledger>) {
-    let base = format!("{}/v1/records", d.url("eu-west"));
-    let mut i = 0u64;
-    while !stop.load(Ordering::SeqCst) {
-        let incr = json!({"op": "incr", "by": 1});
-        let f = fate(d.call(Method::POST, &format!("{base}/likes/{key}/ops"), Some(&incr), &[]));
-        let mut l = ledger.lock().unwrap();
-        match f {
-            Fate::Acked => l.likes_acked += 1,
-            Fate::Unknown => l.likes_unknown += 1,
-            Fate::Refused => l.refused += 1,
-        }
-        drop(l);
-        let element = format!("e{i}");
-        let add = json!({"op": "add", "elements": [element]});
-        let f = fate(d.call(Method::POST, &format!("{base}/tags/{key}/ops"), Some(&add), &[]));
-        let mut l = ledger.lock().unwrap();
-        match f {
-            Fate::Acked => l.tags_acked.push(element),
-            Fate::Unknown => l.tags_unknown.push(element),
-            Fate::Refused => l.refused += 1,
-        }
-        drop(l);
-        let put = json!({"value": i});
-        let f = fate(d.call(Method::PUT, &format!("{base}/article/{key}"), Some(&put), &[]));
-        let mut l = ledger.lock().unwrap();
-        match f {
-            Fate::Acked => {
-                l.article_acked = Some(i);
-                l.article_attempted.push(i);
-            }
-            Fate::Unknown => l.article_attempted.push(i),
-            Fate::Refused => l.refused += 1,
-        }
-        let refused = l.refused;
-        drop(l);
-        i += 1;
-        // Pace the load; back off a little while the region is down.
-        std::thread::sleep(Duration::from_millis(if refused > 0 { 20 } else { 5 }));
-    }
-}
-
-/// Run the eu-west writer while `fault` runs; answers its ledger.
-/// `fault` gets a function that waits for `n` more acknowledged increments,
-/// so that each fault lands mid-load however slow the machine is.
-fn with_load(d: &Deployment, key: &str, fault: impl FnOnce(&dyn Fn(u64))) -> Ledger {
-    let stop = AtomicBool::new(false);
-    let ledger = Mutex::new(Ledger::default());
-    std::thread::scope(|s| {
-        s.spawn(|| write_to_eu_west(d, key, &stop, &ledger));
-        let _stop = StopOnDrop(&stop);
-        let more_acked = |n: u64| {
-            let target = ledger.lock().unwrap().likes_acked + n;
-            let reached =
-                wait_until(CONVERGE_TIMEOUT, || ledger.lock().unwrap().likes_acked >= target);
-            assert!(
-                reached,
-                "eu-west acknowledged fewer than {n} writes: {:?}",
-                ledger.lock().unwrap()
-            );
-        };
-        fault(&more_acked);
-    });
-    ledger.into_inner().unwrap()
-}
-
 #[test]
 fn kill9_mid_replication_loses_nothing() {
     let started = Instant::now();
-    let d = Deployment::up();
+    let d = up();
 
     // The receiver dies mid-stream and comes back: it ends with exactly what
     // eu-west acknowledged, nothing lost, nothing applied twice.
@@ -611,14 +458,19 @@ fn kill9_mid_replication_loses_nothing() {
         d.start_region("us-east");
         more_acked(20);
     });
+    let (likes, tags, article) =
+        (Key::new("likes", "k9a"), Key::new("tags", "k9a"), Key::new("article", "k9a"));
+    let (receiver_likes, receiver_tags) =
+        (Tally::of(&receiver, &likes), Tally::of(&receiver, &tags));
     assert!(
-        receiver.likes_unknown == 0 && receiver.tags_unknown.is_empty() && receiver.refused == 0,
-        "eu-west failed writes while us-east was killed: {receiver:?}"
+        receiver_likes.unknown == 0 && receiver_tags.unknown == 0 && receiver.refused() == 0,
+        "eu-west failed writes while us-east was killed: {receiver_likes:?} {receiver_tags:?}"
     );
     let t = Instant::now();
-    d.wait_value(&ALL, "likes", "k9a", Some(&json!(receiver.likes_acked)), CONVERGE_TIMEOUT);
-    d.wait_value(&ALL, "tags", "k9a", Some(&set_of(&receiver.tags_acked)), CONVERGE_TIMEOUT);
-    d.wait_value(&ALL, "article", "k9a", Some(&json!(receiver.article_acked)), CONVERGE_TIMEOUT);
+    let receiver_article = Tally::of(&receiver, &article);
+    d.wait_value(&ALL, "likes", "k9a", Some(&json!(receiver_likes.acked)), CONVERGE_TIMEOUT);
+    d.wait_value(&ALL, "tags", "k9a", Some(&set_of(&receiver_tags.elements)), CONVERGE_TIMEOUT);
+    d.wait_value(&ALL, "article", "k9a", Some(&json!(receiver_article.last)), CONVERGE_TIMEOUT);
     let receiver_caught_up = t.elapsed();
 
     // The writer dies mid-load and comes back: every acknowledged write is
@@ -634,39 +486,33 @@ fn kill9_mid_replication_loses_nothing() {
     for entity in ["likes", "tags", "article"] {
         d.wait_converged(entity, &ALL, CONVERGE_TIMEOUT);
     }
-    let likes_ok = |r: &str| {
-        let v = d.value(r, "likes", "k9b").and_then(|v| v.as_u64()).unwrap_or(0);
-        v >= writer.likes_acked && v <= writer.likes_acked + writer.likes_unknown
-    };
+    let (likes, tags, article) =
+        (Key::new("likes", "k9b"), Key::new("tags", "k9b"), Key::new("article", "k9b"));
+    let writer_likes = Tally::of(&writer, &likes);
     assert!(
-        wait_until(CONVERGE_TIMEOUT, || ALL.iter().all(|r| likes_ok(r))),
+        wait_until(CONVERGE_TIMEOUT, || lost(&d, &writer, &likes).is_empty()),
         "likes/k9b outside [{}, {}]: {:?}",
-        writer.likes_acked,
-        writer.likes_acked + writer.likes_unknown,
-        ALL.map(|r| d.value(r, "likes", "k9b"))
+        writer_likes.acked,
+        writer_likes.acked + writer_likes.unknown,
+        lost(&d, &writer, &likes)
     );
-    let tags_ok = |r: &str| {
-        let Some(Value::Array(have)) = d.value(r, "tags", "k9b") else { return false };
-        let have: BTreeSet<&str> = have.iter().filter_map(Value::as_str).collect();
-        writer.tags_acked.iter().all(|e| have.contains(e.as_str()))
-            && have.iter().all(|e| {
-                writer.tags_acked.iter().any(|a| a == e)
-                    || writer.tags_unknown.iter().any(|u| u == e)
-            })
-    };
+    let writer_tags = Tally::of(&writer, &tags);
     assert!(
-        wait_until(CONVERGE_TIMEOUT, || ALL.iter().all(|r| tags_ok(r))),
-        "tags/k9b lost an acknowledged element or holds one never written: acked {:?}, unknown {:?}, have {:?}",
-        writer.tags_acked,
-        writer.tags_unknown,
-        ALL.map(|r| d.value(r, "tags", "k9b"))
+        wait_until(CONVERGE_TIMEOUT, || lost(&d, &writer, &tags).is_empty()),
+        "tags/k9b lost an acknowledged element or holds one never written: acked {:?}, unknown {}, {:?}",
+        writer_tags.elements,
+        writer_tags.unknown,
+        lost(&d, &writer, &tags)
     );
-    let last_acked = writer.article_acked.expect("an acknowledged article write");
+    let writer_article = Tally::of(&writer, &article);
+    let last_acked = writer_article.last.expect("an acknowledged article write");
     for region in ALL {
         let v = d.value(region, "article", "k9b").and_then(|v| v.as_u64()).expect("article/k9b");
+        let lost_here: Vec<_> =
+            lost(&d, &writer, &article).into_iter().filter(|l| l.region == region).collect();
         assert!(
-            v >= last_acked && writer.article_attempted.contains(&v),
-            "article/k9b at {region} is {v}; last acknowledged {last_acked}"
+            v >= last_acked && writer_article.attempted.contains(&v) && lost_here.is_empty(),
+            "article/k9b at {region} is {v}; last acknowledged {last_acked}: {lost_here:?}"
         );
     }
     for entity in ["likes", "tags", "article"] {
@@ -674,10 +520,10 @@ fn kill9_mid_replication_loses_nothing() {
     }
     eprintln!(
         "kill9_mid_replication: receiver kill: {} writes, caught up in {receiver_caught_up:?}; writer kill: {} acked, {} unknown, {} refused, converged in {:?}; total {:?}",
-        receiver.likes_acked,
-        writer.likes_acked,
-        writer.likes_unknown,
-        writer.refused,
+        receiver_likes.acked,
+        writer_likes.acked,
+        writer_likes.unknown,
+        writer.refused(),
         t.elapsed(),
         started.elapsed()
     );
@@ -686,8 +532,8 @@ fn kill9_mid_replication_loses_nothing() {
 #[test]
 fn partial_partition_converges_through_a_third_region() {
     let started = Instant::now();
-    let d = Deployment::up();
-    d.register_subject("dana", "eu-west");
+    let d = up();
+    d.register("dana", "eu-west");
     d.partition("eu-west", "us-east");
 
     d.put_record("eu-west", "article", "pp-west", json!("west"));
@@ -755,4 +601,173 @@ fn partial_partition_converges_through_a_third_region() {
         "partial_partition_converges_through_a_third_region: converged in {converged_in:?}; total {:?}",
         started.elapsed()
     );
+}
+
+/// The `(wall_ms, logical)` of a write answer.
+fn hlc(ack: &Value) -> (u64, u64) {
+    (
+        ack["hlc"]["wall_ms"].as_u64().expect("wall_ms"),
+        ack["hlc"]["logical"].as_u64().expect("logical"),
+    )
+}
+
+/// Conflicts a region lists for one record.
+fn conflicts_of(d: &Deployment, region: &str, entity: &str, id: &str) -> Vec<Value> {
+    d.conflicts(region).into_iter().filter(|c| c["entity"] == entity && c["id"] == id).collect()
+}
+
+/// Wait until every one of `regions` has merged the writes of each of
+/// `writers` into a record (its version vector names them all): after that no
+/// region can count a conflict between those writes any more.
+fn wait_merged(d: &Deployment, regions: &[&str], entity: &str, id: &str, writers: &[&str]) {
+    let merged = |r: &&str| {
+        let a = d.get(r, &format!("/v1/records/{entity}/{id}"));
+        a.status == 200 && writers.iter().all(|w| a.body["version"][w].as_u64().is_some())
+    };
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, || regions.iter().all(merged)),
+        "{entity}/{id} did not merge the writes of {writers:?}: {:?}",
+        regions
+            .iter()
+            .map(|r| d.get(r, &format!("/v1/records/{entity}/{id}")).to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// `replication_conflicts_total` of one entity type in a region.
+fn conflict_count(d: &Deployment, region: &str, entity: &str) -> f64 {
+    metrics::sum(&d.metrics(region), "replication_conflicts_total", &[("entity_type", entity)])
+}
+
+/// The largest `credentials` lag a region reports over its peers.
+fn credentials_lag(d: &Deployment, region: &str) -> f64 {
+    d.status(region)["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["classes"]["credentials"]["lag_seconds"].as_f64().expect("lag_seconds"))
+        .fold(0.0, f64::max)
+}
+
+/// Sets a flag when dropped, so that a panicking test still stops its load
+/// threads (a scope waits for them).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn set_of<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
+    let sorted: BTreeSet<&String> = items.into_iter().collect();
+    json!(sorted)
+}
+
+/// What one writer thread got acknowledged.
+#[derive(Debug, Default)]
+struct Acked {
+    likes: u64,
+    page_views: u64,
+    tags: Vec<String>,
+    last_article: Option<u64>,
+}
+
+/// Write to eu-west until `stop` (an increment, an element, a value, each
+/// answered before the next is sent), recording each write in `history`.
+fn write_to_eu_west(d: &Deployment, key: &str, stop: &AtomicBool, history: &Mutex<History>) {
+    let writes = |i: u64| {
+        [
+            ("likes", Write::Incr(1)),
+            ("tags", Write::Add(format!("e{i}"))),
+            ("article", Write::Put(json!(i))),
+        ]
+    };
+    let mut i = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        for (entity, w) in writes(i) {
+            let (method, path, body) = acked::request_of(entity, key, Some(&w));
+            let url = format!("{}{path}", d.url("eu-west"));
+            let outcome = acked::outcome_of(&d.try_call(method, &url, body.as_ref(), &[]));
+            let shape = acked::shape_of(d.config(), entity);
+            history.lock().unwrap().record(Key::new(entity, key), shape, w, outcome);
+        }
+        let refused = history.lock().unwrap().refused();
+        i += 1;
+        // Pace the load; back off a little while the region is down.
+        std::thread::sleep(Duration::from_millis(if refused > 0 { 20 } else { 5 }));
+    }
+}
+
+/// Run the eu-west writer while `fault` runs; answers its history.
+/// `fault` gets a function that waits for `n` more acknowledged increments,
+/// so that each fault lands mid-load however slow the machine is.
+fn with_load(d: &Deployment, key: &str, fault: impl FnOnce(&dyn Fn(u64))) -> History {
+    let stop = AtomicBool::new(false);
+    let history = Mutex::new(History::new());
+    let likes = Key::new("likes", key);
+    std::thread::scope(|s| {
+        s.spawn(|| write_to_eu_west(d, key, &stop, &history));
+        let _stop = StopOnDrop(&stop);
+        let more_acked = |n: u64| {
+            let target = Tally::of(&history.lock().unwrap(), &likes).acked + n;
+            let reached = wait_until(CONVERGE_TIMEOUT, || {
+                Tally::of(&history.lock().unwrap(), &likes).acked >= target
+            });
+            assert!(
+                reached,
+                "eu-west acknowledged fewer than {n} writes: {:?}",
+                Tally::of(&history.lock().unwrap(), &likes)
+            );
+        };
+        fault(&more_acked);
+    });
+    history.into_inner().unwrap()
+}
+
+/// The example deployment under `tandem up`, without the router.
+fn up() -> Deployment {
+    TANDEM.deployment().prefix("tandem-repl-").without_router().start()
+}
+
+/// What the history says of one record written by one client: acknowledged
+/// increments, elements and the last acknowledged value; writes of unknown
+/// outcome; every value that was attempted and may have landed.
+#[derive(Debug, Default)]
+struct Tally {
+    acked: u64,
+    unknown: u64,
+    elements: Vec<String>,
+    last: Option<u64>,
+    attempted: Vec<u64>,
+}
+
+impl Tally {
+    fn of(history: &History, key: &Key) -> Tally {
+        let mut t = Tally::default();
+        for w in history.writes(key) {
+            let acked = matches!(w.outcome, Outcome::Acked { .. });
+            let maybe = acked || w.outcome == Outcome::Unknown;
+            t.unknown += u64::from(w.outcome == Outcome::Unknown);
+            match &w.write {
+                Write::Incr(by) if acked => t.acked += by,
+                Write::Add(e) if acked => t.elements.push(e.clone()),
+                Write::Put(v) if maybe => {
+                    let v = v.as_u64().expect("a number");
+                    t.attempted.push(v);
+                    if acked {
+                        t.last = Some(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+/// What the kit's checker finds missing of one record's acknowledged writes,
+/// at every region.
+fn lost(d: &Deployment, history: &History, key: &Key) -> Vec<acked::Lost> {
+    d.check_acked(&history.only(key))
 }
