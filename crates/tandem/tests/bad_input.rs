@@ -8,200 +8,26 @@
 //! endpoints of one node in more depth; this file covers the rest of the
 //! surface and the same classes of input through the router.)
 
-mod router_support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use router_support::{wait_until, Deployment, Options, ADMIN_TOKEN, ALL, REPLICATION_SECRET};
 use serde_json::{json, Value};
 use tandem_engine::wire::{encode_message, ForwardRequest, WIRE_VERSION};
+use tandem_testkit::config::ALL;
+use tandem_testkit::{http, wait_until, Client, Deployment, Method, Tandem};
 
-/// One request and the answer it must get.
-struct Case {
-    what: String,
-    method: &'static str,
-    url: String,
-    headers: Vec<(&'static str, Vec<u8>)>,
-    body: Option<Vec<u8>>,
-    status: u16,
-    code: &'static str,
-}
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
-fn case(
-    what: &str,
-    method: &'static str,
-    url: String,
-    body: Option<&[u8]>,
-    status: u16,
-    code: &'static str,
-) -> Case {
-    Case {
-        what: what.to_owned(),
-        method,
-        url,
-        headers: Vec::new(),
-        body: body.map(<[u8]>::to_vec),
-        status,
-        code,
-    }
-}
+/// Admin token the deployments run with (`TANDEM_ADMIN_TOKEN`).
+const ADMIN_TOKEN: &str = "bad-input-test-admin-token";
 
-impl Case {
-    fn header(mut self, name: &'static str, value: impl AsRef<[u8]>) -> Case {
-        self.headers.push((name, value.as_ref().to_vec()));
-        self
-    }
-}
-
-/// Everything a refused request must leave as it was.
-#[derive(Debug, PartialEq)]
-struct Stored {
-    regions: Vec<(String, Value, u64, bool)>,
-    drained: Vec<(String, bool)>,
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-fn get_json(http: &reqwest::blocking::Client, url: &str) -> Value {
-    let r = http.get(url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert!(r.status().is_success(), "GET {url}: {}", r.status());
-    r.json().expect("JSON")
-}
-
-fn stored(d: &Deployment, http: &reqwest::blocking::Client) -> Stored {
-    let regions = ALL
-        .iter()
-        .map(|r| {
-            let digest = get_json(http, &format!("{}/v1/digest", d.url(r)));
-            let status = get_json(http, &format!("{}/v1/status", d.url(r)));
-            (
-                (*r).to_owned(),
-                json!({ "digest": digest["digest"], "records": digest["records"] }),
-                status["log"]["last_seq"].as_u64().expect("last_seq"),
-                status["isolated"] == true,
-            )
-        })
-        .collect();
-    let routes = get_json(http, &format!("{}/v1/routes", d.router()));
-    let drained = routes["regions"]
-        .as_array()
-        .expect("regions")
-        .iter()
-        .map(|r| (r["region"].as_str().unwrap_or("").to_owned(), r["drained"] == true))
-        .collect();
-    Stored { regions, drained }
-}
-
-/// Wait until replication of the set-up writes has settled (two equal
-/// snapshots in a row), so that later snapshots compare like with like.
-fn settled(d: &Deployment, http: &reqwest::blocking::Client) -> Stored {
-    let mut last = stored(d, http);
-    let ok = wait_until(Duration::from_secs(30), || {
-        std::thread::sleep(Duration::from_millis(600));
-        let now = stored(d, http);
-        let same = now == last;
-        last = now;
-        same
-    });
-    assert!(ok, "the deployment did not settle: {last:?}");
-    last
-}
-
-/// Send every case; each must get its status and code and change nothing.
-fn run_cases(d: &Deployment, cases: Vec<Case>) {
-    let http = client();
-    let before = settled(d, &http);
-    let mut wrong = Vec::new();
-    for c in &cases {
-        let method = reqwest::Method::from_bytes(c.method.as_bytes()).expect("method");
-        let mut req = http.request(method, &c.url);
-        for (k, v) in &c.headers {
-            req =
-                req.header(*k, reqwest::header::HeaderValue::from_bytes(v).expect("header value"));
-        }
-        if let Some(b) = &c.body {
-            req = req.body(b.clone());
-        }
-        let resp = req.send().unwrap_or_else(|e| panic!("{}: {e}", c.what));
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        let code = body["error"]["code"].as_str().unwrap_or("");
-        let has_message = body["error"]["message"].is_string();
-        if (status, code) != (c.status, c.code) || !has_message {
-            wrong.push(format!(
-                "{}: {} {} answered {status} {:?}, expected {} {}",
-                c.what,
-                c.method,
-                c.url,
-                &text[..text.len().min(300)],
-                c.status,
-                c.code
-            ));
-        }
-    }
-    let after = stored(d, &http);
-    assert!(
-        wrong.is_empty(),
-        "{} of {} cases answered wrongly:\n{}",
-        wrong.len(),
-        cases.len(),
-        wrong.join("\n")
-    );
-    assert_eq!(before, after, "a refused request changed what is stored");
-}
-
-/// Write a little of every type, so that a change would show in the digests.
-fn seed_data(d: &Deployment) {
-    d.register("anna", "eu-west");
-    d.register("bob", "us-east");
-    let http = client();
-    for (method, region, path, body) in [
-        ("PUT", "eu-west", "/v1/records/article/a1", json!({"value": {"t": 1}})),
-        ("PATCH", "eu-west", "/v1/records/profile/anna:main", json!({"fields": {"name": "A"}})),
-        ("PATCH", "us-east", "/v1/records/profile/bob:main", json!({"fields": {"name": "B"}})),
-        ("POST", "eu-central", "/v1/records/likes/l1/ops", json!({"op": "incr", "by": 3})),
-        ("POST", "us-east", "/v1/records/page_views/p1/ops", json!({"op": "incr", "by": 2})),
-        ("POST", "eu-west", "/v1/records/cart/anna:c/ops", json!({"op": "add", "elements": ["x"]})),
-        ("POST", "eu-west", "/v1/records/tags/t1/ops", json!({"op": "add", "elements": ["y"]})),
-        ("PUT", "eu-west", "/v1/records/credential/anna:pw", json!({"value": "h"})),
-        ("POST", "eu-west", "/v1/records/balance/anna:b/ops", json!({"op": "incr", "by": 9})),
-    ] {
-        let url = format!("{}{path}", d.url(region));
-        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let r = http.request(m, &url).json(&body).send().expect("seed write");
-        assert_eq!(r.status().as_u16(), 200, "{method} {url}: {}", r.text().unwrap_or_default());
-    }
-}
-
-/// The malformed, truncated, oversized and type-confused bodies every write
-/// endpoint gets, and the 400 they all earn.
-fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        ("empty", b"".to_vec()),
-        ("not JSON", b"hello".to_vec()),
-        ("truncated JSON", br#"{"value": {"a": [1, 2"#.to_vec()),
-        ("a JSON array", b"[1,2,3]".to_vec()),
-        ("a JSON string", br#""value""#.to_vec()),
-        ("null", b"null".to_vec()),
-        ("invalid UTF-8", b"{\"value\":\"\xc3\x28\"}".to_vec()),
-        ("NUL bytes", b"\0\0\0\0".to_vec()),
-        ("an unknown member", br#"{"value":1,"op":"incr","fields":{},"by":1,"x":2}"#.to_vec()),
-        ("nested too deep", format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes()),
-    ]
-}
+/// Shared replication secret (`TANDEM_REPLICATION_SECRET`).
+const REPLICATION_SECRET: &str = "bad-input-test-secret";
 
 #[test]
 fn node_refuses_bad_input_and_changes_nothing() {
-    let d = Deployment::start(Options::default());
+    let d = deployment();
     seed_data(&d);
     let n = d.url("eu-west").to_owned();
     let mut cases = Vec::new();
@@ -374,7 +200,7 @@ fn node_refuses_bad_input_and_changes_nothing() {
 
 #[test]
 fn admin_and_replication_calls_need_the_right_credentials() {
-    let d = Deployment::start(Options::default());
+    let d = deployment();
     seed_data(&d);
     let n = d.url("eu-west").to_owned();
     let good_admin = format!("Bearer {ADMIN_TOKEN}");
@@ -543,6 +369,7 @@ fn admin_and_replication_calls_need_the_right_credentials() {
     let http = client();
     let before = stored(&d, &http);
     let r = http
+        .inner()
         .post(format!("{n}/v1/replication/forward"))
         .header("authorization", &good_repl)
         .header("x-tandem-peer", "us-east")
@@ -555,7 +382,7 @@ fn admin_and_replication_calls_need_the_right_credentials() {
 
 #[test]
 fn router_refuses_bad_input_and_changes_nothing() {
-    let d = Deployment::start(Options::default());
+    let d = deployment();
     seed_data(&d);
     let r = d.router().to_owned();
     let mut cases = Vec::new();
@@ -668,41 +495,12 @@ fn router_refuses_bad_input_and_changes_nothing() {
     run_cases(&d, cases);
 }
 
-/// Send a request whose body ends before its `Content-Length` (the client
-/// half-closes), and check the answer and that nothing changed.
-fn truncated_on_the_wire(d: &Deployment, base: &str, path: &str, status: u16, code: &str) {
-    let http = client();
-    let before = stored(d, &http);
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-    let body = br#"{"value": "cut"#;
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len() + 100
-    );
-    s.write_all(head.as_bytes()).expect("write head");
-    s.write_all(body).expect("write body");
-    s.shutdown(std::net::Shutdown::Write).expect("half-close");
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    let status_line = text.lines().next().unwrap_or("");
-    let json_body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    let v: Value = serde_json::from_str(json_body.trim()).unwrap_or(Value::Null);
-    assert!(
-        status_line.contains(&format!(" {status} ")) && v["error"]["code"] == code,
-        "a truncated body at {base}{path} must answer {status} {code}, got: {text}"
-    );
-    assert_eq!(stored(d, &http), before, "a truncated request changed what is stored");
-}
-
 /// The router answers errors like a node (DESIGN.md: `{"error": {"code",
 /// "message"}}`): its own 405s, paths that are not valid UTF-8, ids without
 /// their subject (400, not 422) and bodies cut off on the wire (400, not 413).
 #[test]
 fn router_error_answers_follow_the_contract() {
-    let d = Deployment::start(Options::default());
+    let d = deployment();
     seed_data(&d);
     let r = d.router().to_owned();
     let mut cases = Vec::new();
@@ -732,4 +530,216 @@ fn router_error_answers_follow_the_contract() {
     ));
     run_cases(&d, cases);
     truncated_on_the_wire(&d, d.router(), "/v1/records/article/a1", 400, "bad_request");
+}
+
+/// One request and the answer it must get.
+struct Case {
+    what: String,
+    method: &'static str,
+    url: String,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    body: Option<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(
+    what: &str,
+    method: &'static str,
+    url: String,
+    body: Option<&[u8]>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        what: what.to_owned(),
+        method,
+        url,
+        headers: Vec::new(),
+        body: body.map(<[u8]>::to_vec),
+        status,
+        code,
+    }
+}
+
+impl Case {
+    fn header(mut self, name: &'static str, value: impl AsRef<[u8]>) -> Case {
+        self.headers.push((name, value.as_ref().to_vec()));
+        self
+    }
+}
+
+/// Everything a refused request must leave as it was.
+#[derive(Debug, PartialEq)]
+struct Stored {
+    regions: Vec<(String, Value, u64, bool)>,
+    drained: Vec<(String, bool)>,
+}
+
+fn client() -> Client {
+    Client::new(Duration::from_secs(15))
+}
+
+fn get_json(http: &Client, url: &str) -> Value {
+    let a = http.call(Method::GET, url, None, &[]);
+    assert!((200..300).contains(&a.status), "GET {url}: {a}");
+    a.body
+}
+
+/// The example deployment under `tandem up`, router included.
+fn deployment() -> Deployment {
+    TANDEM
+        .deployment()
+        .prefix("tandem-bad-")
+        .admin_token(ADMIN_TOKEN)
+        .replication_secret(Some(REPLICATION_SECRET))
+        .start()
+}
+
+fn stored(d: &Deployment, http: &Client) -> Stored {
+    let regions = ALL
+        .iter()
+        .map(|r| {
+            let digest = get_json(http, &format!("{}/v1/digest", d.url(r)));
+            let status = get_json(http, &format!("{}/v1/status", d.url(r)));
+            (
+                (*r).to_owned(),
+                json!({ "digest": digest["digest"], "records": digest["records"] }),
+                status["log"]["last_seq"].as_u64().expect("last_seq"),
+                status["isolated"] == true,
+            )
+        })
+        .collect();
+    let routes = get_json(http, &format!("{}/v1/routes", d.router()));
+    let drained = routes["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| (r["region"].as_str().unwrap_or("").to_owned(), r["drained"] == true))
+        .collect();
+    Stored { regions, drained }
+}
+
+/// Wait until replication of the set-up writes has settled (two equal
+/// snapshots in a row), so that later snapshots compare like with like.
+fn settled(d: &Deployment, http: &Client) -> Stored {
+    let mut last = stored(d, http);
+    let ok = wait_until(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(600));
+        let now = stored(d, http);
+        let same = now == last;
+        last = now;
+        same
+    });
+    assert!(ok, "the deployment did not settle: {last:?}");
+    last
+}
+
+/// Send every case; each must get its status and code and change nothing.
+fn run_cases(d: &Deployment, cases: Vec<Case>) {
+    let http = client();
+    let before = settled(d, &http);
+    let mut wrong = Vec::new();
+    for c in &cases {
+        let mut req = http.inner().request(http::method(c.method), &c.url);
+        for (k, v) in &c.headers {
+            req =
+                req.header(*k, reqwest::header::HeaderValue::from_bytes(v).expect("header value"));
+        }
+        if let Some(b) = &c.body {
+            req = req.body(b.clone());
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{}: {e}", c.what));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        let has_message = body["error"]["message"].is_string();
+        if (status, code) != (c.status, c.code) || !has_message {
+            wrong.push(format!(
+                "{}: {} {} answered {status} {:?}, expected {} {}",
+                c.what,
+                c.method,
+                c.url,
+                &text[..text.len().min(300)],
+                c.status,
+                c.code
+            ));
+        }
+    }
+    let after = stored(d, &http);
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases answered wrongly:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    assert_eq!(before, after, "a refused request changed what is stored");
+}
+
+/// Write a little of every type, so that a change would show in the digests.
+fn seed_data(d: &Deployment) {
+    d.register("anna", "eu-west");
+    d.register("bob", "us-east");
+    for (method, region, path, body) in [
+        ("PUT", "eu-west", "/v1/records/article/a1", json!({"value": {"t": 1}})),
+        ("PATCH", "eu-west", "/v1/records/profile/anna:main", json!({"fields": {"name": "A"}})),
+        ("PATCH", "us-east", "/v1/records/profile/bob:main", json!({"fields": {"name": "B"}})),
+        ("POST", "eu-central", "/v1/records/likes/l1/ops", json!({"op": "incr", "by": 3})),
+        ("POST", "us-east", "/v1/records/page_views/p1/ops", json!({"op": "incr", "by": 2})),
+        ("POST", "eu-west", "/v1/records/cart/anna:c/ops", json!({"op": "add", "elements": ["x"]})),
+        ("POST", "eu-west", "/v1/records/tags/t1/ops", json!({"op": "add", "elements": ["y"]})),
+        ("PUT", "eu-west", "/v1/records/credential/anna:pw", json!({"value": "h"})),
+        ("POST", "eu-west", "/v1/records/balance/anna:b/ops", json!({"op": "incr", "by": 9})),
+    ] {
+        let r = d.direct(http::method(method), region, path, Some(&body), &[]);
+        assert_eq!(r.status, 200, "{method} {path} at {region}: {r}");
+    }
+}
+
+/// The malformed, truncated, oversized and type-confused bodies every write
+/// endpoint gets, and the 400 they all earn.
+fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("empty", b"".to_vec()),
+        ("not JSON", b"hello".to_vec()),
+        ("truncated JSON", br#"{"value": {"a": [1, 2"#.to_vec()),
+        ("a JSON array", b"[1,2,3]".to_vec()),
+        ("a JSON string", br#""value""#.to_vec()),
+        ("null", b"null".to_vec()),
+        ("invalid UTF-8", b"{\"value\":\"\xc3\x28\"}".to_vec()),
+        ("NUL bytes", b"\0\0\0\0".to_vec()),
+        ("an unknown member", br#"{"value":1,"op":"incr","fields":{},"by":1,"x":2}"#.to_vec()),
+        ("nested too deep", format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes()),
+    ]
+}
+
+/// Send a request whose body ends before its `Content-Length` (the client
+/// half-closes), and check the answer and that nothing changed.
+fn truncated_on_the_wire(d: &Deployment, base: &str, path: &str, status: u16, code: &str) {
+    let http = client();
+    let before = stored(d, &http);
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let body = br#"{"value": "cut"#;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len() + 100
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or("");
+    let json_body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: Value = serde_json::from_str(json_body.trim()).unwrap_or(Value::Null);
+    assert!(
+        status_line.contains(&format!(" {status} ")) && v["error"]["code"] == code,
+        "a truncated body at {base}{path} must answer {status} {code}, got: {text}"
+    );
+    assert_eq!(stored(d, &http), before, "a truncated request changed what is stored");
 }

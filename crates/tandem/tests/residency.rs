@@ -10,64 +10,44 @@
 //! declared transfer basis moves personal data only as ciphertext, and that
 //! `tandem audit verify` catches a tampered audit log.
 
-mod router_support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use router_support::{
-    files_under, find_in_files, metric, wait_until, Deployment, Options, Resp, ALL, EU,
-};
 use serde_json::{json, Value};
+use tandem_testkit::config::{ALL, EU};
+use tandem_testkit::search::{files_under, find_in_files, unique_tag};
+use tandem_testkit::{metrics, wait_until, Answer, Builder, Deployment, Method, Output, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
+
+/// Bound of the replication waits (they normally take well under a second).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A dead region must be routed around within this time (the 2 s)...
 const ROUTE_AROUND_BUDGET: Duration = Duration::from_secs(2);
+
 /// ...plus this much for the test's own polling and a busy machine.
 const POLL_MARGIN: Duration = Duration::from_millis(500);
+
 /// Pause between two attempts while waiting for the router to notice a kill.
 const KILL_POLL: Duration = Duration::from_millis(20);
+
 /// Length of the mixed workload of the residency sweep.
 const WORKLOAD: Duration = Duration::from_secs(12);
+
 /// Writer threads of the mixed workload.
 const WORKERS: usize = 4;
+
 /// The transfer key of the sealed-transfer test (32 bytes as 64 hex digits).
 const TRANSFER_KEY: &str = "8f4e2a9c1b7d3e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7";
+
 const TRANSFER_KEY_ENV: &str = "TANDEM_TRANSFER_KEY_EU_US";
-
-/// A tag unique to one test run, so that markers never match anything else.
-fn run_tag() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
-}
-
-fn assert_routed(r: &Resp, status: u16, region: &str, route: &str, what: &str) {
-    assert_eq!(
-        (r.status, r.region.as_deref(), r.route.as_deref()),
-        (status, Some(region), Some(route)),
-        "{what}: {r}"
-    );
-}
-
-fn assert_error(r: &Resp, status: u16, code: &str, what: &str) {
-    assert_eq!((r.status, r.code()), (status, code), "{what}: {r}");
-}
-
-/// PUT an `lww` record through the router from a caller in `client`.
-fn put_routed(d: &Deployment, entity: &str, id: &str, value: &str, client: &str) -> Resp {
-    let path = format!("/v1/records/{entity}/{id}");
-    d.routed(Method::PUT, &path, Some(&json!({ "value": value })), client)
-}
 
 #[test]
 fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
-    let d = Deployment::start(Options::default());
+    let d = deployment().start();
     let subject = "anna";
     d.register(subject, "eu-west");
     let id = format!("{subject}:password");
@@ -77,7 +57,7 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     let r = write("v1");
     assert_routed(&r, 200, "eu-west", "home", "pinned write from the US");
     assert_eq!(r.body["region"], "eu-west", "{r}");
-    d.wait_value("eu-central", "credential", &id, &json!("v1"));
+    d.wait_value(&["eu-central"], "credential", &id, Some(&json!("v1")), CONVERGE_TIMEOUT);
 
     // Drain and restore are token-protected...
     assert_error(&d.router_admin("eu-west", "drain", None), 401, "unauthorized", "drain, no token");
@@ -89,7 +69,7 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     assert_eq!(d.route_of("eu-west")["drained"], true);
     let r = write("v2");
     assert_routed(&r, 200, "eu-central", "failover", "first write after draining eu-west");
-    d.wait_value("eu-west", "credential", &id, &json!("v2"));
+    d.wait_value(&["eu-west"], "credential", &id, Some(&json!("v2")), CONVERGE_TIMEOUT);
     d.restore("eu-west");
     let r = write("v3");
     assert_routed(&r, 200, "eu-west", "home", "first write after restoring eu-west");
@@ -99,7 +79,7 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     d.drain("eu-central");
     let r = write("v4-must-not-land");
     assert_error(&r, 503, "no_region_available", "pinned write with the EU drained");
-    assert_eq!(r.region, None, "a refused request names no serving region: {r}");
+    assert_eq!(r.region(), None, "a refused request names no serving region: {r}");
     let r = d.routed(Method::GET, &format!("/v1/records/credential/{id}"), None, "us-east");
     assert_error(&r, 503, "no_region_available", "personal read with the EU drained");
     let cart = format!("/v1/records/cart/{subject}:cart/ops");
@@ -117,16 +97,16 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     d.restore("eu-central");
     let r = write("v5");
     assert_routed(&r, 200, "eu-west", "home", "after restoring both");
-    d.wait_value("eu-central", "credential", &id, &json!("v5"));
+    d.wait_value(&["eu-central"], "credential", &id, Some(&json!("v5")), CONVERGE_TIMEOUT);
 
     let router_metrics = d.metrics_at(d.router());
     let failovers = [("from", "eu-west"), ("to", "eu-central")];
     assert!(
-        metric(&router_metrics, "router_failovers_total", &failovers) >= 1.0,
+        metrics::sum(&router_metrics, "router_failovers_total", &failovers) >= 1.0,
         "router_failovers_total does not count the failover:\n{router_metrics}"
     );
     let no_region = [("outcome", "no_region")];
-    assert!(metric(&router_metrics, "router_requests_total", &no_region) >= 3.0);
+    assert!(metrics::sum(&router_metrics, "router_requests_total", &no_region) >= 3.0);
 
     // A killed home region is routed around by the router on its own: with no
     // traffic at all, its probes find out, and the very next write fails over.
@@ -154,7 +134,7 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     let refused = loop {
         let r = write("eu-dead");
         *seen.entry(format!("{} {}", r.status, r.code())).or_default() += 1;
-        assert_ne!(r.region.as_deref(), Some("us-east"), "an EU write left the EU: {r}");
+        assert_ne!(r.region(), Some("us-east"), "an EU write left the EU: {r}");
         if r.status == 503 {
             assert_error(&r, 503, "no_region_available", "with the EU dead");
             break started.elapsed();
@@ -170,8 +150,8 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     // The gauge follows at the next probe.
     let gauges_down = || {
         let text = d.metrics_at(d.router());
-        EU.iter().all(|r| metric(&text, "router_region_up", &[("region", r)]) == 0.0)
-            && metric(&text, "router_region_up", &[("region", "us-east")]) == 1.0
+        EU.iter().all(|r| metrics::sum(&text, "router_region_up", &[("region", r)]) == 0.0)
+            && metrics::sum(&text, "router_region_up", &[("region", "us-east")]) == 1.0
     };
     assert!(
         wait_until(Duration::from_secs(2), gauges_down),
@@ -183,27 +163,27 @@ fn eu_writes_go_home_fail_over_inside_eu_and_never_reach_us() {
     // nothing of it ever reached us-east.
     d.start_region("eu-west");
     d.start_region("eu-central");
-    let home_again = || write("v6").region.as_deref() == Some("eu-west");
+    let home_again = || write("v6").region() == Some("eu-west");
     assert!(wait_until(Duration::from_secs(10), home_again), "{}", d.routes());
     let r = write("v7");
     assert_routed(&r, 200, "eu-west", "home", "after the EU came back");
-    d.wait_value("eu-central", "credential", &id, &json!("v7"));
+    d.wait_value(&["eu-central"], "credential", &id, Some(&json!("v7")), CONVERGE_TIMEOUT);
     assert_eq!(d.value("us-east", "credential", &id), None, "the EU record reached us-east");
     assert_eq!(d.digest("us-east", "credential").1, 0, "us-east holds credentials");
 }
 
 #[test]
 fn roaming_reads_and_writes_stay_in_the_jurisdiction() {
-    let d = Deployment::start(Options::default());
+    let d = deployment().start();
     d.register("bea", "eu-west");
     d.register("cem", "eu-central");
     d.register("dan", "us-east");
     let add = |item: &str| json!({"op": "add", "elements": [item]});
-    let in_eu = |r: &Resp, what: &str| {
+    let in_eu = |r: &Answer, what: &str| {
         assert_eq!(r.status, 200, "{what}: {r}");
-        let region = r.region.as_deref().unwrap_or("");
+        let region = r.region().unwrap_or("");
         assert!(EU.contains(&region), "{what} was served outside the EU: {r}");
-        assert!(matches!(r.route.as_deref(), Some("home" | "nearest")), "{what}: {r}");
+        assert!(matches!(r.route(), Some("home" | "nearest")), "{what}: {r}");
     };
 
     // An EU user roaming in the US adds to her cart (personal, any-region):
@@ -217,8 +197,8 @@ fn roaming_reads_and_writes_stay_in_the_jurisdiction() {
     // Homed at eu-central; from the US the nearest EU region is eu-west.
     let r = d.routed(Method::POST, "/v1/records/cart/cem:cart/ops", Some(&add("pen")), "us-east");
     in_eu(&r, "cem's cart write from the US");
-    assert_eq!(r.region.as_deref(), Some("eu-west"), "nearest EU region from us-east: {r}");
-    assert_eq!(r.route.as_deref(), Some("nearest"), "{r}");
+    assert_eq!(r.region(), Some("eu-west"), "nearest EU region from us-east: {r}");
+    assert_eq!(r.route(), Some("nearest"), "{r}");
     let r = d.routed(Method::GET, "/v1/records/cart/cem:cart", None, "us-east");
     in_eu(&r, "cem's cart read from the US");
     assert_eq!(r.body["value"], json!(["pen"]), "{r}");
@@ -231,9 +211,9 @@ fn roaming_reads_and_writes_stay_in_the_jurisdiction() {
     let both = json!(["book", "map"]);
     let converged = || {
         let r = d.routed(Method::GET, "/v1/records/cart/bea:cart", None, "eu-central");
-        r.region.as_deref() == Some("eu-central") && r.body["value"] == both
+        r.region() == Some("eu-central") && r.body["value"] == both
     };
-    assert!(wait_until(router_support::CONVERGE_TIMEOUT, converged), "bea's cart never merged");
+    assert!(wait_until(CONVERGE_TIMEOUT, converged), "bea's cart never merged");
 
     // With eu-west drained the roaming user is still served in the EU.
     d.drain("eu-west");
@@ -261,7 +241,7 @@ fn roaming_reads_and_writes_stay_in_the_jurisdiction() {
 
 #[test]
 fn node_enforces_residency_and_pinning() {
-    let d = Deployment::start(Options::default());
+    let d = deployment().start();
     d.register("eva", "eu-west");
     d.register("fay", "eu-west");
     d.register("gus", "us-east");
@@ -270,7 +250,7 @@ fn node_enforces_residency_and_pinning() {
         d.direct(Method::PUT, region, &path, Some(&json!({ "value": value })), headers)
     };
     let denials = |region: &str, reason: &str| {
-        metric(&d.metrics_at(d.url(region)), "residency_denials_total", &[("reason", reason)])
+        metrics::sum(&d.metrics_at(d.url(region)), "residency_denials_total", &[("reason", reason)])
     };
 
     // Straight at us-east, personal data of an EU subject is refused and not stored.
@@ -317,7 +297,7 @@ fn node_enforces_residency_and_pinning() {
     let r = put("eu-central", "credential", "eva:pw", "v1", &eu_failover);
     assert_eq!(r.status, 200, "a valid failover inside the EU: {r}");
     assert_eq!(r.body["region"], "eu-central", "{r}");
-    d.wait_value("eu-west", "credential", "eva:pw", &json!("v1"));
+    d.wait_value(&["eu-west"], "credential", "eva:pw", Some(&json!("v1")), CONVERGE_TIMEOUT);
     // At home, no marker is needed.
     assert_eq!(put("eu-west", "credential", "eva:pw", "v2", &[]).status, 200);
 
@@ -369,6 +349,335 @@ fn node_enforces_residency_and_pinning() {
     let r = put("eu-west", "credential", "gus:pw", "x", &[]);
     assert_error(&r, 403, "residency_violation", "US credential written at eu-west");
     assert_eq!(r.body["error"]["home_region"], "us-east", "{r}");
+}
+
+#[test]
+fn no_eu_personal_data_in_us_after_mixed_workload_with_failovers() {
+    let d = deployment().capture().start();
+    let tag = unique_tag();
+    for i in 0..4 {
+        d.register(&format!("eus{i}"), EU[i % 2]);
+    }
+    for i in 0..2 {
+        d.register(&format!("uss{i}"), "us-east");
+    }
+    let tally = Mutex::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + WORKLOAD;
+    let steps = std::thread::scope(|s| {
+        for worker in 0..WORKERS {
+            let (d, tag, tally) = (&d, tag.as_str(), &tally);
+            s.spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((worker as u64 + 1) * 0x1000_0001));
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    n += 1;
+                    workload_step(d, tag, worker, n, &mut rng, tally);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+        chaos(&d, deadline)
+    });
+    let tally = tally.into_inner().expect("tally");
+    eprintln!(
+        "mixed workload: {:?}, fault steps {steps:?}\nanswers: {:#?}",
+        started.elapsed(),
+        tally.answers
+    );
+    assert!(tally.violations.is_empty(), "the router misrouted:\n{}", tally.violations.join("\n"));
+    assert!(tally.eu_acked.len() >= 50, "too few EU writes acknowledged: {}", tally.eu_acked.len());
+    let failovers =
+        metrics::sum(&d.metrics_at(d.router()), "router_requests_total", &[("route", "failover")]);
+    assert!(failovers >= 1.0, "the workload never failed over");
+
+    // Let the EU converge, so the EU markers are in eu-central's store.
+    for entity in ["credential", "profile", "cart", "balance", "article"] {
+        let regions: &[&str] = if entity == "article" { &ALL } else { &EU };
+        let equal = || {
+            let digests: Vec<_> = regions.iter().map(|r| d.digest(r, entity)).collect();
+            digests.windows(2).all(|w| w[0] == w[1])
+        };
+        assert!(wait_until(CONVERGE_TIMEOUT, equal), "{entity} did not converge");
+    }
+    // Through the API: us-east holds personal records of US subjects only.
+    for entity in ["credential", "profile", "cart", "balance"] {
+        let r = d.direct(
+            Method::GET,
+            "us-east",
+            &format!("/v1/records/{entity}?limit=1000"),
+            None,
+            &[],
+        );
+        assert_eq!(r.status, 200, "{r}");
+        for rec in r.body["records"].as_array().expect("records") {
+            let id = rec["id"].as_str().expect("id");
+            assert!(id.starts_with("uss"), "us-east holds {entity}/{id}");
+        }
+    }
+    let us_audit_api = serde_json::to_string(&d.audit("us-east")).expect("audit encodes");
+    d.stop();
+
+    let needles = vec![format!("EUVAL{tag}"), format!("EUKEY{tag}")];
+    // us-east: every file of its data directory, every byte of every link
+    // into or out of it, its audit log as served, and its log lines.
+    let us_files = files_under(&d.data_dir().join("us-east"));
+    let names: Vec<String> = us_files.iter().map(|p| p.display().to_string()).collect();
+    assert!(names.iter().any(|n| n.ends_with("audit.jsonl")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("audit.head")), "{names:?}");
+    let us_links = capture_files(&d, |n| n.ends_with("-us-east.bin") || n.starts_with("us-east-"));
+    assert_eq!(us_links.len(), 4, "{us_links:?}");
+    let mut searched = us_files.clone();
+    searched.extend(us_links.iter().cloned());
+    let hits = find_in_files(&searched, &needles);
+    assert!(hits.is_empty(), "EU personal data outside the EU: {hits:?}");
+    for n in &needles {
+        assert!(!us_audit_api.contains(n.as_str()), "{n} in us-east's /v1/audit");
+    }
+    let log = d.log_text();
+    for line in log.lines().filter(|l| l.starts_with("[us-east]")) {
+        assert!(!needles.iter().any(|n| line.contains(n.as_str())), "in us-east's log: {line}");
+    }
+
+    // Positive controls: the same search finds what must be there.
+    let us_markers = vec![format!("USVAL{tag}"), format!("PUBVAL{tag}")];
+    let found = find_in_files(&us_files, &us_markers);
+    assert!(
+        found.iter().any(|(_, n)| n == &us_markers[0]),
+        "US values not found in us-east's files"
+    );
+    let inbound = capture_files(&d, |n| n.ends_with("-us-east.bin"));
+    let found = find_in_files(&inbound, &us_markers[1..]);
+    assert!(!found.is_empty(), "public values not found in us-east's inbound captures");
+    let mut eu_side = files_under(&d.data_dir().join("eu-central"));
+    eu_side.extend(capture_files(&d, |n| n == "eu-west-eu-central.bin"));
+    let found = find_in_files(&eu_side, &needles);
+    assert!(found.len() >= 2, "EU markers not found on the EU side: {found:?}");
+    let sample: Vec<String> = tally.eu_acked.iter().take(5).cloned().collect();
+    assert!(
+        !find_in_files(&eu_side, &sample).is_empty(),
+        "no acknowledged EU value found on the EU side"
+    );
+
+    // The audit logs: eu-west withheld personal records from us-east and never
+    // served it any; every chain verifies.
+    let eu_west = audit_file(&d, "eu-west");
+    let to_us: Vec<&Value> = eu_west.iter().filter(|e| e["peer"] == "us-east").collect();
+    let withheld: u64 = to_us
+        .iter()
+        .flat_map(|e| e["withheld"].as_object().into_iter().flatten())
+        .map(|(_, n)| n.as_u64().expect("count"))
+        .sum();
+    assert!(withheld > 0, "eu-west's audit log shows nothing withheld from us-east");
+    for region in ALL {
+        for e in audit_file(&d, region) {
+            let crosses = e["peer_jurisdiction"] != if region == "us-east" { "US" } else { "EU" };
+            if crosses {
+                assert_eq!(e["personal"], 0, "{region} served personal records across: {e}");
+                assert_eq!(e["encrypted"], false, "{e}");
+            }
+        }
+        let out = audit_verify(&d, region);
+        assert!(out.success(), "audit of {region}: {}", out.stderr);
+    }
+    eprintln!(
+        "searched {} us-east files and {} link captures; eu-west withheld {withheld} records from us-east in {} audit entries",
+        us_files.len(),
+        us_links.len(),
+        to_us.len()
+    );
+}
+
+#[test]
+fn sealed_transfer_under_a_legal_basis() {
+    let transfer = format!(
+        "[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"{TRANSFER_KEY_ENV}\"\n"
+    );
+    let d =
+        deployment().capture().extra_toml(&transfer).env(TRANSFER_KEY_ENV, TRANSFER_KEY).start();
+    // Only the EU regions hold the key.
+    for process in ["eu-west", "eu-central", "us-east", "router"] {
+        let has = d.env_names(process).iter().any(|k| k == TRANSFER_KEY_ENV);
+        assert_eq!(has, EU.contains(&process), "{process} holding {TRANSFER_KEY_ENV}: {has}");
+    }
+    let tag = unique_tag();
+    d.register("sue", "eu-west");
+    let val = |i: u32| format!("EUVAL{tag}-{i}");
+    let key = |i: u32| format!("sue:EUKEY{tag}-{i}");
+    let r = put_routed(&d, "credential", &key(1), &val(1), "us-east");
+    assert_routed(&r, 200, "eu-west", "home", "credential");
+    let fields = json!({"fields": {"email": val(2)}});
+    let r = d.routed(
+        Method::PATCH,
+        &format!("/v1/records/profile/{}", key(2)),
+        Some(&fields),
+        "us-east",
+    );
+    assert_routed(&r, 200, "eu-west", "home", "profile");
+    let add = json!({"op": "add", "elements": [val(3)]});
+    let r =
+        d.routed(Method::POST, &format!("/v1/records/cart/{}/ops", key(3)), Some(&add), "us-east");
+    assert_eq!(r.status, 200, "cart: {r}");
+    d.wait_value(&["eu-central"], "credential", &key(1), Some(&json!(val(1))), CONVERGE_TIMEOUT);
+
+    // us-east receives opaque sealed copies, one per record, and serves none of it.
+    let sealed = || d.digest("us-east", "_sealed").1 >= 3;
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, sealed),
+        "us-east holds {} sealed copies, not 3",
+        d.digest("us-east", "_sealed").1
+    );
+    assert_eq!(d.digest("eu-central", "_sealed").1, 0, "sealed copies stay out of the EU");
+    assert_eq!(
+        d.value("us-east", "credential", &key(1)),
+        None,
+        "personal record in clear at us-east"
+    );
+    assert_eq!(d.value("us-east", "profile", &key(2)), None);
+    assert_eq!(d.value("us-east", "cart", &key(3)), None);
+    let r = d.direct(Method::GET, "us-east", "/v1/records/_sealed?limit=10", None, &[]);
+    assert_eq!(r.status, 404, "sealed copies are served at us-east: {r}");
+    let r = d.routed(Method::GET, &format!("/v1/records/credential/{}", key(1)), None, "us-east");
+    assert_routed(&r, 200, "eu-west", "home", "the personal record read from the US");
+    assert_eq!(r.body["value"], json!(val(1)));
+
+    // eu-west audited the encrypted flow.
+    let audit = d.audit("eu-west");
+    let sealed_batch = audit.iter().find(|e| {
+        e["kind"] == "batch_served"
+            && e["peer"] == "us-east"
+            && e["encrypted"] == true
+            && e["personal"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(sealed_batch.is_some(), "no encrypted batch to us-east in eu-west's audit: {audit:#?}");
+    let us_audit_api = serde_json::to_string(&d.audit("us-east")).expect("audit encodes");
+    d.stop();
+
+    let needles = vec![format!("EUVAL{tag}"), format!("EUKEY{tag}")];
+    let us_files = files_under(&d.data_dir().join("us-east"));
+    let us_links = capture_files(&d, |n| n.ends_with("-us-east.bin") || n.starts_with("us-east-"));
+    let mut searched = us_files.clone();
+    searched.extend(us_links.iter().cloned());
+    let hits = find_in_files(&searched, &needles);
+    assert!(hits.is_empty(), "EU personal data in clear outside the EU: {hits:?}");
+    for n in &needles {
+        assert!(!us_audit_api.contains(n.as_str()), "{n} in us-east's /v1/audit");
+    }
+    assert!(!d.log_text().contains(TRANSFER_KEY), "the transfer key was logged");
+    // Positive controls: the ciphertext and its legal basis did cross and were
+    // stored; the plaintext is on the EU side.
+    let crossed = find_in_files(&us_links, &["SCC 2021/914".to_owned()]);
+    assert!(!crossed.is_empty(), "no sealed copy crossed to us-east");
+    let stored = find_in_files(&us_files, &["ciphertext".to_owned()]);
+    assert!(!stored.is_empty(), "no sealed copy stored at us-east");
+    let eu_link = capture_files(&d, |f| f == "eu-west-eu-central.bin");
+    let found = find_in_files(&eu_link, &needles);
+    assert_eq!(found.len(), needles.len(), "EU markers not on the EU link: {found:?}");
+}
+
+#[test]
+fn audit_verify_detects_tampering() {
+    let d = deployment().start();
+    d.register("tom", "eu-west");
+    for i in 0..4 {
+        let r = put_routed(&d, "credential", &format!("tom:k{i}"), &format!("v{i}"), "eu-west");
+        assert_routed(&r, 200, "eu-west", "home", "credential");
+        let r = put_routed(&d, "article", &format!("a{i}"), "public", "eu-west");
+        assert_routed(&r, 200, "eu-west", "nearest", "article");
+        d.wait_value(
+            &["eu-central"],
+            "credential",
+            &format!("tom:k{i}"),
+            Some(&json!(format!("v{i}"))),
+            CONVERGE_TIMEOUT,
+        );
+        d.wait_value(
+            &["us-east"],
+            "article",
+            &format!("a{i}"),
+            Some(&json!("public")),
+            CONVERGE_TIMEOUT,
+        );
+    }
+    d.stop();
+
+    let path = d.data_dir().join("eu-west").join("audit.jsonl");
+    let original = std::fs::read_to_string(&path).expect("eu-west's audit log");
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 4, "too few audit entries to tamper with: {}", lines.len());
+    let verify = |expect_ok: bool, what: &str| -> String {
+        let out = audit_verify(&d, "eu-west");
+        let text = out.text();
+        let want = if expect_ok { Some(0) } else { Some(1) };
+        assert_eq!(out.code, want, "{what}: {text}");
+        text
+    };
+    let write = |text: String| std::fs::write(&path, text).expect("rewrite the audit log");
+    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    verify(true, "the untouched log");
+    // `--data-dir` names the same directory explicitly.
+    let data_dir = d.data_dir().to_str().expect("a UTF-8 path");
+    let args = ["audit", "verify", "--config", config_arg(&d), "--region", "eu-west"];
+    let out = TANDEM.run(&[&args[..], &["--data-dir", data_dir]].concat());
+    assert!(out.success(), "{}", out.stderr);
+
+    // A changed count, in a middle entry.
+    let (i, bumped) = lines
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find_map(|(i, l)| Some((i, bump_count(l)?)))
+        .expect("an entry with record counts");
+    let mut modified = lines.clone();
+    modified[i] = &bumped;
+    write(join(&modified));
+    let text = verify(false, "a modified entry");
+    assert!(text.contains(&format!("line {}", i + 1)), "the message names no line: {text}");
+    write(original.clone());
+    verify(true, "the restored log");
+
+    // A removed entry.
+    let mut removed = lines.clone();
+    removed.remove(1);
+    write(join(&removed));
+    let text = verify(false, "a removed entry");
+    assert!(text.contains("line 2"), "the message names no line: {text}");
+
+    // Two entries swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    write(join(&swapped));
+    let text = verify(false, "swapped entries");
+    assert!(text.contains("line 2"), "the message names no line: {text}");
+
+    // The newest entry cut off.
+    write(join(&lines[..lines.len() - 1]));
+    verify(false, "a truncated log");
+
+    write(original);
+    verify(true, "the restored log");
+    for region in ["eu-central", "us-east"] {
+        let out = audit_verify(&d, region);
+        assert!(out.success(), "{region}: {}", out.stderr);
+    }
+}
+
+fn assert_routed(r: &Answer, status: u16, region: &str, route: &str, what: &str) {
+    assert_eq!(
+        (r.status, r.region(), r.route()),
+        (status, Some(region), Some(route)),
+        "{what}: {r}"
+    );
+}
+
+fn assert_error(r: &Answer, status: u16, code: &str, what: &str) {
+    assert_eq!((r.status, r.code()), (status, code), "{what}: {r}");
+}
+
+/// PUT an `lww` record through the router from a caller in `client`.
+fn put_routed(d: &Deployment, entity: &str, id: &str, value: &str, client: &str) -> Answer {
+    let path = format!("/v1/records/{entity}/{id}");
+    d.routed(Method::PUT, &path, Some(&json!({ "value": value })), client)
 }
 
 /// What the mixed workload saw.
@@ -473,7 +782,7 @@ fn workload_step(
     };
     let mut t = tally.lock().expect("tally");
     *t.answers.entry(format!("{kind} {} {}", r.status, r.code())).or_default() += 1;
-    let served = r.region.as_deref().unwrap_or("");
+    let served = r.region().unwrap_or("");
     let bad = match (kind, r.status) {
         (_, 403) => Some("refused for residency: the router sent it to the wrong jurisdiction"),
         ("eu" | "eu-read", _) if served == "us-east" => {
@@ -538,7 +847,7 @@ fn chaos(d: &Deployment, deadline: Instant) -> Vec<String> {
 }
 
 fn capture_files(d: &Deployment, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let dir = d.capture_dir.as_ref().expect("capturing");
+    let dir = d.capture_dir().expect("capturing");
     files_under(dir)
         .into_iter()
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&pred))
@@ -547,249 +856,22 @@ fn capture_files(d: &Deployment, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 
 /// Entries of a region's audit log, read from its file (after the stop).
 fn audit_file(d: &Deployment, region: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(d.data_dir.join(region).join("audit.jsonl"))
+    let text = std::fs::read_to_string(d.data_dir().join(region).join("audit.jsonl"))
         .unwrap_or_else(|e| panic!("audit log of {region}: {e}"));
     text.lines().map(|l| serde_json::from_str(l).expect("an audit entry")).collect()
 }
 
-fn audit_verify(d: &Deployment, region: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["audit", "verify", "--config"])
-        .arg(&d.config_path)
-        .args(["--region", region])
-        .output()
-        .expect("run tandem audit verify")
+fn audit_verify(d: &Deployment, region: &str) -> Output {
+    TANDEM.run(&["audit", "verify", "--config", config_arg(d), "--region", region])
 }
 
-#[test]
-fn no_eu_personal_data_in_us_after_mixed_workload_with_failovers() {
-    let d = Deployment::start(Options { capture: true, ..Options::default() });
-    let tag = run_tag();
-    for i in 0..4 {
-        d.register(&format!("eus{i}"), EU[i % 2]);
-    }
-    for i in 0..2 {
-        d.register(&format!("uss{i}"), "us-east");
-    }
-    let tally = Mutex::new(Tally::default());
-    let started = Instant::now();
-    let deadline = started + WORKLOAD;
-    let steps = std::thread::scope(|s| {
-        for worker in 0..WORKERS {
-            let (d, tag, tally) = (&d, tag.as_str(), &tally);
-            s.spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((worker as u64 + 1) * 0x1000_0001));
-                let mut n = 0;
-                while Instant::now() < deadline {
-                    n += 1;
-                    workload_step(d, tag, worker, n, &mut rng, tally);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            });
-        }
-        chaos(&d, deadline)
-    });
-    let tally = tally.into_inner().expect("tally");
-    eprintln!(
-        "mixed workload: {:?}, fault steps {steps:?}\nanswers: {:#?}",
-        started.elapsed(),
-        tally.answers
-    );
-    assert!(tally.violations.is_empty(), "the router misrouted:\n{}", tally.violations.join("\n"));
-    assert!(tally.eu_acked.len() >= 50, "too few EU writes acknowledged: {}", tally.eu_acked.len());
-    let failovers =
-        metric(&d.metrics_at(d.router()), "router_requests_total", &[("route", "failover")]);
-    assert!(failovers >= 1.0, "the workload never failed over");
-
-    // Let the EU converge, so the EU markers are in eu-central's store.
-    for entity in ["credential", "profile", "cart", "balance", "article"] {
-        let regions: &[&str] = if entity == "article" { &ALL } else { &EU };
-        let equal = || {
-            let digests: Vec<_> = regions.iter().map(|r| d.digest(r, entity)).collect();
-            digests.windows(2).all(|w| w[0] == w[1])
-        };
-        assert!(wait_until(router_support::CONVERGE_TIMEOUT, equal), "{entity} did not converge");
-    }
-    // Through the API: us-east holds personal records of US subjects only.
-    for entity in ["credential", "profile", "cart", "balance"] {
-        let r = d.direct(
-            Method::GET,
-            "us-east",
-            &format!("/v1/records/{entity}?limit=1000"),
-            None,
-            &[],
-        );
-        assert_eq!(r.status, 200, "{r}");
-        for rec in r.body["records"].as_array().expect("records") {
-            let id = rec["id"].as_str().expect("id");
-            assert!(id.starts_with("uss"), "us-east holds {entity}/{id}");
-        }
-    }
-    let us_audit_api = serde_json::to_string(&d.audit("us-east")).expect("audit encodes");
-    d.stop();
-
-    let needles = vec![format!("EUVAL{tag}"), format!("EUKEY{tag}")];
-    // us-east: every file of its data directory, every byte of every link
-    // into or out of it, its audit log as served, and its log lines.
-    let us_files = files_under(&d.data_dir.join("us-east"));
-    let names: Vec<String> = us_files.iter().map(|p| p.display().to_string()).collect();
-    assert!(names.iter().any(|n| n.ends_with("audit.jsonl")), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with("audit.head")), "{names:?}");
-    let us_links = capture_files(&d, |n| n.ends_with("-us-east.bin") || n.starts_with("us-east-"));
-    assert_eq!(us_links.len(), 4, "{us_links:?}");
-    let mut searched = us_files.clone();
-    searched.extend(us_links.iter().cloned());
-    let hits = find_in_files(&searched, &needles);
-    assert!(hits.is_empty(), "EU personal data outside the EU: {hits:?}");
-    for n in &needles {
-        assert!(!us_audit_api.contains(n.as_str()), "{n} in us-east's /v1/audit");
-    }
-    let log = d.log_text();
-    for line in log.lines().filter(|l| l.starts_with("[us-east]")) {
-        assert!(!needles.iter().any(|n| line.contains(n.as_str())), "in us-east's log: {line}");
-    }
-
-    // Positive controls: the same search finds what must be there.
-    let us_markers = vec![format!("USVAL{tag}"), format!("PUBVAL{tag}")];
-    let found = find_in_files(&us_files, &us_markers);
-    assert!(
-        found.iter().any(|(_, n)| n == &us_markers[0]),
-        "US values not found in us-east's files"
-    );
-    let inbound = capture_files(&d, |n| n.ends_with("-us-east.bin"));
-    let found = find_in_files(&inbound, &us_markers[1..]);
-    assert!(!found.is_empty(), "public values not found in us-east's inbound captures");
-    let mut eu_side = files_under(&d.data_dir.join("eu-central"));
-    eu_side.extend(capture_files(&d, |n| n == "eu-west-eu-central.bin"));
-    let found = find_in_files(&eu_side, &needles);
-    assert!(found.len() >= 2, "EU markers not found on the EU side: {found:?}");
-    let sample: Vec<String> = tally.eu_acked.iter().take(5).cloned().collect();
-    assert!(
-        !find_in_files(&eu_side, &sample).is_empty(),
-        "no acknowledged EU value found on the EU side"
-    );
-
-    // The audit logs: eu-west withheld personal records from us-east and never
-    // served it any; every chain verifies.
-    let eu_west = audit_file(&d, "eu-west");
-    let to_us: Vec<&Value> = eu_west.iter().filter(|e| e["peer"] == "us-east").collect();
-    let withheld: u64 = to_us
-        .iter()
-        .flat_map(|e| e["withheld"].as_object().into_iter().flatten())
-        .map(|(_, n)| n.as_u64().expect("count"))
-        .sum();
-    assert!(withheld > 0, "eu-west's audit log shows nothing withheld from us-east");
-    for region in ALL {
-        for e in audit_file(&d, region) {
-            let crosses = e["peer_jurisdiction"] != if region == "us-east" { "US" } else { "EU" };
-            if crosses {
-                assert_eq!(e["personal"], 0, "{region} served personal records across: {e}");
-                assert_eq!(e["encrypted"], false, "{e}");
-            }
-        }
-        let out = audit_verify(&d, region);
-        assert!(
-            out.status.success(),
-            "audit of {region}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    eprintln!(
-        "searched {} us-east files and {} link captures; eu-west withheld {withheld} records from us-east in {} audit entries",
-        us_files.len(),
-        us_links.len(),
-        to_us.len()
-    );
+fn config_arg(d: &Deployment) -> &str {
+    d.config_path().to_str().expect("a UTF-8 path")
 }
 
-#[test]
-fn sealed_transfer_under_a_legal_basis() {
-    let transfer = format!(
-        "[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"{TRANSFER_KEY_ENV}\"\n"
-    );
-    let d = Deployment::start(Options {
-        capture: true,
-        extra_toml: transfer,
-        env: vec![(TRANSFER_KEY_ENV.to_owned(), TRANSFER_KEY.to_owned())],
-    });
-    // Only the EU regions hold the key.
-    for process in ["eu-west", "eu-central", "us-east", "router"] {
-        let has = d.env_names(process).iter().any(|k| k == TRANSFER_KEY_ENV);
-        assert_eq!(has, EU.contains(&process), "{process} holding {TRANSFER_KEY_ENV}: {has}");
-    }
-    let tag = run_tag();
-    d.register("sue", "eu-west");
-    let val = |i: u32| format!("EUVAL{tag}-{i}");
-    let key = |i: u32| format!("sue:EUKEY{tag}-{i}");
-    let r = put_routed(&d, "credential", &key(1), &val(1), "us-east");
-    assert_routed(&r, 200, "eu-west", "home", "credential");
-    let fields = json!({"fields": {"email": val(2)}});
-    let r = d.routed(
-        Method::PATCH,
-        &format!("/v1/records/profile/{}", key(2)),
-        Some(&fields),
-        "us-east",
-    );
-    assert_routed(&r, 200, "eu-west", "home", "profile");
-    let add = json!({"op": "add", "elements": [val(3)]});
-    let r =
-        d.routed(Method::POST, &format!("/v1/records/cart/{}/ops", key(3)), Some(&add), "us-east");
-    assert_eq!(r.status, 200, "cart: {r}");
-    d.wait_value("eu-central", "credential", &key(1), &json!(val(1)));
-
-    // us-east receives opaque sealed copies, one per record, and serves none of it.
-    let sealed = || d.digest("us-east", "_sealed").1 >= 3;
-    assert!(
-        wait_until(router_support::CONVERGE_TIMEOUT, sealed),
-        "us-east holds {} sealed copies, not 3",
-        d.digest("us-east", "_sealed").1
-    );
-    assert_eq!(d.digest("eu-central", "_sealed").1, 0, "sealed copies stay out of the EU");
-    assert_eq!(
-        d.value("us-east", "credential", &key(1)),
-        None,
-        "personal record in clear at us-east"
-    );
-    assert_eq!(d.value("us-east", "profile", &key(2)), None);
-    assert_eq!(d.value("us-east", "cart", &key(3)), None);
-    let r = d.direct(Method::GET, "us-east", "/v1/records/_sealed?limit=10", None, &[]);
-    assert_eq!(r.status, 404, "sealed copies are served at us-east: {r}");
-    let r = d.routed(Method::GET, &format!("/v1/records/credential/{}", key(1)), None, "us-east");
-    assert_routed(&r, 200, "eu-west", "home", "the personal record read from the US");
-    assert_eq!(r.body["value"], json!(val(1)));
-
-    // eu-west audited the encrypted flow.
-    let audit = d.audit("eu-west");
-    let sealed_batch = audit.iter().find(|e| {
-        e["kind"] == "batch_served"
-            && e["peer"] == "us-east"
-            && e["encrypted"] == true
-            && e["personal"].as_u64().unwrap_or(0) > 0
-    });
-    assert!(sealed_batch.is_some(), "no encrypted batch to us-east in eu-west's audit: {audit:#?}");
-    let us_audit_api = serde_json::to_string(&d.audit("us-east")).expect("audit encodes");
-    d.stop();
-
-    let needles = vec![format!("EUVAL{tag}"), format!("EUKEY{tag}")];
-    let us_files = files_under(&d.data_dir.join("us-east"));
-    let us_links = capture_files(&d, |n| n.ends_with("-us-east.bin") || n.starts_with("us-east-"));
-    let mut searched = us_files.clone();
-    searched.extend(us_links.iter().cloned());
-    let hits = find_in_files(&searched, &needles);
-    assert!(hits.is_empty(), "EU personal data in clear outside the EU: {hits:?}");
-    for n in &needles {
-        assert!(!us_audit_api.contains(n.as_str()), "{n} in us-east's /v1/audit");
-    }
-    assert!(!d.log_text().contains(TRANSFER_KEY), "the transfer key was logged");
-    // Positive controls: the ciphertext and its legal basis did cross and were
-    // stored; the plaintext is on the EU side.
-    let crossed = find_in_files(&us_links, &["SCC 2021/914".to_owned()]);
-    assert!(!crossed.is_empty(), "no sealed copy crossed to us-east");
-    let stored = find_in_files(&us_files, &["ciphertext".to_owned()]);
-    assert!(!stored.is_empty(), "no sealed copy stored at us-east");
-    let eu_link = capture_files(&d, |f| f == "eu-west-eu-central.bin");
-    let found = find_in_files(&eu_link, &needles);
-    assert_eq!(found.len(), needles.len(), "EU markers not on the EU link: {found:?}");
+/// The example deployment under `tandem up`, router included.
+fn deployment() -> Builder {
+    TANDEM.deployment().prefix("tandem-res-")
 }
 
 /// `"records":{"<entity>":N` → N+1 in one audit line (`None` without records).
@@ -799,87 +881,4 @@ fn bump_count(line: &str) -> Option<String> {
     let digits = line[colon..].chars().take_while(char::is_ascii_digit).count();
     let n: u64 = line[colon..colon + digits].parse().ok()?;
     Some(format!("{}{}{}", &line[..colon], n + 1, &line[colon + digits..]))
-}
-
-#[test]
-fn audit_verify_detects_tampering() {
-    let d = Deployment::start(Options::default());
-    d.register("tom", "eu-west");
-    for i in 0..4 {
-        let r = put_routed(&d, "credential", &format!("tom:k{i}"), &format!("v{i}"), "eu-west");
-        assert_routed(&r, 200, "eu-west", "home", "credential");
-        let r = put_routed(&d, "article", &format!("a{i}"), "public", "eu-west");
-        assert_routed(&r, 200, "eu-west", "nearest", "article");
-        d.wait_value("eu-central", "credential", &format!("tom:k{i}"), &json!(format!("v{i}")));
-        d.wait_value("us-east", "article", &format!("a{i}"), &json!("public"));
-    }
-    d.stop();
-
-    let path = d.data_dir.join("eu-west").join("audit.jsonl");
-    let original = std::fs::read_to_string(&path).expect("eu-west's audit log");
-    let lines: Vec<&str> = original.lines().collect();
-    assert!(lines.len() >= 4, "too few audit entries to tamper with: {}", lines.len());
-    let verify = |expect_ok: bool, what: &str| -> String {
-        let out = audit_verify(&d, "eu-west");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let want = if expect_ok { Some(0) } else { Some(1) };
-        assert_eq!(out.status.code(), want, "{what}: {text}");
-        text
-    };
-    let write = |text: String| std::fs::write(&path, text).expect("rewrite the audit log");
-    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
-    verify(true, "the untouched log");
-    // `--data-dir` names the same directory explicitly.
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["audit", "verify", "--config"])
-        .arg(&d.config_path)
-        .args(["--region", "eu-west", "--data-dir"])
-        .arg(&d.data_dir)
-        .output()
-        .expect("run tandem audit verify");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    // A changed count, in a middle entry.
-    let (i, bumped) = lines
-        .iter()
-        .enumerate()
-        .skip(1)
-        .find_map(|(i, l)| Some((i, bump_count(l)?)))
-        .expect("an entry with record counts");
-    let mut modified = lines.clone();
-    modified[i] = &bumped;
-    write(join(&modified));
-    let text = verify(false, "a modified entry");
-    assert!(text.contains(&format!("line {}", i + 1)), "the message names no line: {text}");
-    write(original.clone());
-    verify(true, "the restored log");
-
-    // A removed entry.
-    let mut removed = lines.clone();
-    removed.remove(1);
-    write(join(&removed));
-    let text = verify(false, "a removed entry");
-    assert!(text.contains("line 2"), "the message names no line: {text}");
-
-    // Two entries swapped.
-    let mut swapped = lines.clone();
-    swapped.swap(1, 2);
-    write(join(&swapped));
-    let text = verify(false, "swapped entries");
-    assert!(text.contains("line 2"), "the message names no line: {text}");
-
-    // The newest entry cut off.
-    write(join(&lines[..lines.len() - 1]));
-    verify(false, "a truncated log");
-
-    write(original);
-    verify(true, "the restored log");
-    for region in ["eu-central", "us-east"] {
-        let out = audit_verify(&d, region);
-        assert!(out.status.success(), "{region}: {}", String::from_utf8_lossy(&out.stderr));
-    }
 }
