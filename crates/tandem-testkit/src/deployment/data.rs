@@ -65,27 +65,28 @@ impl Deployment {
         self.call(method, &url, body, &[("x-tandem-client-region", client_region)])
     }
 
-    /// A write straight at a region that must answer 200.
-    pub fn direct_ok(&self, method: Method, region: &str, path: &str, body: &Value) -> Answer {
-        let a = self.direct(method.clone(), region, path, Some(body), &[]);
-        assert_eq!(a.status, 200, "{method} {path} at {region} with {body}: {a}");
+    /// A request that must answer 200.
+    pub fn call_ok(
+        &self,
+        method: Method,
+        url: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let a = self.call(method.clone(), url, Some(body), headers);
+        assert_eq!(a.status, 200, "{method} {url} {headers:?} with {body}: {a}");
         a
     }
 
+    /// A write straight at a region that must answer 200.
+    pub fn direct_ok(&self, method: Method, region: &str, path: &str, body: &Value) -> Answer {
+        self.call_ok(method, &format!("{}{path}", self.url(region)), body, &[])
+    }
+
     /// A write through the router that must answer 200.
-    pub fn routed_ok(
-        &self,
-        method: Method,
-        path: &str,
-        body: &Value,
-        client_region: &str,
-    ) -> Answer {
-        let a = self.routed(method.clone(), path, Some(body), client_region);
-        assert_eq!(
-            a.status, 200,
-            "{method} {path} via the router (from {client_region}) with {body}: {a}"
-        );
-        a
+    pub fn routed_ok(&self, method: Method, path: &str, body: &Value, client: &str) -> Answer {
+        let url = format!("{}{path}", self.router());
+        self.call_ok(method, &url, body, &[("x-tandem-client-region", client)])
     }
 
     /// `PUT /v1/records/{entity}/{id}` (lww) at a region; answers
