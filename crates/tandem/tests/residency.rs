@@ -617,7 +617,7 @@ fn audit_verify_detects_tampering() {
     verify(true, "the untouched log");
     // `--data-dir` names the same directory explicitly.
     let data_dir = d.data_dir().to_str().expect("a UTF-8 path");
-    let args = ["audit", "verify", "--config", config_arg(&d), "--region", "eu-west"];
+    let args = ["audit", "verify", "--config", d.config_arg(), "--region", "eu-west"];
     let out = TANDEM.run(&[&args[..], &["--data-dir", data_dir]].concat());
     assert!(out.success(), "{}", out.stderr);
 
@@ -862,11 +862,7 @@ fn audit_file(d: &Deployment, region: &str) -> Vec<Value> {
 }
 
 fn audit_verify(d: &Deployment, region: &str) -> Output {
-    TANDEM.run(&["audit", "verify", "--config", config_arg(d), "--region", region])
-}
-
-fn config_arg(d: &Deployment) -> &str {
-    d.config_path().to_str().expect("a UTF-8 path")
+    TANDEM.run(&["audit", "verify", "--config", d.config_arg(), "--region", region])
 }
 
 /// The example deployment under `tandem up`, router included.

@@ -111,6 +111,11 @@ impl Deployment {
         &self.config_path
     }
 
+    /// The config file's path as a command-line argument.
+    pub fn config_arg(&self) -> &str {
+        self.config_path.to_str().expect("a UTF-8 path")
+    }
+
     /// `<root>/data`; each region keeps its store under `<data_dir>/<region>`.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
