@@ -25,20 +25,15 @@ use tandem_testkit::search::{
 use tandem_testkit::{Deployment, Method, Output, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-
 /// Admin token the deployments run with (`TANDEM_ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "analytics-backup-test-admin-token";
-
 /// The backup key (`TANDEM_BACKUP_KEY`, 64 hex digits).
 const BACKUP_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
-
 /// Another valid key: what a backup was not encrypted with.
 const OTHER_BACKUP_KEY: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
-
 /// Pseudonym key variables of the example config: never inherited from the
 /// test's environment, so `tandem up` generates the keys.
 const PSEUDONYM_VARS: [&str; 2] = ["TANDEM_PSEUDONYM_KEY_EU", "TANDEM_PSEUDONYM_KEY_US"];
-
 /// Bound of the replication waits (they normally take well under a second).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -18,10 +18,8 @@ use tandem_testkit::config::ALL;
 use tandem_testkit::{http, wait_until, Client, Deployment, Method, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-
 /// Admin token the deployments run with (`TANDEM_ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "bad-input-test-admin-token";
-
 /// Shared replication secret (`TANDEM_REPLICATION_SECRET`).
 const REPLICATION_SECRET: &str = "bad-input-test-secret";
 

@@ -15,15 +15,11 @@ use tandem_testkit::acked::{self, History, Key, Write};
 use tandem_testkit::{config, process, Deployment, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-
 const ADMIN_TOKEN: &str = "drill-test-admin-token";
-
 /// Phase lengths are the short timings times this.
 const PHASE_SCALE: &str = "0.5";
-
 /// A scaled-down drill takes about 25 s; anything past this is hung.
 const DRILL_TIMEOUT: Duration = Duration::from_secs(150);
-
 const PHASES: [&str; 6] =
     ["pre-drill", "isolation", "observation", "validation", "restoration", "post-drill"];
 

@@ -24,22 +24,16 @@ use tandem_testkit::process::{log_tail, Proc};
 use tandem_testkit::{config, metrics, ports, Builder, Deployment, Method, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-
 /// The node's budget evaluation period (`tandem_node::budget::EVALUATION_INTERVAL`).
 const EVALUATION_INTERVAL: Duration = Duration::from_millis(200);
-
 /// The replication heartbeat: the last frame before a cut is at most this old.
 const HEARTBEAT: Duration = Duration::from_millis(250);
-
 /// The example's credentials budget.
 const CREDENTIALS_BUDGET: Duration = Duration::from_secs(5);
-
 /// Slack for polling and scheduling on a loaded machine.
 const POLL_MARGIN: Duration = Duration::from_secs(1);
-
 /// How long a deployment (or Prometheus) may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Pause between two polls of a fast-moving state.
 const FAST_POLL: Duration = Duration::from_millis(50);
 

@@ -21,28 +21,20 @@ use tandem_testkit::search::{files_under, find_in_files, unique_tag};
 use tandem_testkit::{metrics, wait_until, Answer, Builder, Deployment, Method, Output, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-
 /// Bound of the replication waits (they normally take well under a second).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A dead region must be routed around within this time (the 2 s)...
 const ROUTE_AROUND_BUDGET: Duration = Duration::from_secs(2);
-
 /// ...plus this much for the test's own polling and a busy machine.
 const POLL_MARGIN: Duration = Duration::from_millis(500);
-
 /// Pause between two attempts while waiting for the router to notice a kill.
 const KILL_POLL: Duration = Duration::from_millis(20);
-
-/// Length of the mixed workload of the residency sweep.
-const WORKLOAD: Duration = Duration::from_secs(12);
-
-/// Writer threads of the mixed workload.
+/// Writer threads of the mixed workload of the residency sweep.
 const WORKERS: usize = 4;
-
+/// Length of the mixed workload.
+const WORKLOAD: Duration = Duration::from_secs(12);
 /// The transfer key of the sealed-transfer test (32 bytes as 64 hex digits).
 const TRANSFER_KEY: &str = "8f4e2a9c1b7d3e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7";
-
 const TRANSFER_KEY_ENV: &str = "TANDEM_TRANSFER_KEY_EU_US";
 
 #[test]

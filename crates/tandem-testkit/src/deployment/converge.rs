@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::data::Digest;
 use super::Deployment;
 use crate::acked::{final_of, History, Key, Lost};
 
@@ -104,7 +105,7 @@ impl Deployment {
         let mut diff = String::new();
         for e in &entities {
             for group in self.digest_groups(e) {
-                let ds: Vec<(&str, Result<(String, u64), String>)> =
+                let ds: Vec<(&str, Digest)> =
                     group.iter().map(|r| (*r, self.try_digest(r, Some(e)))).collect();
                 let first = &ds[0].1;
                 if first.is_err() || ds.iter().any(|(_, d)| d != first) {

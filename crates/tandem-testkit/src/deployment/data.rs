@@ -9,32 +9,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::Deployment;
-use crate::http::{Answer, Method};
+use crate::http::{Answer, Client, Method};
+
+/// A digest and its record count, or why they are not known.
+pub type Digest = Result<(String, u64), String>;
+
+/// A deployment is also its HTTP client: `d.call(..)` and `d.try_call(..)`
+/// are [`Client::call`] and [`Client::try_call`] with its time-outs.
+impl std::ops::Deref for Deployment {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.http
+    }
+}
 
 impl Deployment {
     // ---- requests -------------------------------------------------------------
-
-    /// One request; `Err` only on a transport error.
-    pub fn try_call(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> reqwest::Result<Answer> {
-        self.http.try_call(method, url, body, headers)
-    }
-
-    /// One request; panics on a transport error.
-    pub fn call(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
-        self.http.call(method, url, body, headers)
-    }
 
     /// A request straight at a region.
     pub fn direct(
@@ -121,7 +112,7 @@ impl Deployment {
 
     /// `GET /v1/digest[?entity=E]` at a region: the digest and the number of
     /// records, or why they are not known.
-    pub fn try_digest(&self, region: &str, entity: Option<&str>) -> Result<(String, u64), String> {
+    pub fn try_digest(&self, region: &str, entity: Option<&str>) -> Digest {
         let path = entity.map_or("/v1/digest".to_owned(), |e| format!("/v1/digest?entity={e}"));
         let url = format!("{}{path}", self.url(region));
         let a = self.try_call(Method::GET, &url, None, &[]).map_err(|e| e.to_string())?;
