@@ -3,8 +3,8 @@
 //! with the version the region answered, refused, or unknown because the answer
 //! never came) and the record's final value and version. Nothing here knows how
 //! the history was produced, so the deterministic simulation and the
-//! real-process fault harness (`crates/tandem/tests/fault.rs`, which includes
-//! this file by path) judge with the same code.
+//! real-process tests (through `tandem-testkit`'s acknowledged-write checker:
+//! the fault test, the crash tests, the drill tests) judge with the same code.
 //!
 //! The rules, per merge shape:
 //!
@@ -24,8 +24,8 @@
 //!   element present was added by someone;
 //! - a refused write never takes effect (values are unique per write).
 //!
-//! Self-contained on purpose (std, `serde_json`, `tandem_clock` only): it is
-//! compiled into a second crate with `#[path]`.
+//! Self-contained on purpose (std, `serde_json`, `tandem_clock` only), so
+//! that the test kit can use it without the rest of the simulation's ideas.
 
 use std::collections::{BTreeMap, BTreeSet};
 
