@@ -694,35 +694,17 @@ fn bad_ids_are_refused() {
 
     // Records with subjects need a subject before the first `:` (an id
     // without `:` is the subject's own record).
+    let patch = Some(br#"{"fields":{"a":1}}"#.as_slice());
+    let add = Some(br#"{"op":"add","elements":["a"]}"#.as_slice());
     for id in [":", ":main"] {
-        refused(
-            &node,
-            "PATCH",
-            &rec("profile", id),
-            Some(br#"{"fields":{"a":1}}"#),
-            400,
-            "bad_request",
-            &watched,
-        );
-        refused(&node, "GET", &rec("profile", id), None, 400, "bad_request", &watched);
-        refused(
-            &node,
-            "PATCH",
-            &rec("settings", id),
-            Some(br#"{"fields":{"a":1}}"#),
-            400,
-            "bad_request",
-            &watched,
-        );
-        refused(
-            &node,
-            "POST",
-            &ops("cart", id),
-            Some(br#"{"op":"add","elements":["a"]}"#),
-            400,
-            "bad_request",
-            &watched,
-        );
+        for (method, path, body) in [
+            ("PATCH", rec("profile", id), patch),
+            ("GET", rec("profile", id), None),
+            ("PATCH", rec("settings", id), patch),
+            ("POST", ops("cart", id), add),
+        ] {
+            refused(&node, method, &path, body, 400, "bad_request", &watched);
+        }
     }
     // A scan's `after` is an id too.
     refused(
@@ -751,52 +733,16 @@ fn oversized_body_is_413() {
     assert_eq!(stored["value"].as_str().map(str::len), Some(LIMIT - 12));
     // ... and one byte more is refused, whatever the body.
     let over = put_body_of_len(LIMIT + 1);
-    refused(
-        &node,
-        "PUT",
-        &rec("article", "big"),
-        Some(over.as_slice()),
-        413,
-        "payload_too_large",
-        &watched,
-    );
     let junk = vec![b'x'; LIMIT + 1];
-    refused(
-        &node,
-        "PUT",
-        &rec("article", "big"),
-        Some(junk.as_slice()),
-        413,
-        "payload_too_large",
-        &watched,
-    );
-    refused(
-        &node,
-        "PATCH",
-        &rec("profile", "a:big"),
-        Some(junk.as_slice()),
-        413,
-        "payload_too_large",
-        &watched,
-    );
-    refused(
-        &node,
-        "POST",
-        &ops("likes", "big"),
-        Some(junk.as_slice()),
-        413,
-        "payload_too_large",
-        &watched,
-    );
-    refused(
-        &node,
-        "PUT",
-        "/v1/subjects/big",
-        Some(junk.as_slice()),
-        413,
-        "payload_too_large",
-        &watched,
-    );
+    for (method, path, body) in [
+        ("PUT", rec("article", "big"), &over),
+        ("PUT", rec("article", "big"), &junk),
+        ("PATCH", rec("profile", "a:big"), &junk),
+        ("POST", ops("likes", "big"), &junk),
+        ("PUT", "/v1/subjects/big".to_owned(), &junk),
+    ] {
+        refused(&node, method, &path, Some(body.as_slice()), 413, "payload_too_large", &watched);
+    }
 }
 
 #[test]
