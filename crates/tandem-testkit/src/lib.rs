@@ -33,11 +33,8 @@ pub mod process;
 pub mod search;
 pub mod waits;
 
-pub use deployment::{Builder, Deployment};
+pub use deployment::{Builder, Deployment, Limits};
 pub use http::{error_code, Answer, Client, Method};
 pub use node::Node;
 pub use process::{Output, Tandem};
-/// The simulation's seeded generator (SplitMix64), for seeded workloads that
-/// must replay from their seed.
-pub use tandem_sim::rng::Rng;
 pub use waits::{wait_for, wait_until};

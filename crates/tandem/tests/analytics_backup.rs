@@ -22,7 +22,7 @@ use tandem_testkit::config::ALL;
 use tandem_testkit::search::{
     contains, dir_bytes, file_url, files_under, find_in_files, unique_tag,
 };
-use tandem_testkit::{Deployment, Method, Output, Tandem};
+use tandem_testkit::{Deployment, Limits, Method, Output, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 /// Admin token the deployments run with (`TANDEM_ADMIN_TOKEN`).
@@ -697,6 +697,8 @@ fn deployment() -> Deployment {
         .deployment()
         .prefix("tandem-ab-")
         .admin_token(ADMIN_TOKEN)
+        // `start` answers once the region is healthy: allow for a slow machine.
+        .limits(Limits { control: Duration::from_secs(90), ..Limits::default() })
         .backup_dirs()
         .env("TANDEM_BACKUP_KEY", BACKUP_KEY);
     for var in PSEUDONYM_VARS {

@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tandem_config::Config;
+use tandem_sim::rng::Rng;
 use tandem_testkit::acked::{self, Key, Outcome, Write, WriteRecord};
-use tandem_testkit::{wait_until, Deployment, Method, Rng, Tandem};
+// The simulation's entity mix: every merge type, personal and pinned or not.
+use tandem_sim::world::ENTITIES;
+use tandem_testkit::{wait_until, Deployment, Limits, Method, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 /// The seed CI runs (any fixed number: CI must be repeatable).
@@ -48,18 +51,6 @@ const SKEWS: [(&str, i64); 2] = [("us-east", -3_000), ("eu-central", 2_500)];
 /// Subjects and their homes: two per jurisdiction.
 const SUBJECTS: [(&str, &str); 4] =
     [("e0", "eu-west"), ("e1", "eu-central"), ("u0", "us-east"), ("u1", "us-west")];
-/// Entity types the workload writes (every merge type; personal and pinned or not).
-const ENTITIES: [&str; 9] = [
-    "article",
-    "balance",
-    "cart",
-    "credential",
-    "likes",
-    "page_views",
-    "profile",
-    "settings",
-    "tags",
-];
 /// Elements of the or-set writes and fields of the lww-fields writes.
 const ELEMENTS: [&str; 4] = ["w", "x", "y", "z"];
 const FIELDS: [&str; 3] = ["a", "b", "c"];
@@ -115,13 +106,16 @@ fn deployment(liar: Option<&str>) -> Deployment {
         .prefix("tandem-fault-")
         .config(four_regions())
         .up_args(&["--start-timeout-secs", "100"])
-        .start_timeout(Duration::from_secs(120))
-        // Per request: above the router's upstream time-out of 5 s.
-        .request_timeout(Duration::from_secs(8))
-        .connect_timeout(Duration::from_secs(2))
-        // `start` answers once the process is healthy: allow for a slow machine.
-        .control_timeout(Duration::from_secs(90))
-        .poll(Duration::from_millis(200))
+        .limits(Limits {
+            start: Duration::from_secs(120),
+            // Per request: above the router's upstream time-out of 5 s.
+            request: Duration::from_secs(8),
+            connect: Some(Duration::from_secs(2)),
+            // `start` answers once the process is healthy: allow for a slow machine.
+            control: Duration::from_secs(90),
+            poll: Duration::from_millis(200),
+            ..Limits::default()
+        })
         .log_tail_lines(150);
     for (region, ms) in SKEWS {
         b = b.clock_skew(region, ms);

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tandem_config::Config;
 
 use super::direct::DirectRunner;
 use super::up::{UpArgs, UpRunner};
-use super::{Deployment, Runner, Settings};
+use super::{Deployment, Limits, Runner, Settings};
 use crate::http::{Client, Method};
 use crate::process::Tandem;
 
@@ -41,9 +41,6 @@ pub struct Builder {
     latency_ms: Vec<(String, String, u64)>,
     clock_skew_ms: BTreeMap<String, i64>,
     settings: Settings,
-    request_timeout: Duration,
-    connect_timeout: Option<Duration>,
-    control_timeout: Option<Duration>,
     start_attempts: u32,
 }
 
@@ -65,17 +62,9 @@ impl Tandem {
                 admin_token: "test-admin-token".into(),
                 replication_secret: Some("test-replication-secret".into()),
                 env: Vec::new(),
-                // Tests run in parallel on small machines.
-                start_timeout: Duration::from_secs(90),
-                stop_timeout: Duration::from_secs(20),
-                converge_timeout: Duration::from_secs(30),
-                cli_timeout: Duration::from_secs(60),
-                poll: Duration::from_millis(50),
+                limits: Limits::default(),
                 log_tail_lines: 120,
             },
-            request_timeout: Duration::from_secs(10),
-            connect_timeout: None,
-            control_timeout: None,
             start_attempts: 1,
         }
     }
@@ -182,45 +171,9 @@ impl Builder {
         self
     }
 
-    pub fn start_timeout(mut self, t: Duration) -> Builder {
-        self.settings.start_timeout = t;
-        self
-    }
-
-    pub fn stop_timeout(mut self, t: Duration) -> Builder {
-        self.settings.stop_timeout = t;
-        self
-    }
-
-    pub fn request_timeout(mut self, t: Duration) -> Builder {
-        self.request_timeout = t;
-        self
-    }
-
-    pub fn connect_timeout(mut self, t: Duration) -> Builder {
-        self.connect_timeout = Some(t);
-        self
-    }
-
-    /// Per request of the control API (`start` answers once healthy).
-    pub fn control_timeout(mut self, t: Duration) -> Builder {
-        self.control_timeout = Some(t);
-        self
-    }
-
-    pub fn converge_timeout(mut self, t: Duration) -> Builder {
-        self.settings.converge_timeout = t;
-        self
-    }
-
-    pub fn cli_timeout(mut self, t: Duration) -> Builder {
-        self.settings.cli_timeout = t;
-        self
-    }
-
-    /// Pause between two polls of the deployment's waits.
-    pub fn poll(mut self, t: Duration) -> Builder {
-        self.settings.poll = t;
+    /// The time limits (start from `Limits::default()`).
+    pub fn limits(mut self, limits: Limits) -> Builder {
+        self.settings.limits = limits;
         self
     }
 
@@ -269,9 +222,10 @@ impl Builder {
             up.clock_skew_ms = self.clock_skew_ms.clone().into_iter().collect();
             Runner::Up(UpRunner::start(&self.settings, &up, &config_path, &data_dir, &root)?)
         };
-        let http = match self.connect_timeout {
-            Some(c) => Client::with_connect_timeout(self.request_timeout, c),
-            None => Client::new(self.request_timeout),
+        let limits = self.settings.limits;
+        let http = match limits.connect {
+            Some(c) => Client::with_connect_timeout(limits.request, c),
+            None => Client::new(limits.request),
         };
         let d = Deployment {
             _dir: dir,
@@ -287,7 +241,7 @@ impl Builder {
             data_dir,
             capture_dir,
             runner,
-            control_http: Client::new(self.control_timeout.unwrap_or(self.request_timeout)),
+            control_http: Client::new(limits.control),
             http,
             settings: self.settings.clone(),
             cli_runs: AtomicU32::new(0),
@@ -340,7 +294,7 @@ impl Deployment {
         let Some(router) = &self.router else { return };
         let a = self.call(Method::GET, &format!("{router}/healthz"), None, &[]);
         assert_eq!(a.body["role"], "router", "{router} is not our router: {a}\n{}", self.logs());
-        let timeout = self.settings.start_timeout;
+        let timeout = self.settings.limits.start;
         assert!(
             self.wait_until(timeout, || self.router_sees_every_region()),
             "the router never saw every region up within {timeout:?}\n{}",

@@ -39,7 +39,7 @@ impl Deployment {
 
     /// Wait until `region` holds a record (any value).
     pub fn wait_present(&self, region: &str, entity: &str, id: &str) {
-        let timeout = self.settings.converge_timeout;
+        let timeout = self.settings.limits.converge;
         assert!(
             self.wait_until(timeout, || self.value(region, entity, id).is_some()),
             "{entity}/{id} never reached {region} within {timeout:?}"

@@ -209,7 +209,7 @@ impl Deployment {
 
     /// Wait until every region's registry says `subject` is homed at `home`.
     pub fn wait_subject_everywhere(&self, subject: &str, home: &str) {
-        let timeout = self.settings.converge_timeout;
+        let timeout = self.settings.limits.converge;
         let known = || {
             self.region_names().iter().all(|r| {
                 let a = self.get(r, &format!("/v1/subjects/{subject}"));

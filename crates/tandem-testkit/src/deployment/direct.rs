@@ -41,16 +41,15 @@ impl DirectRunner {
         let mut nodes = BTreeMap::new();
         for region in &config.regions {
             let skew = skews.get(&region.name).copied().unwrap_or(0);
-            let mut args = vec![
-                "node".to_owned(),
-                "--config".into(),
-                config_path.display().to_string(),
-                "--region".into(),
-                region.name.clone(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                format!("--clock-skew-ms={skew}"),
+            let flags = [
+                ("--config", config_path.display().to_string()),
+                ("--region", region.name.clone()),
+                ("--data-dir", data_dir.display().to_string()),
             ];
+            let mut args = vec!["node".to_owned(), format!("--clock-skew-ms={skew}")];
+            for (flag, value) in flags {
+                args.extend([flag.to_owned(), value]);
+            }
             for peer in config.regions.iter().filter(|p| p.name != region.name) {
                 let proxy = LinkProxy::start(peer.listen);
                 args.push("--peer-url".into());
@@ -99,7 +98,7 @@ impl DirectRunner {
             "kill" => proc.take().ok_or_else(|| format!("{region} is not running"))?.kill9(),
             "stop" => {
                 let p = proc.take().ok_or_else(|| format!("{region} is not running"))?;
-                if !p.stop(self.settings.stop_timeout) {
+                if !p.stop(self.settings.limits.stop) {
                     return Err(format!("{region} did not stop on SIGTERM"));
                 }
             }

@@ -100,11 +100,11 @@ impl Deployment {
             if let Some(exit) = exited {
                 panic!("{region} exited ({exit}) before it became healthy\n{}", self.logs());
             }
-            let timeout = self.settings.start_timeout;
+            let timeout = self.settings.limits.start;
             if started.elapsed() > timeout {
                 panic!("{region} not healthy within {timeout:?}\n{}", self.logs());
             }
-            std::thread::sleep(self.settings.poll);
+            std::thread::sleep(self.settings.limits.poll);
         }
     }
 
@@ -207,6 +207,6 @@ impl Deployment {
         }
         let out = self.root.join(format!("cli-{n}.out"));
         let err = self.root.join(format!("cli-{n}.err"));
-        crate::process::run_logged(cmd, &out, &err, self.settings.cli_timeout)
+        crate::process::run_logged(cmd, &out, &err, self.settings.limits.cli)
     }
 }

@@ -31,6 +31,44 @@ use tandem_config::Config;
 use crate::http::Client;
 use crate::process::Tandem;
 
+/// The time limits of a deployment: of its start, its stop, its requests
+/// and its waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long the deployment, or a restarted process, may take to be healthy.
+    pub start: Duration,
+    /// How long a stopped process may take to exit before it is SIGKILLed.
+    pub stop: Duration,
+    /// Per request.
+    pub request: Duration,
+    /// Per connection attempt, when shorter than a request.
+    pub connect: Option<Duration>,
+    /// Per request of the control API (`start` answers once healthy).
+    pub control: Duration,
+    /// Default bound of the convergence waits.
+    pub converge: Duration,
+    /// Longest run of one `tandem` command ([`Deployment::cli`]).
+    pub cli: Duration,
+    /// Pause between two polls of a wait.
+    pub poll: Duration,
+}
+
+impl Default for Limits {
+    /// Tests run in parallel on small machines.
+    fn default() -> Limits {
+        Limits {
+            start: Duration::from_secs(90),
+            stop: Duration::from_secs(20),
+            request: Duration::from_secs(10),
+            connect: None,
+            control: Duration::from_secs(10),
+            converge: Duration::from_secs(30),
+            cli: Duration::from_secs(60),
+            poll: Duration::from_millis(50),
+        }
+    }
+}
+
 /// What a running deployment needs to know of how it was started.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -39,16 +77,7 @@ pub(crate) struct Settings {
     pub replication_secret: Option<String>,
     /// Environment of every process started (`None` removes a variable).
     pub env: Vec<(String, Option<String>)>,
-    /// How long the deployment, or a restarted process, may take to be healthy.
-    pub start_timeout: Duration,
-    /// How long a stopped process may take to exit before it is SIGKILLed.
-    pub stop_timeout: Duration,
-    /// Default bound of the convergence waits.
-    pub converge_timeout: Duration,
-    /// Longest run of one `tandem` command ([`Deployment::cli`]).
-    pub cli_timeout: Duration,
-    /// Pause between two polls of a wait.
-    pub poll: Duration,
+    pub limits: Limits,
     /// Lines of each process log printed when a test fails.
     pub log_tail_lines: usize,
 }
@@ -157,7 +186,7 @@ impl Deployment {
 
     /// The default bound of convergence waits.
     pub fn converge_timeout(&self) -> Duration {
-        self.settings.converge_timeout
+        self.settings.limits.converge
     }
 
     /// Milliseconds since the deployment was up.
@@ -172,12 +201,12 @@ impl Deployment {
 
     /// Poll `cond` at this deployment's pace until it holds or `timeout` passes.
     pub fn wait_until(&self, timeout: Duration, cond: impl FnMut() -> bool) -> bool {
-        crate::waits::poll_until(timeout, self.settings.poll, cond)
+        crate::waits::poll_until(timeout, self.settings.limits.poll, cond)
     }
 
     /// Poll `cond` until it holds; panics naming `what` after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) -> Duration {
-        crate::waits::wait_for(what, timeout, self.settings.poll, cond)
+        crate::waits::wait_for(what, timeout, self.settings.limits.poll, cond)
     }
 
     // ---- logs ---------------------------------------------------------------
@@ -208,13 +237,13 @@ impl Deployment {
     /// the stop time-out is SIGKILLed, and so are the regions it leaves.
     pub fn stop(&self) {
         let clean = match &self.runner {
-            Runner::Up(up) => up.stop(self.settings.stop_timeout),
-            Runner::Direct(direct) => direct.stop(self.settings.stop_timeout),
+            Runner::Up(up) => up.stop(self.settings.limits.stop),
+            Runner::Direct(direct) => direct.stop(self.settings.limits.stop),
         };
         if !clean {
             eprintln!(
                 "the deployment did not stop within {:?}; SIGKILL",
-                self.settings.stop_timeout
+                self.settings.limits.stop
             );
             crate::process::kill_orphans(&self.root);
         }

@@ -69,18 +69,18 @@ impl UpRunner {
                 break control;
             }
             let exited = proc.exited();
-            if exited.is_some() || started.elapsed() > s.start_timeout {
-                if !proc.stop(s.stop_timeout) {
+            if exited.is_some() || started.elapsed() > s.limits.start {
+                if !proc.stop(s.limits.stop) {
                     crate::process::kill_orphans(root);
                 }
                 let why = exited.map_or_else(
-                    || format!("no up.json within {:?}", s.start_timeout),
+                    || format!("no up.json within {:?}", s.limits.start),
                     |e| e.to_string(),
                 );
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(format!("tandem up did not come up ({why}):\n{text}"));
             }
-            std::thread::sleep(s.poll);
+            std::thread::sleep(s.limits.poll);
         };
         Ok(UpRunner { proc: Mutex::new(Some(proc)), control, log })
     }
