@@ -15,6 +15,13 @@ pub const ALL: [&str; 3] = ["eu-west", "eu-central", "us-east"];
 /// The example's regions of the EU jurisdiction.
 pub const EU: [&str; 2] = ["eu-west", "eu-central"];
 
+/// Pseudonym keys for the example's jurisdictions (64 hex digits each), for
+/// processes that start without `tandem up` generating them.
+pub const TEST_PSEUDONYM_KEYS: [(&str, &str); 2] = [
+    ("TANDEM_PSEUDONYM_KEY_EU", "1111111111111111111111111111111111111111111111111111111111111111"),
+    ("TANDEM_PSEUDONYM_KEY_US", "2222222222222222222222222222222222222222222222222222222222222222"),
+];
+
 /// The built-in example deployment (the same text `tandem config example`
 /// prints).
 pub fn example_text() -> &'static str {

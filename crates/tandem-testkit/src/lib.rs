@@ -5,6 +5,7 @@
 //! - [`ports`]: free loopback ports for the fixed listen addresses of a config;
 //! - [`process`]: the binary under test ([`Tandem`]), child processes with
 //!   their output in files, signals, and one-shot command runs;
+//! - [`endpoint`]: one process's HTTP surface, answered as `(status, JSON)`;
 //! - [`node`]: one `tandem node` on its own data directory, killed and
 //!   restarted on the same data;
 //! - [`http`]: a blocking client whose answers are status, headers and JSON;
@@ -25,6 +26,7 @@
 pub mod acked;
 pub mod config;
 pub mod deployment;
+pub mod endpoint;
 pub mod http;
 pub mod metrics;
 pub mod node;
@@ -34,7 +36,8 @@ pub mod search;
 pub mod waits;
 
 pub use deployment::{Builder, Deployment, Limits};
+pub use endpoint::Endpoint;
 pub use http::{error_code, Answer, Client, Method};
 pub use node::Node;
-pub use process::{Output, Tandem};
+pub use process::{Output, Served, Tandem};
 pub use waits::{wait_for, wait_until};

@@ -1,26 +1,24 @@
 //! One `tandem node` process on a loopback port with its own temporary
 //! directory (config, data, stdout and stderr logs): started on a config
 //! text and a region, `kill -9`ed, stopped with SIGTERM, and started again
-//! on the same data. Its requests answer `(status, JSON body)`, the shape the
-//! single-node tests assert on.
+//! on the same data. It is an [`Endpoint`]: its requests answer
+//! `(status, JSON body)`, the shape the single-node tests assert on.
 //!
-//! The node runs without an admin token or a replication secret: a lone
-//! region that never talks to whatever may listen on its peers' configured
-//! ports.
+//! The node is a lone region of a multi-region deployment: it has the
+//! replication secret and the pseudonym keys it needs to start, but its
+//! peers' addresses point at a closed port, so it never talks to whatever
+//! may listen on their configured ports; it runs without an admin token.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::http::{self, Client, Method};
+use crate::endpoint::Endpoint;
 use crate::process::{Proc, Tandem};
 
 /// How long a node may take to print its listening line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Per-request time-out of the node's HTTP client.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub use crate::endpoint::REQUEST_TIMEOUT;
 
 /// One `tandem node` and its directory; killed when dropped.
 pub struct Node {
@@ -29,8 +27,16 @@ pub struct Node {
     region: String,
     extra_args: Vec<String>,
     proc: Option<Proc>,
-    url: String,
-    http: Client,
+    endpoint: Endpoint,
+}
+
+/// A node's requests are its endpoint's.
+impl std::ops::Deref for Node {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Tandem {
@@ -48,8 +54,7 @@ impl Tandem {
             region: region.to_owned(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             proc: None,
-            url: String::new(),
-            http: Client::new(REQUEST_TIMEOUT),
+            endpoint: Endpoint::new(""),
         };
         node.spawn();
         node
@@ -57,11 +62,6 @@ impl Tandem {
 }
 
 impl Node {
-    /// `http://127.0.0.1:PORT` of the running process.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -107,6 +107,17 @@ impl Node {
         self.spawn();
     }
 
+    /// `--peer-url` for every other region, towards a port nothing listens on.
+    fn lone_peer_urls(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("tandem.toml")).expect("config");
+        crate::config::parse(&text)
+            .regions
+            .iter()
+            .filter(|r| r.name != self.region)
+            .flat_map(|r| ["--peer-url".to_owned(), format!("{}=http://127.0.0.1:9", r.name)])
+            .collect()
+    }
+
     fn spawn(&mut self) {
         let mut cmd = self.bin.command();
         cmd.arg("node")
@@ -115,9 +126,11 @@ impl Node {
             .args(["--region", &self.region, "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(self.data_dir())
+            .args(self.lone_peer_urls())
             .args(&self.extra_args)
             .env_remove("TANDEM_ADMIN_TOKEN")
-            .env_remove("TANDEM_REPLICATION_SECRET");
+            .env("TANDEM_REPLICATION_SECRET", "lone-node-secret")
+            .envs(crate::config::TEST_PSEUDONYM_KEYS);
         let stdout = self.dir.path().join("stdout.log");
         let mut proc = Proc::spawn(cmd, &stdout, &self.stderr_path());
         let first = match proc.first_line(START_TIMEOUT) {
@@ -133,88 +146,7 @@ impl Node {
             panic!("unexpected first stdout line {first:?}; stderr:\n{}", self.stderr());
         };
         assert!(url.starts_with("http://127.0.0.1:"), "listening on {url}");
-        self.url = url.to_owned();
+        self.endpoint.set_url(url);
         self.proc = Some(proc);
-    }
-
-    /// Send a request with an optional raw body; answer the status and the
-    /// body as JSON (`Value::Null` when empty, a JSON string when not JSON).
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        self.raw_opt(method, path, body.map(|b| b.as_bytes().to_vec()))
-    }
-
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None)
-    }
-
-    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("PUT", path, Some(&body.to_string()))
-    }
-
-    pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("PATCH", path, Some(&body.to_string()))
-    }
-
-    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request("POST", path, Some(&body.to_string()))
-    }
-
-    pub fn delete(&self, path: &str) -> (u16, Value) {
-        self.request("DELETE", path, None)
-    }
-
-    /// A request whose body is exactly these bytes (malformed JSON, huge bodies).
-    pub fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
-        self.raw_opt(method, path, Some(body))
-    }
-
-    fn raw_opt(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
-        let url = format!("{}{path}", self.url);
-        self.http.send(http::method(method), &url, body).pair()
-    }
-
-    /// GET answering the status and the body as text (e.g. `/metrics`).
-    pub fn get_text(&self, path: &str) -> (u16, String) {
-        let url = format!("{}{path}", self.url);
-        let res = self.http.inner().get(&url).send().unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = res.status().as_u16();
-        (status, res.text().expect("read the body"))
-    }
-
-    /// The full answer to a GET (status, headers, body).
-    pub fn answer(&self, path: &str) -> http::Answer {
-        self.call(Method::GET, path, None)
-    }
-
-    /// One request with an optional JSON body, answered in full.
-    pub fn call(&self, method: Method, path: &str, body: Option<&Value>) -> http::Answer {
-        self.http.call(method, &format!("{}{path}", self.url), body, &[])
-    }
-
-    /// The digest of all materialized state (`GET /v1/digest`).
-    pub fn digest(&self) -> String {
-        let (status, body) = self.get("/v1/digest");
-        assert_eq!(status, 200, "digest: {body}");
-        body["digest"].as_str().expect("digest is a string").to_owned()
-    }
-
-    /// `log.last_seq` of `GET /v1/status`.
-    pub fn last_seq(&self) -> u64 {
-        let (status, body) = self.get("/v1/status");
-        assert_eq!(status, 200, "status: {body}");
-        body["log"]["last_seq"].as_u64().expect("last_seq")
-    }
-
-    /// The materialized value of a record, `None` when it answers 404.
-    pub fn value(&self, entity: &str, id: &str) -> Option<Value> {
-        let (status, body) = self.get(&format!("/v1/records/{entity}/{id}"));
-        match status {
-            200 => Some(body["value"].clone()),
-            404 => {
-                assert_eq!(http::error_code(&body), "not_found", "{body}");
-                None
-            }
-            _ => panic!("GET {entity}/{id}: {status} {body}"),
-        }
     }
 }

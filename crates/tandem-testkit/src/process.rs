@@ -2,7 +2,8 @@
 //! stdout and stderr go to files (so that a failed test can print their
 //! tail, and a test can wait for a line such as the listening address),
 //! `kill -9`, SIGTERM with a deadline, reaping of the regions a SIGKILLed
-//! `tandem up` leaves behind, and one-shot command runs with a time limit.
+//! `tandem up` leaves behind, one-shot command runs with a time limit, and a
+//! process started with any arguments that serves HTTP ([`Served`]).
 //!
 //! Integration tests know the binary as `env!("CARGO_BIN_EXE_tandem")`, which
 //! only the test crate can expand: each test file names it once,
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
+
+use crate::endpoint::Endpoint;
 
 /// Pause between two polls of a process's exit.
 const EXIT_POLL: Duration = Duration::from_millis(20);
@@ -235,6 +238,71 @@ impl Drop for Proc {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `tandem` process started with any arguments (`tandem router`, or a node
+/// with options [`crate::Node`] does not take) that prints `... listening on
+/// <url>` first on stdout; an [`Endpoint`] at that URL. Its output goes to
+/// files in its own directory; it is killed when dropped (after printing its log when the
+/// test is failing).
+pub struct Served {
+    proc: Option<Proc>,
+    dir: tempfile::TempDir,
+    endpoint: Endpoint,
+    /// The first line it printed.
+    pub line: String,
+}
+
+impl Tandem {
+    /// Start `tandem ARGS` with `env` added to the test's environment and
+    /// wait (up to [`crate::node::START_TIMEOUT`]) for its listening line.
+    pub fn serve(self, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let dir = tempfile::Builder::new().prefix("tandem-served-").tempdir().expect("tempdir");
+        let mut cmd = self.command();
+        cmd.args(args).envs(env.iter().copied());
+        let (out, err) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
+        let mut proc = Proc::spawn(cmd, &out, &err);
+        let timeout = crate::node::START_TIMEOUT;
+        let line = proc.first_line(timeout).unwrap_or_else(|why| {
+            panic!("`tandem {}` {why}:\n{}", args.join(" "), log_tail(&err, 40))
+        });
+        let Some(url) = line.split("listening on ").nth(1).map(str::trim) else {
+            panic!("`tandem {}` printed no listening line: {line:?}", args.join(" "))
+        };
+        let endpoint = Endpoint::new(url);
+        Served { proc: Some(proc), dir, endpoint, line }
+    }
+}
+
+impl Served {
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Everything it printed to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+/// A served process's requests are its endpoint's.
+impl std::ops::Deref for Served {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", log_tail(&self.dir.path().join("stderr.log"), 80));
         }
     }
 }

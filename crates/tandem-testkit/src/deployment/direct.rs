@@ -148,7 +148,9 @@ impl DirectRunner {
 
 fn spawn(s: &Settings, args: &[String], log: &Path) -> Proc {
     let mut cmd = s.bin.command();
-    cmd.args(args);
+    // No `tandem up` to generate the pseudonym keys: the kit's (the
+    // builder's environment may override them).
+    cmd.args(args).envs(crate::config::TEST_PSEUDONYM_KEYS);
     super::builder::apply_env(&mut cmd, s);
     Proc::spawn(cmd, log, log)
 }
