@@ -5,14 +5,15 @@
 //! the region cannot write; writes are accepted again by themselves once space
 //! is freed; and after a `kill -9` every acknowledged write is there.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, error_code, request, Process};
 use serde_json::{json, Value};
+use tandem_testkit::config::{example_text, TEST_PSEUDONYM_KEYS};
+use tandem_testkit::{error_code, Served, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
 #[test]
 fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
@@ -21,7 +22,6 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
     let filler = disk.path.join("filler");
     std::fs::write(&filler, vec![1u8; 6 * 1024 * 1024]).expect("write the filler");
     let mut node = start_node(&disk.path);
-    let http = client();
     let value = "v".repeat(2_000);
 
     let mut acked: Vec<String> = Vec::new();
@@ -30,13 +30,8 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
     while started.elapsed() < Duration::from_secs(120) {
         let id = format!("a{}", acked.len());
         let body = json!({ "value": { "n": acked.len(), "pad": value } }).to_string();
-        let (status, answer) = request(
-            &http,
-            &node.url,
-            "PUT",
-            &format!("/v1/records/article/{id}"),
-            Some(body.into_bytes()),
-        );
+        let (status, answer) =
+            node.raw("PUT", &format!("/v1/records/article/{id}"), body.into_bytes());
         match status {
             200 => acked.push(id),
             507 => {
@@ -51,29 +46,22 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
     assert!(acked.len() > 100, "only {} writes fitted on 18 MiB", acked.len());
 
     // Full: writes refused, reads served, health says so.
-    let (status, health) = request(&http, &node.url, "GET", "/healthz", None);
+    let (status, health) = node.request("GET", "/healthz", None);
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["writable"], false);
     assert_eq!(health["error"]["code"], "insufficient_storage");
-    let (status, answer) = request(
-        &http,
-        &node.url,
-        "PUT",
-        "/v1/records/article/while-full",
-        Some(br#"{"value":1}"#.to_vec()),
-    );
+    let (status, answer) =
+        node.raw("PUT", "/v1/records/article/while-full", br#"{"value":1}"#.to_vec());
     assert_eq!((status, error_code(&answer)), (507, "insufficient_storage"));
-    let (_, status_doc) = request(&http, &node.url, "GET", "/v1/status", None);
+    let (_, status_doc) = node.request("GET", "/v1/status", None);
     assert_eq!(status_doc["storage"]["full"], true, "{status_doc}");
     for id in &acked {
-        let (status, rec) =
-            request(&http, &node.url, "GET", &format!("/v1/records/article/{id}"), None);
+        let (status, rec) = node.request("GET", &format!("/v1/records/article/{id}"), None);
         assert_eq!(status, 200, "acknowledged {id} is readable while the disk is full: {rec}");
     }
-    let (status, _) =
-        request(&http, &node.url, "GET", &format!("/v1/records/article/{refused}"), None);
+    let (status, _) = node.request("GET", &format!("/v1/records/article/{refused}"), None);
     assert_eq!(status, 404, "the refused write left nothing");
-    let metrics = http.get(format!("{}/metrics", node.url)).send().unwrap().text().unwrap();
+    let (_, metrics) = node.get_text("/metrics");
     assert!(
         metrics.lines().any(|l| l.starts_with("tandem_storage_full{") && l.ends_with(" 1")),
         "{metrics}"
@@ -83,13 +71,8 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
     std::fs::remove_file(&filler).expect("free space");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, answer) = request(
-            &http,
-            &node.url,
-            "PUT",
-            "/v1/records/article/after",
-            Some(br#"{"value":"after"}"#.to_vec()),
-        );
+        let (status, answer) =
+            node.raw("PUT", "/v1/records/article/after", br#"{"value":"after"}"#.to_vec());
         if status == 200 {
             break;
         }
@@ -98,15 +81,14 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
         std::thread::sleep(Duration::from_millis(100));
     }
     acked.push("after".into());
-    let (status, health) = request(&http, &node.url, "GET", "/healthz", None);
+    let (status, health) = node.request("GET", "/healthz", None);
     assert_eq!((status, health["writable"].clone()), (200, Value::Bool(true)), "{health}");
 
     // Nothing acknowledged is lost, across a kill -9.
     node.kill9();
     let node = start_node(&disk.path);
     for id in &acked {
-        let (status, _) =
-            request(&http, &node.url, "GET", &format!("/v1/records/article/{id}"), None);
+        let (status, _) = node.request("GET", &format!("/v1/records/article/{id}"), None);
         assert_eq!(status, 200, "acknowledged {id} survived the full disk and a kill -9");
     }
 }
@@ -148,9 +130,11 @@ impl Drop for SmallDisk {
 
 /// `tandem node` (eu-west of the example, alone: its peers point at a closed
 /// port) with its data on `disk`.
-fn start_node(disk: &Path) -> Process {
+fn start_node(disk: &Path) -> Served {
     let config = disk.join("tandem.toml");
-    std::fs::write(&config, common::example_config()).expect("write the config");
+    std::fs::write(&config, example_text()).expect("write the config");
+    let config = config.display().to_string();
+    let data = disk.join("data").display().to_string();
     let args = [
         "node",
         "--region",
@@ -161,15 +145,10 @@ fn start_node(disk: &Path) -> Process {
         "eu-central=http://127.0.0.1:9",
         "--peer-url",
         "us-east=http://127.0.0.1:9",
+        "--config",
+        &config,
+        "--data-dir",
+        &data,
     ];
-    let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    args.extend(["--config".into(), config.display().to_string()]);
-    args.extend(["--data-dir".into(), disk.join("data").display().to_string()]);
-    Process::start(
-        &args,
-        &[
-            ("TANDEM_REPLICATION_SECRET", "full-disk-test".into()),
-            ("TANDEM_PSEUDONYM_KEY_EU", "11".repeat(32)),
-        ],
-    )
+    TANDEM.serve(&args, &[("TANDEM_REPLICATION_SECRET", "full-disk-test"), TEST_PSEUDONYM_KEYS[0]])
 }

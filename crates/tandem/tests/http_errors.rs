@@ -8,22 +8,23 @@
 //! oversized body is drained first; 50 such clients at once leave the node
 //! healthy.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Node, Process};
 use serde_json::Value;
+use tandem_testkit::config::example_text;
+use tandem_testkit::{Served, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
 #[test]
 fn protocol_errors_have_json_bodies_at_node_and_router() {
-    let config = short_timeouts(common::example_config());
-    let node = Node::start(&config, "eu-west", &[]);
+    let config = short_timeouts(example_text());
+    let node = TANDEM.node(&config, "eu-west", &[]);
     let dir = tempfile::tempdir().unwrap();
     let router = start_router(&config, dir.path());
-    for base in [node.url().to_owned(), router.url.clone()] {
+    for base in [node.url().to_owned(), router.url().to_owned()] {
         let addr = base.trim_start_matches("http://").to_owned();
         let long_path = |n: usize| format!("/v1/records/article/{}", "a".repeat(n));
         let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
@@ -56,12 +57,12 @@ fn protocol_errors_have_json_bodies_at_node_and_router() {
 
 #[test]
 fn clients_that_write_the_whole_oversized_body_first_see_the_413() {
-    let config = common::example_config();
-    let node = Node::start(config, "eu-west", &[]);
+    let config = example_text();
+    let node = TANDEM.node(config, "eu-west", &[]);
     let dir = tempfile::tempdir().unwrap();
     let router = start_router(config, dir.path());
     let body_len = 8 * 1024 * 1024;
-    for base in [node.url().to_owned(), router.url.clone()] {
+    for base in [node.url().to_owned(), router.url().to_owned()] {
         let addr = base.trim_start_matches("http://").to_owned();
         let (status, body) = write_all_then_read(&addr, body_len);
         assert_eq!((status, code_of(&body)), (413, "payload_too_large"), "at {base}: {body}");
@@ -99,17 +100,11 @@ fn short_timeouts(config: &str) -> String {
     out
 }
 
-fn start_router(config: &str, dir: &std::path::Path) -> Process {
+fn start_router(config: &str, dir: &std::path::Path) -> Served {
     let path = dir.join("tandem.toml");
     std::fs::write(&path, config).unwrap();
-    let args = [
-        "router".to_owned(),
-        "--config".into(),
-        path.display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    Process::start(&args, &[])
+    let path = path.to_str().expect("a UTF-8 path");
+    TANDEM.serve(&["router", "--config", path, "--listen", "127.0.0.1:0"], &[])
 }
 
 fn get(path: &str, extra_headers: &str) -> Vec<u8> {

@@ -4,14 +4,15 @@
 //! rules as `profile/alice:main`, and refused (403) in a region of another
 //! jurisdiction.
 
-mod common;
-
-use common::{error_code, Node};
 use serde_json::json;
+use tandem_testkit::config::example_text;
+use tandem_testkit::{error_code, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
 #[test]
 fn a_record_whose_id_is_the_subject_is_the_subjects_own_record() {
-    let eu = Node::start(common::example_config(), "eu-west", &[]);
+    let eu = TANDEM.node(example_text(), "eu-west", &[]);
     let (status, body) = eu.put("/v1/subjects/alice", &json!({ "home_region": "eu-west" }));
     assert_eq!(status, 200, "{body}");
     let (status, body) =
@@ -22,14 +23,14 @@ fn a_record_whose_id_is_the_subject_is_the_subjects_own_record() {
     assert_eq!((rec["entity"].as_str(), rec["id"].as_str()), (Some("profile"), Some("alice")));
     assert_eq!(rec["value"], json!({ "name": "Alice" }));
     // Pinned like any of alice's records: another EU region needs a failover marker.
-    let central = Node::start(common::example_config(), "eu-central", &[]);
+    let central = TANDEM.node(example_text(), "eu-central", &[]);
     central.put("/v1/subjects/alice", &json!({ "home_region": "eu-west" }));
     let (status, body) =
         central.patch("/v1/records/profile/alice", &json!({ "fields": { "x": 1 } }));
     assert_eq!((status, error_code(&body)), (421, "misdirected_write"), "{body}");
 
     // Outside her jurisdiction: refused, nothing stored.
-    let us = Node::start(common::example_config(), "us-east", &[]);
+    let us = TANDEM.node(example_text(), "us-east", &[]);
     let (status, _) = us.put("/v1/subjects/alice", &json!({ "home_region": "eu-west" }));
     assert_eq!(status, 200, "the registry is everywhere");
     let (status, body) =

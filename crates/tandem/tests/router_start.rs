@@ -9,13 +9,15 @@
 //! instead of failing), and subjects homed on the dead region get 503 within
 //! the probe timeout.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use common::{client, error_code, request, try_request, Process};
 use serde_json::json;
+use tandem_testkit::config::{example_text, TEST_PSEUDONYM_KEYS};
+use tandem_testkit::ports::free_ports;
+use tandem_testkit::{error_code, Endpoint, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
 #[test]
 fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
@@ -25,7 +27,7 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
     let (eu_west, eu_central, router) = (ports[0], ports[1], ports[2]);
     let slow_west = SlowProxy::start(eu_west);
     let slow_central = SlowProxy::start(eu_central);
-    let config = common::example_config()
+    let config = example_text()
         .replace("127.0.0.1:7101", &slow_west.addr.to_string())
         .replace("127.0.0.1:7102", &slow_central.addr.to_string())
         .replace("127.0.0.1:7103", &blackhole.addr.to_string())
@@ -34,33 +36,23 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
     assert!(config.contains("probe_interval = \"2s\""), "the example's probe interval moved");
     let config_path = dir.path().join("tandem.toml");
     std::fs::write(&config_path, &config).unwrap();
+    let config = config_path.to_str().expect("a UTF-8 path");
     let env = [
-        ("TANDEM_REPLICATION_SECRET", "router-start-test".to_owned()),
-        ("TANDEM_ADMIN_TOKEN", "router-start-admin".to_owned()),
-        ("TANDEM_PSEUDONYM_KEY_EU", "11".repeat(32)),
+        ("TANDEM_REPLICATION_SECRET", "router-start-test"),
+        ("TANDEM_ADMIN_TOKEN", "router-start-admin"),
+        TEST_PSEUDONYM_KEYS[0],
     ];
     let node = |region: &str| {
         let (listen, peer) = match region {
             "eu-west" => (eu_west, format!("eu-central=http://127.0.0.1:{eu_central}")),
             _ => (eu_central, format!("eu-west=http://127.0.0.1:{eu_west}")),
         };
-        let args = [
-            "node".to_owned(),
-            "--config".into(),
-            config_path.display().to_string(),
-            "--region".into(),
-            region.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{listen}"),
-            "--peer-url".into(),
-            peer,
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-        ];
-        Process::start(&args, &env)
+        let listen = format!("127.0.0.1:{listen}");
+        let data = dir.path().join("data").display().to_string();
+        let args = ["node", "--config", config, "--region", region, "--listen", &listen];
+        TANDEM.serve(&[&args[..], &["--peer-url", &peer, "--data-dir", &data]].concat(), &env)
     };
     let _nodes = [node("eu-west"), node("eu-central")];
-    let http = client();
     // Healthy and ready (a region that cannot reach a peer waits out its
     // grace period before it calls itself ready).
     for port in [eu_west, eu_central] {
@@ -69,23 +61,21 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
 
     // Subjects homed on the dead region, registered before the router starts
     // (the registry is everywhere, so a live region knows their home).
-    let west = format!("http://127.0.0.1:{eu_west}");
+    let west = Endpoint::new(&format!("http://127.0.0.1:{eu_west}"));
     for i in 0..3 {
         let body = br#"{"home_region":"us-east"}"#.to_vec();
-        let (status, answer) =
-            request(&http, &west, "PUT", &format!("/v1/subjects/dead{i}"), Some(body));
+        let (status, answer) = west.raw("PUT", &format!("/v1/subjects/dead{i}"), body);
         assert_eq!(status, 200, "{answer}");
     }
 
     // The router prints its listening line right after it binds, while its
     // first probes are still out: requests start from that moment.
-    let args = ["router".to_owned(), "--config".into(), config_path.display().to_string()];
-    let router_process = Process::start(&args, &env);
-    let r = router_process.url.clone();
+    let router_process = TANDEM.serve(&["router", "--config", config], &env);
+    let r = router_process.url().to_owned();
     assert!(r.ends_with(&format!(":{router}")), "{r}");
 
     // Health while starting: 503 with a reason, then 200.
-    let (first, body) = request(&http, &r, "GET", "/healthz", None);
+    let (first, body) = router_process.get("/healthz");
     assert_eq!(first, 503, "a router that has not probed its regions is not healthy: {body}");
     assert_eq!(error_code(&body), "starting");
     assert!(body["reason"].as_str().unwrap().contains("us-east"), "{body}");
@@ -95,13 +85,13 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
     let dead = std::thread::spawn({
         let r = r.clone();
         move || {
-            let http = client();
+            let router = Endpoint::new(&r);
             (0..3)
                 .map(|i| {
                     let sent = Instant::now();
                     let body = br#"{"fields":{"name":"x"}}"#.to_vec();
                     let path = format!("/v1/records/profile/dead{i}:main");
-                    let (status, answer) = request(&http, &r, "PATCH", &path, Some(body));
+                    let (status, answer) = router.raw("PATCH", &path, body);
                     (status, answer, sent.elapsed())
                 })
                 .collect::<Vec<_>>()
@@ -110,21 +100,14 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
     // Nothing homed on a live region is refused.
     for i in 0..20 {
         let home = if i % 2 == 0 { "eu-west" } else { "eu-central" };
-        let (status, answer) = request(
-            &http,
-            &r,
-            "PUT",
-            &format!("/v1/subjects/live{i}"),
-            Some(json!({ "home_region": home }).to_string().into_bytes()),
-        );
+        let (status, answer) =
+            router_process.put(&format!("/v1/subjects/live{i}"), &json!({ "home_region": home }));
         assert_eq!(status, 200, "live{i} homed in {home}: {answer}");
     }
-    let (status, answer) = request(
-        &http,
-        &r,
+    let (status, answer) = router_process.raw(
         "PATCH",
         "/v1/records/profile/live0:main",
-        Some(br#"{"fields":{"name":"Ana"}}"#.to_vec()),
+        br#"{"fields":{"name":"Ana"}}"#.to_vec(),
     );
     assert_eq!(status, 200, "{answer}");
     for (status, answer, took) in dead.join().unwrap() {
@@ -134,7 +117,7 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Ok((200, _)) = try_request(&http, &r, "GET", "/healthz", None) {
+        if let Ok((200, _)) = router_process.try_request("GET", "/healthz", None) {
             break;
         }
         assert!(Instant::now() < deadline, "the router never became healthy");
@@ -143,19 +126,12 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
 }
 
 fn wait_ready(base: &str) {
-    let http = client();
+    let node = Endpoint::new(base);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(try_request(&http, base, "GET", "/healthz", None), Ok((200, h)) if h["ready"] == true)
-    {
+    while !matches!(node.try_request("GET", "/healthz", None), Ok((200, h)) if h["ready"] == true) {
         assert!(Instant::now() < deadline, "{base} never became ready");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 /// Forwards to a local port, 250 ms after each connection opens (a far

@@ -5,8 +5,14 @@
 //! and every way to supply it. A single-region deployment needs no
 //! replication credential.
 
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use tandem_testkit::process::{run_logged, Proc};
+use tandem_testkit::{Output, Tandem};
+
+const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
+/// How long a refusing node may take to exit, and a starting one to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_region_without_its_replication_secret_exits_2_naming_every_way_to_supply_it() {
@@ -16,8 +22,8 @@ fn a_region_without_its_replication_secret_exits_2_naming_every_way_to_supply_it
         tandem_config::EXAMPLE_TOML,
         &[("TANDEM_PSEUDONYM_KEY_EU", &"11".repeat(32))],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let text = stderr(&out);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let text = out.stderr;
     for needle in [
         "eu-west",
         "replication secret",
@@ -34,8 +40,8 @@ fn a_region_without_its_replication_secret_exits_2_naming_every_way_to_supply_it
 fn a_jurisdiction_without_its_pseudonym_key_exits_2_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let out = node(dir.path(), tandem_config::EXAMPLE_TOML, &[("TANDEM_REPLICATION_SECRET", "s")]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let text = stderr(&out);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let text = out.stderr;
     for needle in ["TANDEM_PSEUDONYM_KEY_EU", "pseudonym_key_env", "subscription", "64 hex digits"]
     {
         assert!(text.contains(needle), "the refusal names {needle}: {text}");
@@ -45,8 +51,8 @@ fn a_jurisdiction_without_its_pseudonym_key_exits_2_naming_the_variable() {
         tandem_config::EXAMPLE_TOML,
         &[("TANDEM_REPLICATION_SECRET", "s"), ("TANDEM_PSEUDONYM_KEY_EU", "not-hex")],
     );
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("not 64 hex digits"), "{}", stderr(&bad));
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("not 64 hex digits"), "{}", bad.stderr);
 }
 
 #[test]
@@ -55,25 +61,19 @@ fn a_single_region_deployment_starts_without_a_replication_secret() {
     let config = single_region_config();
     let path = dir.path().join("tandem.toml");
     std::fs::write(&path, &config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["node", "--region", "eu-west", "--listen", "127.0.0.1:0", "--config"])
+    let mut cmd = TANDEM.command();
+    cmd.args(["node", "--region", "eu-west", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .env_remove("TANDEM_REPLICATION_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env_remove("TANDEM_REPLICATION_SECRET");
     let started = Instant::now();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (out, err) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
+    let mut node = Proc::spawn(cmd, &out, &err);
+    let line = node.first_line(START_TIMEOUT).unwrap_or_else(|why| panic!("the node {why}"));
     assert!(line.contains("listening on"), "a lone region starts: {line:?}");
-    assert!(started.elapsed() < Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(started.elapsed() < START_TIMEOUT);
+    node.kill9();
 }
 
 /// Run `tandem node --region eu-west` of `config` to its exit, with only `env`
@@ -81,7 +81,7 @@ fn a_single_region_deployment_starts_without_a_replication_secret() {
 fn node(dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Output {
     let path = dir.join("tandem.toml");
     std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let mut cmd = TANDEM.command();
     cmd.args(["node", "--region", "eu-west", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .arg("--data-dir")
@@ -92,21 +92,8 @@ fn node(dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the node started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    // A node that starts instead of refusing does not finish: the run panics.
+    run_logged(cmd, &dir.join("stdout.log"), &dir.join("stderr.log"), START_TIMEOUT)
 }
 
 /// The example with eu-west alone, and without analytics projections.
