@@ -1,7 +1,8 @@
 //! One process's HTTP surface as the single-process tests drive it: a base
 //! URL and a client whose requests answer `(status, JSON body)` (`Value::Null`
 //! when empty, a JSON string when not JSON), plus the few reads those tests
-//! share (digest, log position, a record's value). A [`crate::Node`] and a
+//! share (digest, log position, a record's value), and the check that a
+//! refused request changed nothing it can see. A [`crate::Node`] and a
 //! [`crate::process::Served`] process are endpoints.
 
 use std::time::Duration;
@@ -124,4 +125,84 @@ impl Endpoint {
             _ => panic!("GET {entity}/{id}: {status} {body}"),
         }
     }
+
+    /// What a refused request must not change: the digest of all state, the
+    /// log position and the raw answers for some records.
+    pub fn snapshot(&self, watched: &[&str]) -> Snapshot {
+        Snapshot {
+            digest: self.digest(),
+            last_seq: self.last_seq(),
+            records: watched
+                .iter()
+                .map(|p| {
+                    let (s, b) = self.get(p);
+                    ((*p).to_owned(), s, b)
+                })
+                .collect(),
+        }
+    }
+
+    /// Send a request that must be refused with `status` and `code` (and a
+    /// message), and check that nothing of [`Endpoint::snapshot`] changed;
+    /// answers the error body.
+    #[track_caller]
+    pub fn refused(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        status: u16,
+        code: &str,
+        watched: &[&str],
+    ) -> Value {
+        let before = self.snapshot(watched);
+        let (got, answer) = match body {
+            Some(b) => self.raw(method, path, b.to_vec()),
+            None => self.request(method, path, None),
+        };
+        let shown = String::from_utf8_lossy(body.unwrap_or_default());
+        let shown: String = shown.chars().take(120).collect();
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} with body {shown:?}: {answer}"
+        );
+        http::error_code(&answer);
+        let after = self.snapshot(watched);
+        assert_eq!(
+            before, after,
+            "{method} {path} with body {shown:?} was refused but changed state"
+        );
+        answer
+    }
+}
+
+/// What [`Endpoint::refused`] compares before and after.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub digest: String,
+    pub last_seq: u64,
+    pub records: Vec<(String, u16, Value)>,
+}
+
+/// A write that must have succeeded at `region`, and the shape of its answer
+/// (`{"region","hlc","version"}`); answers the body.
+#[track_caller]
+pub fn written(answer: (u16, Value), region: &str) -> Value {
+    let (status, body) = answer;
+    assert_eq!(status, 200, "write refused: {body}");
+    assert_eq!(body["region"], region, "{body}");
+    assert!(body["hlc"]["wall_ms"].as_u64().is_some(), "{body}");
+    assert!(body["version"][region].as_u64().is_some(), "{body}");
+    body
+}
+
+/// `/v1/records/{entity}/{id}`.
+pub fn rec(entity: &str, id: &str) -> String {
+    format!("/v1/records/{entity}/{id}")
+}
+
+/// `/v1/records/{entity}/{id}/ops`.
+pub fn ops(entity: &str, id: &str) -> String {
+    format!("/v1/records/{entity}/{id}/ops")
 }

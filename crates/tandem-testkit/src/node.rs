@@ -62,6 +62,19 @@ impl Tandem {
 }
 
 impl Node {
+    /// The region it runs.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Register `subject` with its home region (at this node) before writing
+    /// its records.
+    #[track_caller]
+    pub fn register(&self, subject: &str, home_region: &str) {
+        let body = serde_json::json!({ "home_region": home_region });
+        crate::endpoint::written(self.put(&format!("/v1/subjects/{subject}"), &body), &self.region);
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
