@@ -67,6 +67,25 @@ impl Deployment {
         );
     }
 
+    /// Wait until every region is connected to each of its peers and none
+    /// reports a breached lag budget (a deployment at rest).
+    pub fn wait_quiet(&self, timeout: Duration) {
+        let peers = self.regions.len() - 1;
+        let quiet = |region: &str| {
+            let s = self.status(region);
+            let no_breach = s["budgets"]
+                .as_object()
+                .is_some_and(|b| !b.is_empty() && b.values().all(|c| c["breached"] == false));
+            let linked = s["peers"]
+                .as_array()
+                .is_some_and(|p| p.len() == peers && p.iter().all(|p| p["connected"] == true));
+            no_breach && linked
+        };
+        self.wait_for("every region connected, no budget breached", timeout, || {
+            self.regions.keys().all(|r| quiet(r))
+        });
+    }
+
     /// The regions that may hold a record: every region, or for a personal
     /// type the regions of its subject's jurisdiction (read from the subject
     /// registry of the first region).
