@@ -144,6 +144,17 @@ impl Client {
     }
 }
 
+/// Assert an answer's status, the region that served it and the route the
+/// router took (`X-Tandem-Region`, `X-Tandem-Route`).
+#[track_caller]
+pub fn assert_routed(a: &Answer, status: u16, region: &str, route: &str, what: &str) {
+    assert_eq!(
+        (a.status, a.region(), a.route()),
+        (status, Some(region), Some(route)),
+        "{what}: {a}"
+    );
+}
+
 /// A method by name (`"PUT"`).
 pub fn method(name: &str) -> Method {
     Method::from_bytes(name.as_bytes()).unwrap_or_else(|_| panic!("not a method: {name}"))

@@ -35,7 +35,7 @@ pub mod process;
 pub mod search;
 pub mod waits;
 
-pub use deployment::{Builder, Deployment, Limits};
+pub use deployment::{Builder, Deployment, Limits, CONVERGE_TIMEOUT};
 pub use endpoint::Endpoint;
 pub use http::{error_code, Answer, Client, Method};
 pub use node::Node;

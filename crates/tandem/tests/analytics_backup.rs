@@ -22,7 +22,7 @@ use tandem_testkit::config::ALL;
 use tandem_testkit::search::{
     contains, dir_bytes, file_url, files_under, find_in_files, unique_tag,
 };
-use tandem_testkit::{Deployment, Limits, Method, Output, Tandem};
+use tandem_testkit::{Deployment, Limits, Method, Output, Tandem, CONVERGE_TIMEOUT};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 /// Admin token the deployments run with (`TANDEM_ADMIN_TOKEN`).
@@ -34,8 +34,6 @@ const OTHER_BACKUP_KEY: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5
 /// Pseudonym key variables of the example config: never inherited from the
 /// test's environment, so `tandem up` generates the keys.
 const PSEUDONYM_VARS: [&str; 2] = ["TANDEM_PSEUDONYM_KEY_EU", "TANDEM_PSEUDONYM_KEY_US"];
-/// Bound of the replication waits (they normally take well under a second).
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn analytics_projection_is_anonymous_everywhere_and_stable() {

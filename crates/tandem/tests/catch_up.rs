@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tandem_testkit::acked::{self, History, Key, Outcome, Write};
 use tandem_testkit::config::{ALL, EU};
-use tandem_testkit::{wait_until, Deployment, Tandem};
+use tandem_testkit::{wait_until, Deployment, Tandem, CONVERGE_TIMEOUT};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-/// Bound of the convergence waits (they normally take well under a second).
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn isolated_region_catches_up_without_loss_or_duplication() {

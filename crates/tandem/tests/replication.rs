@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tandem_testkit::config::{ALL, EU};
-use tandem_testkit::{metrics, wait_until, Deployment, Method, Tandem};
+use tandem_testkit::{metrics, wait_until, Deployment, Method, Tandem, CONVERGE_TIMEOUT};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
-/// Bound of the convergence waits (they normally take well under a second).
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The personal entity types of the example config.
 const PERSONAL: [&str; 4] = ["credential", "profile", "balance", "cart"];
 /// Its non-personal entity types.

@@ -80,6 +80,13 @@ impl Deployment {
         self.call_ok(method, &url, body, &[("x-tandem-client-region", client)])
     }
 
+    /// `PUT /v1/records/{entity}/{id}` (lww) through the router from a
+    /// caller in `client_region`.
+    pub fn put_routed(&self, entity: &str, id: &str, value: &str, client_region: &str) -> Answer {
+        let path = format!("/v1/records/{entity}/{id}");
+        self.routed(Method::PUT, &path, Some(&json!({ "value": value })), client_region)
+    }
+
     /// `PUT /v1/records/{entity}/{id}` (lww) at a region; answers
     /// `{"region","hlc","version"}`.
     pub fn put_record(&self, region: &str, entity: &str, id: &str, value: Value) -> Value {

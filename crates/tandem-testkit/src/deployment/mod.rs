@@ -31,6 +31,10 @@ use tandem_config::Config;
 use crate::http::Client;
 use crate::process::Tandem;
 
+/// The default bound of the convergence waits (they normally take well
+/// under a second).
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The time limits of a deployment: of its start, its stop, its requests
 /// and its waits.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +66,7 @@ impl Default for Limits {
             request: Duration::from_secs(10),
             connect: None,
             control: Duration::from_secs(10),
-            converge: Duration::from_secs(30),
+            converge: CONVERGE_TIMEOUT,
             cli: Duration::from_secs(60),
             poll: Duration::from_millis(50),
         }
