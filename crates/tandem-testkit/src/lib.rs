@@ -16,6 +16,7 @@
 //! - [`waits`]: polling until a predicate holds, with a deadline;
 //! - [`metrics`]: Prometheus text, parsed into samples;
 //! - [`search`]: unique markers and raw byte searches over files;
+//! - [`refusals`]: requests that must be refused and change nothing;
 //! - [`acked`]: the one acknowledged-write checker (DESIGN.md invariant 2).
 //!
 //! The kit panics with a message that says what it was doing whenever a step
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod node;
 pub mod ports;
 pub mod process;
+pub mod refusals;
 pub mod search;
 pub mod waits;
 
