@@ -2,7 +2,7 @@
 //! link cut, the credentials lag budget breaches within its 5 s budget plus
 //! one evaluation interval and clears once the link heals; a `financial` read
 //! of a record from the lagging region is refused at that node with 503
-//! `reads_halted` and served fresh through the router. (`alerts.rs` checks
+//! `reads_halted` and served fresh through the router. (`prometheus.rs` checks
 //! the alert rules and the dashboard against what the processes export.)
 //!
 //! Each test runs its own `tandem up` (example config, free loopback ports,

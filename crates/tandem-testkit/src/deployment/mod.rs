@@ -18,6 +18,7 @@ pub mod data;
 mod direct;
 pub mod faults;
 mod proxy;
+mod schedule;
 mod up;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 pub use builder::Builder;
+pub use schedule::FaultPlan;
 use tandem_config::Config;
 
 use crate::http::Client;

@@ -452,7 +452,7 @@ impl Drop for Prometheus {
 
 /// The example deployment under `tandem up`, router included.
 fn deployment() -> Builder {
-    TANDEM.deployment().prefix("tandem-alerts-")
+    TANDEM.deployment().prefix("tandem-prom-")
 }
 
 fn deploy_dir() -> PathBuf {
