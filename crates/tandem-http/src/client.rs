@@ -31,6 +31,37 @@ pub struct ClientLimits {
     pub pool_max_idle_per_host: usize,
 }
 
+/// The server names of a deployment's processes by the address a client
+/// dials (`host:port`), for a tool that talks to several of them through
+/// one client; an address not in the table is verified by its host.
+#[derive(Debug, Clone, Default)]
+pub struct ServerNames(BTreeMap<String, String>);
+
+impl ServerNames {
+    pub fn new() -> ServerNames {
+        ServerNames::default()
+    }
+
+    /// Verify the server at `authority` (`host:port`) as `server_name`.
+    pub fn insert(&mut self, authority: impl Into<String>, server_name: impl Into<String>) {
+        self.0.insert(authority.into(), server_name.into());
+    }
+}
+
+impl hyper_rustls::ResolveServerName for ServerNames {
+    fn resolve(
+        &self,
+        uri: &hyper::Uri,
+    ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let name = match self.0.get(authority) {
+            Some(n) => n.as_str(),
+            None => uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']'),
+        };
+        Ok(ServerName::try_from(name.to_owned())?)
+    }
+}
+
 /// A client for the server named `server_name`: over TLS with `config`, or
 /// plain (`config` `None`, for `--insecure`).
 pub fn client<B>(
@@ -42,20 +73,44 @@ where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
+    let name = ServerName::try_from(server_name.to_owned()).expect("a valid server name");
+    build(config, FixedServerNameResolver::new(name), limits)
+}
+
+/// A client for every server in `names` (by the address dialled): over TLS
+/// with `config`, or plain (`config` `None`).
+pub fn client_for<B>(
+    config: Option<&ClientConfig>,
+    names: ServerNames,
+    limits: ClientLimits,
+) -> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    build(config, names, limits)
+}
+
+fn build<B>(
+    config: Option<&ClientConfig>,
+    resolver: impl hyper_rustls::ResolveServerName + Send + Sync + 'static,
+    limits: ClientLimits,
+) -> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits.connect_timeout));
     http.enforce_http(false);
     let connector = match config {
-        Some(c) => {
-            let name = ServerName::try_from(server_name.to_owned()).expect("a valid server name");
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(c.clone())
-                .https_only()
-                .with_server_name_resolver(FixedServerNameResolver::new(name))
-                .enable_http1()
-                .wrap_connector(http)
-        }
+        Some(c) => hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(c.clone())
+            .https_only()
+            .with_server_name_resolver(resolver)
+            .enable_http1()
+            .wrap_connector(http),
         None => {
             // Plain http URLs only (the TLS settings are never used).
             let empty = ClientConfig::builder_with_provider(crate::tls::provider())

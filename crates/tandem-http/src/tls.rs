@@ -172,6 +172,8 @@ impl Material {
 /// built again on `reload`.
 pub struct Tls {
     files: TlsFiles,
+    /// Whom this process's own certificate names.
+    own: RwLock<crate::identity::Identity>,
     server: RwLock<Arc<ServerConfig>>,
     client: RwLock<Arc<ClientConfig>>,
     revoked: watch::Sender<Arc<BTreeSet<Vec<u8>>>>,
@@ -187,7 +189,9 @@ impl Tls {
     pub fn load(files: TlsFiles) -> Result<Tls, TlsError> {
         let stamps = stamps_of(&files);
         let m = Material::load(&files)?;
+        let own = crate::identity::identity_of_certificate(&m.chain[0]).0;
         Ok(Tls {
+            own: RwLock::new(own),
             server: RwLock::new(Arc::new(m.server_config()?)),
             client: RwLock::new(Arc::new(m.client_config()?)),
             revoked: watch::channel(Arc::new(m.revoked)).0,
@@ -198,6 +202,11 @@ impl Tls {
 
     pub fn files(&self) -> &TlsFiles {
         &self.files
+    }
+
+    /// Whom this process's own certificate names.
+    pub fn own_identity(&self) -> crate::identity::Identity {
+        self.own.read().expect("tls lock").clone()
     }
 
     pub fn server(&self) -> Arc<ServerConfig> {
@@ -223,6 +232,8 @@ impl Tls {
         let stamps = stamps_of(&self.files);
         let m = Material::load(&self.files)?;
         let (server, client) = (m.server_config()?, m.client_config()?);
+        *self.own.write().expect("tls lock") =
+            crate::identity::identity_of_certificate(&m.chain[0]).0;
         *self.server.write().expect("tls lock") = Arc::new(server);
         *self.client.write().expect("tls lock") = Arc::new(client);
         *self.stamps.write().expect("tls lock") = stamps;

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod backup;
 pub mod budget;
 pub mod conflicts;
@@ -12,6 +13,7 @@ pub mod disk;
 pub mod error;
 pub mod metrics;
 pub mod node;
+pub mod reload;
 pub mod replication;
 pub mod server;
 pub mod startup;
@@ -19,5 +21,5 @@ pub mod validate;
 pub mod writer;
 
 pub use error::ApiError;
-pub use server::{run, NodeOptions, StoreBackend};
+pub use server::{run, NodeOptions, SecurityOptions, StoreBackend};
 pub use startup::StartupError;

@@ -71,15 +71,18 @@ pub struct Metrics {
     pub hlc_offset_rejections: Counter,
     /// 1 while the disk is full and writes are refused.
     pub storage_full: Gauge,
+    /// Calls refused for want of a key, a certificate or a token, by reason.
+    pub auth_refusals: Family<ReasonLabels, Counter>,
 }
 
 /// The reasons `residency_denials_total` counts.
-pub const RESIDENCY_REASONS: [&str; 5] = [
+pub const RESIDENCY_REASONS: [&str; 6] = [
     "unknown_subject",
     "write_outside_jurisdiction",
     "misdirected_write",
     "replication_withheld",
     "replication_inbound",
+    "peer_identity_mismatch",
 ];
 
 impl Metrics {
@@ -137,8 +140,14 @@ impl Metrics {
             write_queue_depth: Gauge::default(),
             hlc_offset_rejections: Counter::default(),
             storage_full: Gauge::default(),
+            auth_refusals: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "tandem_auth_refusals",
+            "Calls refused for want of an API key, a certificate or the admin token, by reason",
+            m.auth_refusals.clone(),
+        );
         registry.register(
             "tandem_storage_full",
             "1 while the region's disk is full and writes are refused with 507",

@@ -44,6 +44,8 @@ pub struct Node {
     pub drain: tandem_http::DrainGate,
     /// Whether the disk has room for writes.
     pub disk: Arc<crate::disk::DiskGuard>,
+    /// TLS and API keys, or `--insecure` (see `auth`).
+    pub security: crate::auth::Security,
     pub data_dir: PathBuf,
 }
 
@@ -95,6 +97,27 @@ impl Node {
             .with("fresh_region", origin));
         }
         Ok(())
+    }
+
+    /// A replication request whose header claimed another region than its
+    /// certificate: audited and counted as a residency refusal.
+    pub fn audit_identity_refused(&self, certificate: &str, claimed: &str) {
+        self.metrics
+            .residency_denials
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: "peer_identity_mismatch".into(),
+            })
+            .inc();
+        tracing::error!(%certificate, %claimed, "a region's certificate claimed another region's identity: refused");
+        let flow = crate::audit::Flow {
+            kind: "identity_refused",
+            peer: certificate.to_owned(),
+            peer_jurisdiction: self.config.jurisdiction_of(certificate).unwrap_or("").to_owned(),
+            detail: format!("claimed to be {claimed}"),
+            ..Default::default()
+        };
+        // Refused either way; a failed append is logged by the audit log.
+        let _ = self.audit.append(flow, self.now_ms());
     }
 
     pub fn now_ms(&self) -> u64 {

@@ -17,10 +17,12 @@ use tandem_store::{MemoryStore, RedbStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::Security;
 use crate::conflicts::ConflictLog;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::replication::Replication;
+pub use crate::startup::SecurityOptions;
 use crate::writer::{self, WriterConfig, WriterSinks};
 use tandem_engine::link::LinkState;
 use tandem_engine::{Engine, Path, Timings};
@@ -42,8 +44,8 @@ pub struct NodeOptions {
     pub clock_skew_ms: i64,
     pub backend: StoreBackend,
     pub admin_token: Option<String>,
-    /// Shared secret for replication; `None` leaves this region unreplicated.
-    pub replication_secret: Option<String>,
+    /// TLS and the API keys, or `--insecure` with the replication secret.
+    pub security: SecurityOptions,
     /// Base URLs of peers, overriding their configured addresses (e.g. the
     /// latency proxies of `tandem up`).
     pub peer_urls: BTreeMap<String, String>,
@@ -63,12 +65,7 @@ pub async fn run(
         .with_context(|| format!("region `{}` is not in the config", opts.region))?
         .clone();
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| opts.config.deployment.data_dir.clone());
-    crate::startup::check_replication_secret(
-        &opts.config,
-        &opts.region,
-        opts.replication_secret.as_deref(),
-        &data_dir,
-    )?;
+    let security = crate::startup::security(&opts.config, &opts.region, &data_dir, &opts.security)?;
     let pseudonymizer = crate::startup::pseudonymizer(
         &opts.config,
         &opts.region,
@@ -124,12 +121,11 @@ pub async fn run(
     let now_ms = clock.physical_ms();
     let mut links = BTreeMap::new();
     let mut peer_urls = BTreeMap::new();
-    // Without a secret this region does not replicate: it has no links to report.
-    let peers = opts
-        .config
-        .regions
-        .iter()
-        .filter(|r| r.name != opts.region && opts.replication_secret.is_some());
+    // A lone region (`--insecure` without a secret) does not replicate: it
+    // has no links to report.
+    let replicates = !matches!(security, Security::Insecure { replication_secret: None });
+    let scheme = if security.is_tls() { "https" } else { "http" };
+    let peers = opts.config.regions.iter().filter(|r| r.name != opts.region && replicates);
     for peer in peers {
         let cursor = store.cursor(&Path::Direct.cursor_key(&peer.name))?.seq;
         links.insert(peer.name.clone(), std::sync::Mutex::new(LinkState::new(now_ms, cursor)));
@@ -137,7 +133,7 @@ pub async fn run(
             .peer_urls
             .get(&peer.name)
             .cloned()
-            .unwrap_or_else(|| format!("http://{}", peer.listen));
+            .unwrap_or_else(|| format!("{scheme}://{}", peer.listen));
         peer_urls.insert(peer.name.clone(), url.trim_end_matches('/').to_owned());
     }
     let replication = Replication {
@@ -145,7 +141,14 @@ pub async fn run(
         durable_seq,
         links,
         peer_urls,
-        secret: opts.replication_secret.clone(),
+        clients: tandem_http::client::Clients::new(
+            security.tls(),
+            tandem_http::client::ClientLimits {
+                connect_timeout: Timings::from_config(&opts.config.replication).connect_timeout,
+                pool_idle_timeout: std::time::Duration::from_secs(30),
+                pool_max_idle_per_host: 4,
+            },
+        ),
         timings: Timings::from_config(&opts.config.replication),
         own_have: store.own_have()?,
     };
@@ -173,6 +176,7 @@ pub async fn run(
         admin_token: opts.admin_token.clone(),
         drain: tandem_http::DrainGate::default(),
         disk,
+        security,
         data_dir,
     });
 
@@ -180,10 +184,11 @@ pub async fn run(
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(region = %opts.region, %local, "node listening");
-    println!("tandem node {} listening on http://{local}", opts.region);
+    println!("tandem node {} listening on {scheme}://{local}", opts.region);
 
     let mut tasks = crate::replication::receiver::start(&node);
     tasks.push(tokio::spawn(watch_disk(node.clone())));
+    tasks.push(tokio::spawn(crate::reload::watch(node.clone())));
     let app = crate::api::router(node.clone());
     let stopping = node.clone();
     let shutdown = async move {
@@ -198,7 +203,8 @@ pub async fn run(
         idle_timeout: opts.config.node.idle_timeout,
         ..tandem_http::ServeLimits::default()
     };
-    tandem_http::serve(listener, app, limits, None, shutdown).await?;
+    let tls = node.security.tls();
+    tandem_http::serve(listener, app, limits, tls, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing the last commits");
     for t in tasks {
         if tokio::time::timeout(std::time::Duration::from_secs(5), t).await.is_err() {

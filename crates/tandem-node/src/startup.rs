@@ -12,6 +12,15 @@ use tandem_engine::analytics::Pseudonymizer;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StartupError {
     #[error(
+        "region `{region}` cannot start: {detail}. TLS is on by default: create the \
+         deployment's certificates with `tandem certs init --config <file>` (they go to {dir}; \
+         `tandem up` does this itself), or start with --insecure for a local experiment \
+         without TLS or authentication."
+    )]
+    Certificates { region: String, dir: String, detail: String },
+    #[error("region `{region}` cannot start: its API keys file is unreadable: {detail}")]
+    ApiKeys { region: String, detail: String },
+    #[error(
         "region `{region}` cannot start: the deployment has {regions} regions and this node has \
          no replication secret to authenticate to its peers. Supply it in one of these ways: \
          `[replication] secret = \"...\"` in the config file; the environment variable \
@@ -39,6 +48,65 @@ pub struct MissingPseudonymKey {
     pub variable: String,
     pub problem: &'static str,
     pub file: String,
+}
+
+/// How the binary asks a node to secure itself.
+#[derive(Debug, Clone)]
+pub enum SecurityOptions {
+    /// `--insecure`: no TLS, no API keys; the shared secret between regions.
+    Insecure { replication_secret: Option<String> },
+    /// TLS with the certificates in `certs_dir`, API keys from `api_keys`.
+    Tls { certs_dir: std::path::PathBuf, api_keys: std::path::PathBuf },
+}
+
+/// Load what this region needs to authenticate, or refuse to start.
+pub fn security(
+    config: &Config,
+    region: &str,
+    data_dir: &Path,
+    opts: &SecurityOptions,
+) -> Result<crate::auth::Security, StartupError> {
+    use std::sync::Arc;
+    match opts {
+        SecurityOptions::Insecure { replication_secret } => {
+            check_replication_secret(config, region, replication_secret.as_deref(), data_dir)?;
+            Ok(crate::auth::Security::Insecure { replication_secret: replication_secret.clone() })
+        }
+        SecurityOptions::Tls { certs_dir, api_keys } => {
+            let refused = |detail: String| StartupError::Certificates {
+                region: region.to_owned(),
+                dir: certs_dir.display().to_string(),
+                detail,
+            };
+            let files = tandem_http::tls::TlsFiles::new(certs_dir, region);
+            let tls = tandem_http::tls::Tls::load(files).map_err(|e| refused(e.to_string()))?;
+            let jurisdiction = config.jurisdiction_of(region).unwrap_or("").to_owned();
+            let expected =
+                tandem_http::identity::Identity::Region { name: region.to_owned(), jurisdiction };
+            let own = tls.own_identity();
+            if own != expected {
+                return Err(refused(format!(
+                    "its certificate names {} instead of {}",
+                    own.describe(),
+                    expected.describe()
+                )));
+            }
+            let keys = match tandem_http::api_keys::ApiKeys::load(api_keys) {
+                Ok(k) => k,
+                Err(tandem_http::api_keys::ApiKeysError::Read { .. }) if !api_keys.exists() => {
+                    tracing::warn!(path = %api_keys.display(), "no API keys file: clients reach this region only through the router");
+                    tandem_http::api_keys::ApiKeys::none(api_keys)
+                }
+                Err(e) => {
+                    return Err(StartupError::ApiKeys {
+                        region: region.to_owned(),
+                        detail: e.to_string(),
+                    })
+                }
+            };
+            Ok(crate::auth::Security::Tls { tls: Arc::new(tls), api_keys: Arc::new(keys) })
+        }
+    }
 }
 
 /// A multi-region deployment needs the replication credential; a single

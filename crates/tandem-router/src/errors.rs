@@ -90,6 +90,11 @@ pub fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
 }
 
+/// 401 with a message that says what is needed.
+pub fn unauthorized_with(message: &str) -> Response {
+    error(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
 /// 404: no such endpoint, region or action.
 pub fn not_found(message: impl Into<String>) -> Response {
     error(StatusCode::NOT_FOUND, "not_found", message)

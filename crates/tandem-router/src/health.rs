@@ -67,10 +67,10 @@ pub fn probe_outcome(status: u16, body: &serde_json::Value) -> Probe {
 }
 
 /// Probe once; the whole exchange is bounded by the probe timeout.
-async fn probe(state: &RouterState, uri: &hyper::Uri) -> Probe {
+async fn probe(state: &RouterState, name: &str, uri: &hyper::Uri) -> Probe {
     use http_body_util::BodyExt;
     let exchange = async {
-        let resp = state.probe_client.get(uri.clone()).await.ok()?;
+        let resp = state.probe_client(name).get(uri.clone()).await.ok()?;
         let status = resp.status().as_u16();
         let body =
             http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await.ok()?;
@@ -89,7 +89,7 @@ pub async fn probe_loop(state: Arc<RouterState>, index: usize) {
     let region = &state.regions[index];
     let uri: hyper::Uri = format!("{}/healthz", region.url).parse().expect("valid URL");
     loop {
-        match probe(&state, &uri).await {
+        match probe(&state, &region.name, &uri).await {
             Probe::Up { writable } => {
                 if region.writable.swap(writable, Ordering::SeqCst) != writable {
                     tracing::warn!(region = %region.name, writable, "region's store changed writability");

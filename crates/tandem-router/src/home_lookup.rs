@@ -36,10 +36,7 @@ pub async fn lookup_home(
     }
     let mut unknown = false;
     for r in lookup_order(regions) {
-        let url = format!(
-            "http://{}/v1/subjects/{subject}",
-            s.config.region(&r.name).expect("known").listen
-        );
+        let url = format!("{}/v1/subjects/{subject}", s.base_url(&r.name));
         let req = hyper::Request::get(url).body(Full::new(Bytes::new())).expect("valid request");
         let lookups = |outcome| {
             s.metrics
@@ -47,16 +44,18 @@ pub async fn lookup_home(
                 .get_or_create(&RequestLabels::new(&r.name, "lookup", outcome))
                 .inc()
         };
-        let resp =
-            match tokio::time::timeout(s.config.router.upstream_timeout, s.client.request(req))
-                .await
-            {
-                Ok(Ok(resp)) => resp,
-                _ => {
-                    lookups("error");
-                    continue;
-                }
-            };
+        let resp = match tokio::time::timeout(
+            s.config.router.upstream_timeout,
+            s.client(&r.name).request(req),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => resp,
+            _ => {
+                lookups("error");
+                continue;
+            }
+        };
         let status = resp.status();
         let Ok(body) = http_body_util::Limited::new(resp.into_body(), ANSWER_MAX_BYTES)
             .collect()

@@ -13,6 +13,7 @@
 //! `operations` is the router's own plane; `body`, `errors` and `metrics` are
 //! what those share.
 
+mod auth;
 mod body;
 pub mod cache;
 mod data_plane;
@@ -25,12 +26,14 @@ pub mod home_lookup;
 pub mod metrics;
 mod operations;
 pub mod registration;
+mod reload;
 pub mod retry;
 mod startup;
 pub mod state;
 mod upstream;
 
 pub use startup::{run, RouterOptions};
+pub use state::RouterSecurity;
 /// The contract's header names, defined once with the rest of the protocol.
 pub use tandem_engine::protocol::{
     CLIENT_REGION_HEADER, FAILOVER_HEADER, REGION_HEADER, ROUTE_HEADER,

@@ -26,6 +26,11 @@ pub struct RegionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
     pub from: String,
     pub to: String,
@@ -37,6 +42,8 @@ pub struct RouterMetrics {
     pub region_up: Family<RegionLabels, Gauge>,
     pub failovers: Family<FailoverLabels, Counter>,
     pub home_lookups: Family<RequestLabels, Counter>,
+    /// Data-plane calls refused for want of an API key.
+    pub auth_refusals: Family<ReasonLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -67,6 +74,7 @@ impl RouterMetrics {
         let region_up = Family::<RegionLabels, Gauge>::default();
         let failovers = Family::<FailoverLabels, Counter>::default();
         let home_lookups = Family::<RequestLabels, Counter>::default();
+        let auth_refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "router_requests",
             "Requests routed, by region, route and outcome",
@@ -87,7 +95,12 @@ impl RouterMetrics {
             "Home-region lookups, by region asked, route (cache or lookup) and outcome",
             home_lookups.clone(),
         );
-        RouterMetrics { registry, requests, region_up, failovers, home_lookups }
+        registry.register(
+            "router_auth_refusals",
+            "Data-plane calls refused for want of an API key, by reason",
+            auth_refusals.clone(),
+        );
+        RouterMetrics { registry, requests, region_up, failovers, home_lookups, auth_refusals }
     }
 
     pub fn encode(&self) -> String {

@@ -12,15 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::routing::{any, get, post};
 use axum::Router;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tandem_config::Config;
 
 use crate::cache::HomeCache;
 use crate::health::{self, RegionState};
 use crate::metrics::RouterMetrics;
-use crate::state::RouterState;
+use crate::state::{RouterSecurity, RouterState};
 use crate::{data_plane, errors, operations};
 
 /// Subjects kept in the home-region cache.
@@ -32,12 +29,12 @@ const POOL_IDLE_PER_REGION_MAX: usize = 256;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone)]
 pub struct RouterOptions {
     pub config: Config,
     /// Overrides `router.listen`.
     pub listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    pub security: RouterSecurity,
 }
 
 pub async fn run(
@@ -45,21 +42,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(opts.config);
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.router.probe_timeout));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(POOL_IDLE_PER_REGION_MAX)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector.clone());
-    let probe_client = Client::builder(TokioExecutor::new()).build(connector);
+    let tls = opts.security.tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let limits = tandem_http::client::ClientLimits {
+        connect_timeout: config.router.probe_timeout,
+        pool_idle_timeout: POOL_IDLE_TIMEOUT,
+        pool_max_idle_per_host: POOL_IDLE_PER_REGION_MAX,
+    };
+    let clients = tandem_http::client::Clients::new(tls.clone(), limits);
+    let probe_clients = tandem_http::client::Clients::new(
+        tls.clone(),
+        tandem_http::client::ClientLimits { pool_max_idle_per_host: 2, ..limits },
+    );
     let regions = config
         .regions
         .iter()
         .map(|r| RegionState {
             name: r.name.clone(),
             jurisdiction: r.jurisdiction.clone(),
-            url: format!("http://{}", r.listen),
+            url: format!("{scheme}://{}", r.listen),
             up: AtomicBool::new(false),
             drained: AtomicBool::new(false),
             writable: AtomicBool::new(true),
@@ -77,10 +78,11 @@ pub async fn run(
         started: Instant::now(),
         drain: tandem_http::DrainGate::default(),
         default_region,
-        client,
-        probe_client,
+        clients,
+        probe_clients,
         metrics: RouterMetrics::new(&config),
         admin_token: opts.admin_token,
+        security: opts.security,
     });
     let probes: Vec<_> = (0..state.regions.len())
         .map(|i| tokio::spawn(health::probe_loop(state.clone(), i)))
@@ -90,7 +92,7 @@ pub async fn run(
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    println!("tandem router listening on http://{local}");
+    println!("tandem router listening on {scheme}://{local}");
     tracing::info!(%local, "router listening");
     let limits = tandem_http::ServeLimits {
         connections_max: MAX_CONNECTIONS,
@@ -98,7 +100,9 @@ pub async fn run(
         idle_timeout: config.router.idle_timeout,
         ..Default::default()
     };
-    tandem_http::serve(listener, routes(state), limits, None, shutdown).await?;
+    let reload = tokio::spawn(crate::reload::watch(state.clone()));
+    tandem_http::serve(listener, routes(state), limits, tls, shutdown).await?;
+    reload.abort();
     for p in probes {
         p.abort();
     }
@@ -106,16 +110,23 @@ pub async fn run(
 }
 
 /// The route table: the operations plane and the data plane of DESIGN.md.
+/// The data plane needs an API key (with TLS); see `auth`.
 fn routes(state: Arc<RouterState>) -> Router {
+    let data = Router::new()
+        .route("/v1/records/{entity}", any(data_plane::scan))
+        .route("/v1/records/{entity}/{id}", any(data_plane::record))
+        .route("/v1/records/{entity}/{id}/ops", any(data_plane::record))
+        .route("/v1/subjects/{subject}", any(data_plane::subject))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard_data_plane,
+        ));
     Router::new()
         .route("/healthz", get(operations::healthz))
         .route("/metrics", get(operations::metrics))
         .route("/v1/routes", get(operations::routes))
         .route("/v1/admin/regions/{region}/{action}", post(operations::admin))
-        .route("/v1/records/{entity}", any(data_plane::scan))
-        .route("/v1/records/{entity}/{id}", any(data_plane::record))
-        .route("/v1/records/{entity}/{id}/ops", any(data_plane::record))
-        .route("/v1/subjects/{subject}", any(data_plane::subject))
+        .merge(data)
         .fallback(|| async { errors::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { errors::method_not_allowed() })
         .with_state(state)

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Empty, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use tandem_config::Config;
+use tandem_http::client::{Clients, HttpClient};
 
 use crate::cache::HomeCache;
 use crate::decide::RegionView;
@@ -31,11 +30,29 @@ pub struct RouterState {
     /// Limits on draining oversized request bodies.
     pub drain: tandem_http::DrainGate,
     pub default_region: String,
-    pub client: Client<HttpConnector, Full<Bytes>>,
-    pub probe_client: Client<HttpConnector, Empty<Bytes>>,
+    /// Pooled upstream clients, one per region, over TLS with the router's
+    /// certificate (each verifies its region by name).
+    pub clients: Clients<Full<Bytes>>,
+    pub probe_clients: Clients<Empty<Bytes>>,
     pub cache: HomeCache,
     pub metrics: RouterMetrics,
     pub admin_token: Option<String>,
+    pub security: RouterSecurity,
+}
+
+/// How the router authenticates: TLS and API keys, or `--insecure`.
+pub enum RouterSecurity {
+    Insecure,
+    Tls { tls: Arc<tandem_http::tls::Tls>, api_keys: Arc<tandem_http::api_keys::ApiKeys> },
+}
+
+impl RouterSecurity {
+    pub fn tls(&self) -> Option<Arc<tandem_http::tls::Tls>> {
+        match self {
+            RouterSecurity::Tls { tls, .. } => Some(tls.clone()),
+            RouterSecurity::Insecure => None,
+        }
+    }
 }
 
 impl RouterState {
@@ -66,6 +83,22 @@ impl RouterState {
         let deadline = self.started + self.config.router.probe_timeout + READY_SLACK;
         let mut rx = self.ready.subscribe();
         let _ = tokio::time::timeout_at(deadline.into(), rx.wait_for(|r| *r)).await;
+    }
+
+    /// The upstream client for `region`.
+    pub fn client(&self, region: &str) -> HttpClient<Full<Bytes>> {
+        self.clients.get(&tandem_http::identity::region_server_name(region))
+    }
+
+    /// The probe client for `region`.
+    pub fn probe_client(&self, region: &str) -> HttpClient<Empty<Bytes>> {
+        self.probe_clients.get(&tandem_http::identity::region_server_name(region))
+    }
+
+    /// `scheme://address` of a region.
+    pub fn base_url(&self, region: &str) -> String {
+        let addr = self.config.region(region).expect("a region of the deployment").listen;
+        format!("{}://{addr}", self.clients.scheme())
     }
 
     /// What the router knows of a region of the deployment.

@@ -58,10 +58,10 @@ pub async fn send(
     route: Route,
     failover_for: Option<&str>,
 ) -> Exchange {
-    let addr = s.config.region(region).expect("decided region exists").listen;
+    let base = s.base_url(region);
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut builder =
-        hyper::Request::builder().method(parts.method.clone()).uri(format!("http://{addr}{path}"));
+        hyper::Request::builder().method(parts.method.clone()).uri(format!("{base}{path}"));
     for name in [axum::http::header::CONTENT_TYPE, axum::http::header::ACCEPT] {
         if let Some(v) = parts.headers.get(&name) {
             builder = builder.header(name, v);
@@ -77,41 +77,35 @@ pub async fn send(
     let requests = |outcome| {
         s.metrics.requests.get_or_create(&RequestLabels::new(region, route.as_str(), outcome)).inc()
     };
-    let resp =
-        match tokio::time::timeout(s.config.router.upstream_timeout, s.client.request(upstream))
-            .await
-        {
-            Err(_) => {
-                requests("upstream_timeout");
-                return Exchange::Failed(with_route(
-                    errors::upstream_timeout(region),
-                    region,
-                    route,
-                ));
+    let resp = match tokio::time::timeout(
+        s.config.router.upstream_timeout,
+        s.client(region).request(upstream),
+    )
+    .await
+    {
+        Err(_) => {
+            requests("upstream_timeout");
+            return Exchange::Failed(with_route(errors::upstream_timeout(region), region, route));
+        }
+        Ok(Err(e)) => {
+            if s.region(region).failure(s.config.router.probe_failure_threshold) {
+                tracing::error!(region, "region is down (upstream errors): routing around it");
+                s.metrics
+                    .region_up
+                    .get_or_create(&RegionLabels { region: region.to_owned() })
+                    .set(0);
             }
-            Ok(Err(e)) => {
-                if s.region(region).failure(s.config.router.probe_failure_threshold) {
-                    tracing::error!(region, "region is down (upstream errors): routing around it");
-                    s.metrics
-                        .region_up
-                        .get_or_create(&RegionLabels { region: region.to_owned() })
-                        .set(0);
-                }
-                requests("upstream_error");
-                let resp = with_route(
-                    errors::upstream_unavailable(format!("{region} is unreachable: {e}")),
-                    region,
-                    route,
-                );
-                // A refused connection never reached the region: safe to send elsewhere.
-                return if e.is_connect() {
-                    Exchange::Refused(resp)
-                } else {
-                    Exchange::Failed(resp)
-                };
-            }
-            Ok(Ok(r)) => r,
-        };
+            requests("upstream_error");
+            let resp = with_route(
+                errors::upstream_unavailable(format!("{region} is unreachable: {e}")),
+                region,
+                route,
+            );
+            // A refused connection never reached the region: safe to send elsewhere.
+            return if e.is_connect() { Exchange::Refused(resp) } else { Exchange::Failed(resp) };
+        }
+        Ok(Ok(r)) => r,
+    };
     let status = resp.status();
     let content_type = resp.headers().get(axum::http::header::CONTENT_TYPE).cloned();
     let body = match http_body_util::Limited::new(resp.into_body(), UPSTREAM_BODY_MAX_BYTES)

@@ -124,7 +124,12 @@ async fn router(west: &Region, central: &Region, east: &Region) -> SocketAddr {
         .replace("probe_interval = \"200ms\"", "probe_interval = \"30s\"");
     assert!(toml.contains("probe_interval = \"30s\""), "the example's probe interval moved");
     let config = tandem_config::Config::from_toml_str(&toml).unwrap();
-    let opts = tandem_router::RouterOptions { config, listen: None, admin_token: None };
+    let opts = tandem_router::RouterOptions {
+        config,
+        listen: None,
+        admin_token: None,
+        security: tandem_router::RouterSecurity::Insecure,
+    };
     tokio::spawn(tandem_router::run(opts, std::future::pending()));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

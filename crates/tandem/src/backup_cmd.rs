@@ -28,6 +28,8 @@ pub struct BackupArgs {
     /// The region's base URL, if not its configured address.
     #[arg(long)]
     pub url: Option<String>,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,12 +77,14 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let key = key(args.key_file.as_ref())?;
-    let base = args.url.clone().unwrap_or_else(|| format!("http://{}", region.listen));
+    let connection =
+        crate::connect::Connection::open(&args.connect, &config, &config.deployment.data_dir)?;
+    let base = args.url.clone().unwrap_or_else(|| connection.url(region.listen));
     let token = crate::node_cmd::admin_token(&config.deployment.data_dir)
         .context("no admin token: set TANDEM_ADMIN_TOKEN or keep <data_dir>/admin.token")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let snapshot_bytes = fetch_snapshot(&base, &token, &args.to).await?;
+        let snapshot_bytes = fetch_snapshot(&connection, &base, &token, &args.to).await?;
         let snapshot: tandem_store::Snapshot = tandem_store::decode("snapshot", &snapshot_bytes)?;
         let created =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
@@ -105,11 +109,15 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fetch_snapshot(base: &str, token: &str, destination: &str) -> anyhow::Result<Vec<u8>> {
+async fn fetch_snapshot(
+    connection: &crate::connect::Connection,
+    base: &str,
+    token: &str,
+    destination: &str,
+) -> anyhow::Result<Vec<u8>> {
     use http_body_util::BodyExt;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let client: tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>> =
+        connection.client(crate::connect::limits(std::time::Duration::from_secs(5)));
     let dest: String = url::form_urlencoded::byte_serialize(destination.as_bytes()).collect();
     let req = hyper::Request::get(format!("{base}/v1/admin/snapshot?destination={dest}"))
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))

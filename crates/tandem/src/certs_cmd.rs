@@ -21,8 +21,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use tandem_config::Config;
 use tandem_http::identity;
@@ -48,7 +48,7 @@ pub struct InitArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// How long the certificates are valid, in days.
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, default_value_t = DAYS_DEFAULT)]
     pub days: u32,
 }
 
@@ -66,7 +66,7 @@ pub struct IssueArgs {
     pub router: bool,
     #[arg(long)]
     pub operator: bool,
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, default_value_t = DAYS_DEFAULT)]
     pub days: u32,
 }
 
@@ -87,7 +87,11 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             let config = crate::config_cmd::load_or_example(a.config.as_deref())?;
             let dir = a.dir.unwrap_or_else(|| certs_dir(&config.deployment.data_dir));
             init(&config, &dir, a.days)?;
-            println!("certificates for deployment `{}` written to {}", config.deployment.name, dir.display());
+            println!(
+                "certificates for deployment `{}` written to {}",
+                config.deployment.name,
+                dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         CertsCommand::Issue(a) => {
@@ -113,11 +117,18 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             let config = crate::config_cmd::load_or_example(a.config.as_deref())?;
             let dir = a.dir.unwrap_or_else(|| certs_dir(&config.deployment.data_dir));
             let serial = revoke(&dir, &a.name)?;
-            println!("revoked {} (serial {}); processes pick it up on SIGHUP or within a second", a.name, hex::encode(serial));
+            println!(
+                "revoked {} (serial {}); processes pick it up on SIGHUP or within a second",
+                a.name,
+                hex::encode(serial)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
+
+/// How long leaf certificates are valid unless `--days` says otherwise.
+pub const DAYS_DEFAULT: u32 = 365;
 
 /// The certificates directory of a deployment.
 pub fn certs_dir(data_dir: &Path) -> PathBuf {
@@ -212,8 +223,9 @@ pub struct Ca {
 
 impl Ca {
     pub fn load(dir: &Path) -> anyhow::Result<Ca> {
-        let cert = std::fs::read_to_string(dir.join("ca.pem"))
-            .with_context(|| format!("no CA in {} (run `tandem certs init` first)", dir.display()))?;
+        let cert = std::fs::read_to_string(dir.join("ca.pem")).with_context(|| {
+            format!("no CA in {} (run `tandem certs init` first)", dir.display())
+        })?;
         let key = std::fs::read_to_string(dir.join("ca.key"))
             .with_context(|| format!("no CA key in {}", dir.display()))?;
         let issuer = Issuer::from_ca_cert_pem(&cert, KeyPair::from_pem(&key)?)?;
@@ -224,15 +236,21 @@ impl Ca {
 /// Create the CA, an empty revocation list and every holder's certificate.
 pub fn init(config: &Config, dir: &Path, days: u32) -> anyhow::Result<()> {
     if dir.join("ca.pem").exists() {
-        bail!("{} already holds a CA; use `tandem certs issue` for one more certificate", dir.display());
+        bail!(
+            "{} already holds a CA; use `tandem certs issue` for one more certificate",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, format!("tandem {} CA", config.deployment.name));
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.serial_number = Some(random_serial()?);
     let now = OffsetDateTime::now_utc();
     p.not_before = now - Duration::hours(1);
@@ -276,10 +294,12 @@ pub fn revoke(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
 /// The serial numbers the current revocation list holds.
 fn revoked_serials(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let pem = std::fs::read(dir.join("crl.pem")).context("reading crl.pem")?;
-    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| anyhow::anyhow!("crl.pem: {e}"))?;
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(&pem).map_err(|e| anyhow::anyhow!("crl.pem: {e}"))?;
     use x509_parser::prelude::FromDer as _;
-    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&block.contents)
-        .map_err(|e| anyhow::anyhow!("crl.pem: {e}"))?;
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&block.contents)
+            .map_err(|e| anyhow::anyhow!("crl.pem: {e}"))?;
     Ok(crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect())
 }
 

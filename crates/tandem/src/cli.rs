@@ -36,6 +36,9 @@ pub enum Command {
     /// Print the built-in example deployment, or check a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The deployment's certificate authority and certificates.
+    #[command(subcommand)]
+    Certs(crate::certs_cmd::CertsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,6 +69,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => crate::audit_cmd::run(cmd),
         Command::Drill(args) => crate::drill::run(args),
         Command::Load(args) => crate::load::command(&args),
+        Command::Certs(cmd) => crate::certs_cmd::run(cmd),
         Command::Config(ConfigCommand::Example) => crate::config_cmd::example(),
         Command::Config(ConfigCommand::Check { file }) => crate::config_cmd::check(&file),
         Command::Config(ConfigCommand::Alerts { config }) => {

@@ -4,8 +4,10 @@
 mod alerts;
 mod audit_cmd;
 mod backup_cmd;
+mod certs_cmd;
 mod cli;
 mod config_cmd;
+mod connect;
 mod drill;
 mod load;
 mod node_cmd;
@@ -31,15 +33,24 @@ fn main() -> std::process::ExitCode {
 /// 2 when a process refuses to start because its configuration or
 /// credentials are incomplete or wrong (nothing was started), 1 otherwise.
 fn exit_code(e: &anyhow::Error) -> u8 {
-    let refused = e
-        .chain()
-        .any(|c| c.is::<tandem_node::StartupError>() || c.is::<tandem_config::ConfigError>());
+    let refused = e.chain().any(|c| {
+        c.is::<tandem_node::StartupError>()
+            || c.is::<tandem_config::ConfigError>()
+            || c.is::<tandem_http::tls::TlsError>()
+            || c.is::<tandem_http::api_keys::ApiKeysError>()
+            || c.is::<Refused>()
+    });
     if refused {
         2
     } else {
         1
     }
 }
+
+/// A process refused to start (exit 2) for a reason only the binary checks.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// Structured logs on stderr; `RUST_LOG` selects what is shown (default `info`).
 fn init_tracing() {

@@ -31,6 +31,14 @@ pub struct NodeArgs {
     /// (`REGION=URL`, repeatable; `tandem up` points these at its latency proxies).
     #[arg(long = "peer-url", value_parser = parse_peer_url)]
     pub peer_urls: Vec<(String, String)>,
+    /// No TLS and no authentication of clients (regions authenticate with the
+    /// shared replication secret): for local experiments only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Where this region's certificate, key, the CA and the revocation list
+    /// are (default `<data_dir>/certs`).
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
     /// TEST ONLY: acknowledge writes before they are durable.
     #[arg(long, hide = true)]
     pub unsafe_ack_before_commit: bool,
@@ -40,7 +48,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config_cmd::load_or_example(args.config.as_deref())?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| config.deployment.data_dir.clone());
     let admin_token = admin_token(&data_dir);
-    let replication_secret = replication_secret(&config, &data_dir);
+    let security = security(&config, &data_dir, args.insecure, args.certs_dir.as_deref());
     let opts = NodeOptions {
         config,
         region: args.region,
@@ -49,7 +57,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         clock_skew_ms: args.clock_skew_ms,
         backend: if args.in_memory { StoreBackend::Memory } else { StoreBackend::Redb },
         admin_token,
-        replication_secret,
+        security,
         peer_urls: args.peer_urls.into_iter().collect(),
         unsafe_ack_before_commit: args.unsafe_ack_before_commit,
     };
@@ -93,10 +101,44 @@ pub fn replication_secret(
 
 fn parse_peer_url(s: &str) -> Result<(String, String), String> {
     let (region, url) = s.split_once('=').ok_or("expected REGION=URL")?;
-    if !url.starts_with("http://") {
-        return Err(format!("peer URL `{url}` must start with http://"));
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(format!(
+            "peer URL `{url}` must start with https:// (or http:// with --insecure)"
+        ));
     }
     Ok((region.to_owned(), url.to_owned()))
+}
+
+/// TLS with the deployment's certificates and API keys, or (`--insecure`,
+/// with a warning) plaintext with the replication secret.
+pub fn security(
+    config: &tandem_config::Config,
+    data_dir: &std::path::Path,
+    insecure: bool,
+    certs_dir: Option<&std::path::Path>,
+) -> tandem_node::SecurityOptions {
+    if insecure {
+        warn_insecure();
+        return tandem_node::SecurityOptions::Insecure {
+            replication_secret: replication_secret(config, data_dir),
+        };
+    }
+    tandem_node::SecurityOptions::Tls {
+        certs_dir: certs_dir
+            .map_or_else(|| crate::certs_cmd::certs_dir(data_dir), std::path::Path::to_owned),
+        api_keys: api_keys_file(data_dir),
+    }
+}
+
+/// The data plane's API keys: `<data_dir>/api-keys`.
+pub fn api_keys_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("api-keys")
+}
+
+/// Said at the start of every process run with `--insecure`.
+pub fn warn_insecure() {
+    eprintln!("tandem: WARNING: --insecure: no TLS and no authentication of clients; for local experiments only");
+    tracing::warn!("--insecure: plaintext connections, no API keys");
 }
 
 /// Resolves on SIGTERM or ctrl-c.

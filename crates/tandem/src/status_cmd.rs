@@ -17,12 +17,16 @@ pub struct StatusArgs {
     /// Print the collected data as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config_cmd::load_or_example(args.config.as_deref())?;
+    let connection =
+        crate::connect::Connection::open(&args.connect, &config, &config.deployment.data_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = rt.block_on(collect(&config));
+    let report = rt.block_on(collect(&config, &connection));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -37,10 +41,7 @@ fn color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<bytes::Bytes>,
->;
+type Client = tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>>;
 
 async fn get_json(client: &Client, url: &str) -> Option<Value> {
     let uri: hyper::Uri = url.parse().ok()?;
@@ -73,14 +74,13 @@ pub fn metric_sum(text: &str, family: &str) -> f64 {
         + 0.0 // an empty f64 sum is -0.0
 }
 
-async fn collect(config: &tandem_config::Config) -> Value {
-    let client: Client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let routes = get_json(&client, &format!("http://{}/v1/routes", config.router.listen)).await;
+async fn collect(config: &tandem_config::Config, connection: &crate::connect::Connection) -> Value {
+    let client: Client = connection.client(crate::connect::limits(Duration::from_secs(2)));
+    let router_url = connection.url(config.router.listen);
+    let routes = get_json(&client, &format!("{router_url}/v1/routes")).await;
     let mut regions = serde_json::Map::new();
     for r in &config.regions {
-        let base = format!("http://{}", r.listen);
+        let base = connection.url(r.listen);
         let status = get_json(&client, &format!("{base}/v1/status")).await;
         let metrics = get_text(&client, &format!("{base}/metrics")).await.unwrap_or_default();
         let drained = routes.as_ref().and_then(|rt| {
@@ -117,7 +117,7 @@ async fn collect(config: &tandem_config::Config) -> Value {
             }),
         );
     }
-    serde_json::json!({ "router": { "url": format!("http://{}", config.router.listen), "up": routes.is_some() }, "regions": regions })
+    serde_json::json!({ "router": { "url": router_url, "up": routes.is_some() }, "regions": regions })
 }
 
 fn render(config: &tandem_config::Config, report: &Value, color: bool) -> String {

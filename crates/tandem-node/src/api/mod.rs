@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+
+use tandem_http::identity::Peer;
 
 use crate::error::ApiError;
 use crate::metrics::RequestLabels;
@@ -24,13 +26,8 @@ pub type AppState = Arc<Node>;
 
 pub fn router(node: AppState) -> Router {
     let timeout = node.config.node.request_timeout;
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/status", get(ops::status))
-        .route("/v1/digest", get(ops::digest))
-        .route("/v1/conflicts", get(ops::conflicts))
-        .route("/v1/audit", get(ops::audit))
+    // Clients: an API key, or the router's certificate (see `auth`).
+    let data_plane = Router::new()
         .route("/v1/records/{entity}", get(records::scan))
         .route(
             "/v1/records/{entity}/{id}",
@@ -41,11 +38,29 @@ pub fn router(node: AppState) -> Router {
         )
         .route("/v1/records/{entity}/{id}/ops", post(records::post_ops))
         .route("/v1/subjects/{subject}", put(subjects::put_subject).get(subjects::get_subject))
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), guard_data_plane));
+    // Operators: the admin token or the operator's certificate. The conflicts
+    // and the audit log hold record values and ids.
+    let operators = Router::new()
+        .route("/v1/conflicts", get(ops::conflicts))
+        .route("/v1/audit", get(ops::audit))
         .route("/v1/admin/isolate", post(admin::isolate))
         .route("/v1/admin/rejoin", post(admin::rejoin))
         .route("/v1/admin/snapshot", get(admin::snapshot))
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), guard_admin));
+    // Open: health and metrics for probes and Prometheus, counts and digests;
+    // replication authenticates the peer region itself.
+    let open = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/status", get(ops::status))
+        .route("/v1/digest", get(ops::digest))
         .route("/v1/replication/stream", get(crate::replication::sender::stream))
-        .route("/v1/replication/forward", post(crate::replication::sender::forward))
+        .route("/v1/replication/forward", post(crate::replication::sender::forward));
+    Router::new()
+        .merge(data_plane)
+        .merge(operators)
+        .merge(open)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -63,6 +78,25 @@ pub fn router(node: AppState) -> Router {
                 .layer(tower::timeout::TimeoutLayer::new(timeout)),
         )
         .with_state(node)
+}
+
+/// The connection's peer, as the HTTP layer recorded it.
+pub fn peer_of(req: &Request) -> Peer {
+    req.extensions().get::<Peer>().cloned().unwrap_or_default()
+}
+
+async fn guard_data_plane(State(node): State<AppState>, req: Request, next: Next) -> Response {
+    match crate::auth::data_plane(&node, req.headers(), &peer_of(&req)) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn guard_admin(State(node): State<AppState>, req: Request, next: Next) -> Response {
+    match crate::auth::admin(&node, req.headers(), &peer_of(&req)) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn count_requests(State(node): State<AppState>, req: Request, next: Next) -> Response {

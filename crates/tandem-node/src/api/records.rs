@@ -9,13 +9,14 @@ use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_clock::{Hlc, VersionVector};
-use tandem_engine::protocol::FAILOVER_HEADER;
 use tandem_engine::write::LocalWrite;
 use tandem_engine::StoredRecord;
+use tandem_http::identity::Peer;
 use tandem_merge::Op;
 
 use super::AppState;
@@ -89,24 +90,28 @@ enum OpBody {
 pub async fn put_record(
     State(node): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
     node.target(&entity, &id)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let put: PutBody = parse_json(&bytes)?;
     let op = Op::Put(canonical(&put.value));
-    write(&node, &headers, &entity, &id, op).await
+    write(&node, &headers, &peer, &entity, &id, op).await
 }
 
 pub async fn patch_record(
     State(node): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
     node.target(&entity, &id)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let patch: PatchBody = parse_json(&bytes)?;
@@ -130,16 +135,18 @@ pub async fn patch_record(
         .iter()
         .map(|(k, v)| (k.clone(), (!v.is_null()).then(|| canonical(v))))
         .collect();
-    write(&node, &headers, &entity, &id, Op::Patch(changes)).await
+    write(&node, &headers, &peer, &entity, &id, Op::Patch(changes)).await
 }
 
 pub async fn post_ops(
     State(node): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
     node.target(&entity, &id)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let parsed: OpBody = parse_json(&bytes)?;
@@ -149,17 +156,19 @@ pub async fn post_ops(
         OpBody::Add { elements } => Op::Add(check_elements(elements)?),
         OpBody::Remove { elements } => Op::Remove(check_elements(elements)?),
     };
-    write(&node, &headers, &entity, &id, op).await
+    write(&node, &headers, &peer, &entity, &id, op).await
 }
 
 pub async fn delete_record(
     State(node): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let Path((entity, id)) = path?;
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
     node.target(&entity, &id)?;
-    write(&node, &headers, &entity, &id, Op::Delete).await
+    write(&node, &headers, &peer, &entity, &id, Op::Delete).await
 }
 
 pub async fn get_record(
@@ -230,12 +239,12 @@ pub async fn scan(
 pub async fn write(
     node: &AppState,
     headers: &HeaderMap,
+    peer: &Peer,
     entity: &str,
     id: &str,
     op: Op,
 ) -> Result<Json<WriteResponse>, ApiError> {
-    let failover_for =
-        headers.get(FAILOVER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let failover_for = crate::auth::failover_for(node, headers, peer);
     let w = LocalWrite { entity: entity.to_owned(), id: id.to_owned(), op, failover_for };
     let ack = node.writer.write(w).await?;
     Ok(Json(WriteResponse { region: node.region.clone(), hlc: ack.hlc, version: ack.version }))

@@ -41,6 +41,7 @@ fn check_subject(subject: &str, len_max: usize) -> Result<(), ApiError> {
 pub async fn put_subject(
     State(node): State<AppState>,
     headers: axum::http::HeaderMap,
+    peer: Option<axum::Extension<tandem_http::identity::Peer>>,
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Json<WriteResponse>, ApiError> {
@@ -54,7 +55,8 @@ pub async fn put_subject(
     // A move out of the subject's jurisdiction is refused by the engine,
     // inside the write batch, so two racing moves cannot slip past it.
     let value = canonical(&serde_json::to_value(&req).expect("encodes"));
-    write(&node, &headers, SUBJECT_ENTITY, &subject, Op::Put(value)).await
+    let peer = peer.map(|axum::Extension(p)| p).unwrap_or_default();
+    write(&node, &headers, &peer, SUBJECT_ENTITY, &subject, Op::Put(value)).await
 }
 
 pub async fn get_subject(

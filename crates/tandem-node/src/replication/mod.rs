@@ -17,8 +17,8 @@
 //! The sender filters out what the receiver's jurisdiction may not hold; the
 //! receiver checks again before it stores anything. Batches are applied
 //! through the group-commit writer together with the cursor advance, so apply
-//! is idempotent and survives crashes. Requests between regions carry the
-//! shared secret as a bearer token.
+//! is idempotent and survives crashes. Regions prove who they are with their
+//! certificates (with `--insecure`, with the shared secret; see `auth`).
 
 pub mod receiver;
 pub mod sender;
@@ -41,8 +41,8 @@ pub struct Replication {
     pub links: BTreeMap<String, Mutex<LinkState>>,
     /// Base URL of each peer (the configured address, or a latency proxy).
     pub peer_urls: BTreeMap<String, String>,
-    /// Shared secret authenticating regions to each other; `None` disables replication.
-    pub secret: Option<String>,
+    /// One pooled client per peer, over TLS with this region's certificate.
+    pub clients: tandem_http::client::Clients<http_body_util::Full<bytes::Bytes>>,
     pub timings: Timings,
     /// After a restore: how far this region's own changes went in the backup.
     pub own_have: Option<u64>,

@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tandem_engine::apply::RemoteBatch;
 use tandem_engine::protocol::{frame_bytes_max, Path, PEER_HEADER};
 use tandem_engine::receive::{classes_of, coalesce, forward_have};
@@ -20,30 +17,19 @@ use tandem_engine::wire::{self, ForwardRequest, ForwardResponse, Frame, FrameDec
 use crate::api::AppState;
 use crate::metrics::{PeerClassLabels, PeerLabels};
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = tandem_http::client::HttpClient<Full<Bytes>>;
 
-/// A pooled HTTP client for talking to peers.
-pub fn http_client(connect_timeout: Duration) -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(connect_timeout));
-    conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(4)
-        .build(conn)
+/// The pooled client for `peer`, verifying it by its region's name.
+fn client_for(node: &AppState, peer: &str) -> HttpClient {
+    node.replication.clients.get(&tandem_http::identity::region_server_name(peer))
 }
 
 /// Start every replication loop of this region.
 pub fn start(node: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let client = http_client(node.replication.timings.connect_timeout);
     let mut tasks = Vec::new();
-    if node.replication.secret.is_none() {
-        tracing::warn!("no replication secret configured: this region will not replicate");
-    } else {
-        for peer in node.replication.links.keys() {
-            tasks.push(tokio::spawn(direct_loop(node.clone(), peer.clone(), client.clone())));
-            tasks.push(tokio::spawn(forward_loop(node.clone(), peer.clone(), client.clone())));
-        }
+    for peer in node.replication.links.keys() {
+        tasks.push(tokio::spawn(direct_loop(node.clone(), peer.clone())));
+        tasks.push(tokio::spawn(forward_loop(node.clone(), peer.clone())));
     }
     tasks.push(tokio::spawn(metrics_loop(node.clone())));
     tasks
@@ -105,7 +91,7 @@ fn refusal(status: hyper::StatusCode, body: &[u8]) -> PullError {
     PullError::Refused { status: status.as_u16(), body: text }
 }
 
-async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
+async fn direct_loop(node: AppState, peer: String) {
     let t = node.replication.timings.clone();
     let mut backoff = t.backoff_min;
     while !shutting_down(&node) {
@@ -114,7 +100,7 @@ async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
             pause(&node, t.heartbeat).await;
             continue;
         }
-        match run_stream(&node, &peer, &client).await {
+        match run_stream(&node, &peer, &client_for(&node, &peer)).await {
             Ok(()) => backoff = t.backoff_min,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "direct stream from peer failed");
@@ -130,17 +116,15 @@ async fn direct_loop(node: AppState, peer: String, client: HttpClient) {
     }
 }
 
+/// A request to a peer: it names this region (the peer checks the name
+/// against the certificate); with `--insecure`, the shared secret proves it.
 fn request(node: &AppState, method: &str, url: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
-    hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header(
-            hyper::header::AUTHORIZATION,
-            format!("Bearer {}", node.replication.secret.as_deref().unwrap_or("")),
-        )
-        .header(PEER_HEADER, node.region.as_str())
-        .body(Full::new(body))
-        .expect("valid request")
+    let mut b =
+        hyper::Request::builder().method(method).uri(url).header(PEER_HEADER, node.region.as_str());
+    if let crate::auth::Security::Insecure { replication_secret: Some(secret) } = &node.security {
+        b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {secret}"));
+    }
+    b.body(Full::new(body)).expect("valid request")
 }
 
 async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<(), PullError> {
@@ -276,7 +260,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     }
 }
 
-async fn forward_loop(node: AppState, peer: String, client: HttpClient) {
+async fn forward_loop(node: AppState, peer: String) {
     let t = node.replication.timings.clone();
     let mut after = node.store.cursor(&Path::Forward.cursor_key(&peer)).map(|c| c.seq).unwrap_or(0);
     let mut backoff = t.backoff_min;
@@ -285,7 +269,7 @@ async fn forward_loop(node: AppState, peer: String, client: HttpClient) {
             pause(&node, t.heartbeat).await;
             continue;
         }
-        match forward_once(&node, &peer, &client, after).await {
+        match forward_once(&node, &peer, &client_for(&node, &peer), after).await {
             Ok((next, more)) => {
                 after = next;
                 backoff = t.backoff_min;

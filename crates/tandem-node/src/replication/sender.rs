@@ -19,34 +19,16 @@ use crate::api::AppState;
 use crate::audit::Flow;
 use crate::error::ApiError;
 use crate::validate::read_body;
-use tandem_engine::protocol::{FORWARD_SCAN_MAX, PEER_HEADER};
+use axum::Extension;
+use tandem_engine::protocol::FORWARD_SCAN_MAX;
 use tandem_engine::serve::{ForwardAsk, Served};
 use tandem_engine::wire::{self, ForwardRequest, ForwardResponse, Frame};
+use tandem_http::identity::Peer;
 
-/// Check the bearer secret and the peer's name. Returns the peer.
-pub fn authenticate(node: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(expected) = node.replication.secret.as_deref() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "replication_disabled",
-            "this region has no replication secret configured",
-        ));
-    };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
-    if !super::secret_matches(presented, expected) {
-        return Err(ApiError::unauthorized());
-    }
-    let peer = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("missing X-Tandem-Peer header"))?;
-    if peer == node.region || node.config.region(peer).is_none() {
-        return Err(ApiError::bad_request(format!("`{peer}` is not a peer region")));
-    }
+/// The peer region calling (its certificate, see `auth::peer_region`), while
+/// this region is not isolated.
+pub fn authenticate(node: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<String, ApiError> {
+    let name = crate::auth::peer_region(node, headers, peer)?;
     if node.replication.is_isolated() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -54,7 +36,7 @@ pub fn authenticate(node: &AppState, headers: &HeaderMap) -> Result<String, ApiE
             "this region is isolated and exchanges nothing with peers",
         ));
     }
-    Ok(peer.to_owned())
+    Ok(name)
 }
 
 #[derive(Deserialize)]
@@ -67,12 +49,14 @@ pub struct StreamQuery {
 pub async fn stream(
     State(node): State<AppState>,
     headers: HeaderMap,
+    connection: Option<Extension<Peer>>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let peer = authenticate(&node, &headers)?;
+    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
+    let peer = authenticate(&node, &headers, &connection)?;
     let Query(q) = query?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(produce(node, peer, q.after, tx));
+    tokio::spawn(produce(node, peer, connection.serial, q.after, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -83,8 +67,26 @@ pub async fn stream(
         .into_response())
 }
 
-async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc::Sender<Bytes>) {
+async fn produce(
+    node: AppState,
+    peer: String,
+    serial: Option<Vec<u8>>,
+    after: u64,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
     let repl = &node.replication;
+    // A certificate revoked while its stream is open: the stream ends at the
+    // reload that revokes it, and the next handshake is refused.
+    let mut revoked_rx = node.security.tls().map(|t| t.revoked());
+    let revoked = |rx: &Option<tokio::sync::watch::Receiver<_>>| -> bool {
+        match (rx, &serial) {
+            (Some(rx), Some(s)) => {
+                let set: &std::sync::Arc<std::collections::BTreeSet<Vec<u8>>> = &rx.borrow();
+                set.contains(s)
+            }
+            _ => false,
+        }
+    };
     let mut last_seq_rx = repl.durable_seq.subscribe();
     let mut isolated_rx = repl.isolated.subscribe();
     let mut cursor = after;
@@ -103,6 +105,10 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
         // Isolation and shutdown end the stream, so graceful shutdown does not
         // wait on a peer's long-lived request.
         if repl.is_isolated() || *shutdown_rx.borrow() {
+            return;
+        }
+        if revoked(&revoked_rx) {
+            tracing::warn!(%peer, "the peer's certificate was revoked: its stream ends");
             return;
         }
         let last = *last_seq_rx.borrow_and_update();
@@ -145,6 +151,12 @@ async fn produce(node: AppState, peer: String, after: u64, tx: tokio::sync::mpsc
         tokio::select! {
             changed = last_seq_rx.changed() => if changed.is_err() { return },
             _ = isolated_rx.changed() => {}
+            _ = async {
+                match revoked_rx.as_mut() {
+                    Some(rx) => { let _ = rx.changed().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
             _ = shutdown_rx.changed() => {}
             _ = tokio::time::sleep(repl.timings.heartbeat) => {
                 let beat = Frame::Heartbeat { sender_now_ms: node.now_ms(), next_seq: cursor, sender_last_seq: last };
@@ -205,9 +217,11 @@ fn audit_flow(
 pub async fn forward(
     State(node): State<AppState>,
     headers: HeaderMap,
+    connection: Option<Extension<Peer>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let peer = authenticate(&node, &headers)?;
+    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
+    let peer = authenticate(&node, &headers, &connection)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let req: ForwardRequest = wire::decode_message(&bytes, node.config.node.max_body_bytes)
         .map_err(|e| ApiError::bad_request(format!("bad forward request: {e}")))?;

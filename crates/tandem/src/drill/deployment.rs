@@ -57,6 +57,18 @@ impl Deployment {
         self.get_json(&format!("{}/healthz", self.region_url(region))).await.is_some()
     }
 
+    /// The control API's `GET /v1/deployment` (it wants the admin token).
+    pub(super) async fn control_deployment(&self) -> Option<Value> {
+        let url = format!("{}/v1/deployment", self.control.as_deref()?);
+        let auth = self.admin_token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.as_deref().map(|a| vec![("authorization", a)]).unwrap_or_default();
+        match self.http.call(hyper::Method::GET, &url, &headers, None, CALL_TIMEOUT).await {
+            Ok(a) if a.ok() => Some(a.body),
+            _ => None,
+        }
+    }
+
     pub(super) async fn routes(&self) -> Option<Value> {
         self.get_json(&format!("{}/v1/routes", self.topo.router_url)).await
     }

@@ -1,5 +1,6 @@
-//! The drill's HTTP client: one pooled hyper client, every call bounded by a
-//! time-out, answers reduced to what the drill records (status, the router's
+//! The drill's HTTP client: one pooled hyper client over the operator's
+//! connection (TLS, the operator certificate, the API key on every call that
+//! names no credential of its own), every call bounded by a time-out, answers reduced to what the drill records (status, the router's
 //! `X-Tandem-Region` and `X-Tandem-Route`, the JSON body and its error code).
 //! A call that gets no answer is an `Err` with the reason: for a write that
 //! means "attempted, outcome unknown".
@@ -9,9 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 /// Largest answer body read (a scan page of 1000 records is far smaller).
@@ -44,24 +42,25 @@ impl Answer {
 
 #[derive(Clone)]
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Http::new()
-    }
+    client: tandem_http::client::HttpClient<Full<Bytes>>,
+    /// For `http://` URLs: `tandem up`'s control API (plain HTTP on loopback,
+    /// behind the admin token) and deployments run with `--insecure`.
+    plain: tandem_http::client::HttpClient<Full<Bytes>>,
+    /// `Bearer <api key>`, sent unless a call brings its own authorization.
+    data_auth: Option<std::sync::Arc<str>>,
 }
 
 impl Http {
-    pub fn new() -> Http {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Http { client }
+    pub fn new(connection: &crate::connect::Connection) -> Http {
+        Http {
+            client: connection.client(crate::connect::limits(CONNECT_TIMEOUT)),
+            plain: tandem_http::client::client_for(
+                None,
+                Default::default(),
+                crate::connect::limits(CONNECT_TIMEOUT),
+            ),
+            data_auth: connection.data_auth.as_deref().map(std::sync::Arc::from),
+        }
     }
 
     /// One request. `headers` are added as given; `body` is sent as JSON.
@@ -77,6 +76,11 @@ impl Http {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
+        if let Some(auth) = &self.data_auth {
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                builder = builder.header("authorization", &**auth);
+            }
+        }
         let bytes = match body {
             Some(b) => {
                 builder = builder.header("content-type", "application/json");
@@ -86,7 +90,8 @@ impl Http {
         };
         let req = builder.body(Full::new(bytes)).map_err(|e| format!("bad request: {e}"))?;
         let fut = async {
-            let resp = self.client.request(req).await.map_err(|e| transport_error(&e))?;
+            let client = if url.starts_with("https://") { &self.client } else { &self.plain };
+            let resp = client.request(req).await.map_err(|e| transport_error(&e))?;
             let status = resp.status().as_u16();
             let header = |name: &str| {
                 resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)

@@ -88,6 +88,8 @@ pub struct DrillArgs {
     /// Seed of the workload's choices [default: from the clock].
     #[arg(long, hide = true)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
 }
 
 pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
@@ -118,6 +120,8 @@ pub struct Settings {
     /// Base URL of the `tandem up` control API, from `<data_dir>/up.json`.
     pub control: Option<String>,
     pub seed: u64,
+    /// How the drill reaches the deployment (TLS and credentials).
+    pub connection: crate::connect::Connection,
 }
 
 fn setup(args: &DrillArgs) -> anyhow::Result<Settings> {
@@ -146,6 +150,7 @@ fn setup(args: &DrillArgs) -> anyhow::Result<Settings> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| config.deployment.data_dir.clone());
     let admin_token = admin_token(&data_dir);
     let control = control_url(&data_dir);
+    let connection = crate::connect::Connection::open(&args.connect, &config, &data_dir)?;
     let clock = journal::DrillClock::start();
     let out = match &args.out {
         Some(o) => o.clone(),
@@ -170,6 +175,7 @@ fn setup(args: &DrillArgs) -> anyhow::Result<Settings> {
         admin_token,
         control,
         seed,
+        connection,
     })
 }
 

@@ -197,6 +197,19 @@ impl Topology {
         }
     }
 
+    /// The same topology reached over `scheme` (`https`, or `http` for a
+    /// deployment run with `--insecure`).
+    pub fn with_scheme(mut self, scheme: &str) -> Topology {
+        let swap = |url: &mut String| {
+            if let Some(rest) = url.strip_prefix("http://") {
+                *url = format!("{scheme}://{rest}");
+            }
+        };
+        self.regions.iter_mut().for_each(|r| swap(&mut r.url));
+        swap(&mut self.router_url);
+        self
+    }
+
     /// How far `to` is from a caller in `from` (0 for the caller's own region).
     pub fn distance_ms(&self, from: &str, to: &str) -> u64 {
         if from == to {

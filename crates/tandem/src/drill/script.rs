@@ -24,8 +24,8 @@ use super::{Settings, EXIT_CANNOT_RUN, EXIT_FAIL, EXIT_PASS};
 
 /// Run the drill; returns the exit status.
 pub async fn drill(settings: Settings) -> u8 {
-    let topo = Topology::from_config(&settings.config);
-    let http = Http::new();
+    let topo = Topology::from_config(&settings.config).with_scheme(settings.connection.scheme);
+    let http = Http::new(&settings.connection);
     let clock = DrillClock::start();
     let run = format!("{:08x}", clock.start_unix_ms as u32);
     let subjects = workload::subjects(&run, &topo);

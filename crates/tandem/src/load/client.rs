@@ -10,9 +10,6 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
@@ -49,14 +46,16 @@ impl KeyRng {
     }
 }
 
-pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(super) type HttpClient = tandem_http::client::HttpClient<Full<Bytes>>;
 
-pub(super) fn http_client(clients: usize) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    // One small request at a time per connection: Nagle would only add delay.
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)));
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build(connector)
+/// One pooled client for every task (TLS per `connection`, no Nagle: one
+/// small request at a time per connection).
+pub(super) fn http_client(connection: &crate::connect::Connection, clients: usize) -> HttpClient {
+    connection.client(tandem_http::client::ClientLimits {
+        connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS),
+        pool_idle_timeout: Duration::from_secs(90),
+        pool_max_idle_per_host: clients,
+    })
 }
 
 /// Sends one request and reads the whole answer (so the connection goes

@@ -30,9 +30,16 @@ pub use report::{print, LoadReport};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
-    /// Base URL of a node or router, e.g. http://127.0.0.1:7101
+    /// Base URL of a node or router, e.g. https://127.0.0.1:7100 (http:// for
+    /// a deployment run with `--insecure`)
     #[arg(long)]
     pub target: String,
+    /// Deployment config (TOML), for its data directory (certificates, API
+    /// keys) and its processes' names; the built-in example when omitted.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
     /// Concurrent clients (each one keeps one request in flight)
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
@@ -80,8 +87,21 @@ pub fn command(args: &LoadArgs) -> anyhow::Result<std::process::ExitCode> {
 
 /// Runs the load described by `args` and reports what it measured.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
-    let plan = std::sync::Arc::new(Plan::from_args(args)?);
-    let client = http_client(plan.clients);
+    let mut plan = Plan::from_args(args)?;
+    let config = crate::config_cmd::load_or_example(args.config.as_deref())?;
+    let tls = plan.base.starts_with("https://");
+    if tls && args.connect.insecure {
+        anyhow::bail!("--insecure: the target {} is https", plan.base);
+    }
+    let connect = crate::connect::ConnectArgs { insecure: !tls, ..args.connect.clone() };
+    let connection =
+        crate::connect::Connection::open(&connect, &config, &config.deployment.data_dir)?;
+    plan.auth = connection
+        .data_auth
+        .clone()
+        .or_else(|| args.connect.api_key.as_ref().map(|k| format!("Bearer {}", k.trim())));
+    let plan = std::sync::Arc::new(plan);
+    let client = http_client(&connection, plan.clients);
     preflight(&client, &plan).await?;
 
     let start = Instant::now();

@@ -98,6 +98,8 @@ pub(super) struct Plan {
     pub(super) duration: Duration,
     /// Pause between one client's request starts, when a rate is set.
     pub(super) interval: Option<Duration>,
+    /// `Authorization` of every request (`Bearer <api key>`).
+    pub(super) auth: Option<String>,
 }
 
 impl Plan {
@@ -144,6 +146,7 @@ impl Plan {
             .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
         Ok(Plan {
             interval,
+            auth: None,
             workload,
             base,
             entity: args.entity.clone(),
@@ -167,29 +170,30 @@ impl Plan {
     }
 
     pub(super) fn request(&self, key: u64) -> Request<Full<Bytes>> {
-        Request::builder()
+        let mut builder = Request::builder()
             .method(self.workload.method())
             .uri(self.uri(key))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(self.body.clone()))
-            .expect("a validated plan makes valid requests")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(auth) = &self.auth {
+            builder = builder.header(hyper::header::AUTHORIZATION, auth);
+        }
+        builder.body(Full::new(self.body.clone())).expect("a validated plan makes valid requests")
     }
 }
 
-/// `http://host:port[/]` to `http://host:port`. Only plain HTTP: tandem's
-/// data plane is HTTP, and the connector does not speak TLS.
+/// `https://host:port[/]` to `https://host:port` (or `http://`).
 fn parse_target(target: &str) -> anyhow::Result<String> {
     let uri: Uri = target.parse().with_context(|| format!("--target: {target:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--target: {target:?} must start with http://");
-    }
+    let Some(scheme @ ("http" | "https")) = uri.scheme_str() else {
+        bail!("--target: {target:?} must start with https:// (or http://)");
+    };
     let Some(authority) = uri.authority() else {
         bail!("--target: {target:?} has no host");
     };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         bail!("--target: {target:?} must be a base URL without a path, e.g. http://127.0.0.1:7101");
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
@@ -208,6 +212,8 @@ pub(super) mod tests {
             value_bytes: 100,
             json: false,
             rate: 0,
+            config: None,
+            connect: Default::default(),
         }
     }
 
@@ -237,8 +243,12 @@ pub(super) mod tests {
 
     #[test]
     fn refuses_bad_targets() {
-        refused(&args("127.0.0.1:7101"), "must start with http://");
-        refused(&args("https://127.0.0.1:7101"), "must start with http://");
+        refused(&args("127.0.0.1:7101"), "must start with https://");
+        refused(&args("ftp://127.0.0.1:7101"), "must start with https://");
+        assert_eq!(
+            Plan::from_args(&args("https://127.0.0.1:7100/")).unwrap().base,
+            "https://127.0.0.1:7100"
+        );
         refused(&args("http://127.0.0.1:7101/v1"), "without a path");
         refused(&args("not a url"), "not a URL");
     }

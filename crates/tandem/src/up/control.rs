@@ -1,7 +1,9 @@
 //! The control API of `tandem up`, for fault injection by tests and
 //! operators: `GET /v1/deployment` (processes and links),
 //! `POST /v1/links/{from}/{to}/{cut|heal|latency}` and
-//! `POST /v1/processes/{name}/{kill|stop|start}`.
+//! `POST /v1/processes/{name}/{kill|stop|start}`. Every call needs the
+//! admin token (`Authorization: Bearer`) unless the deployment runs with
+//! `--insecure`: whoever reaches it can kill processes and cut links.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::deployment::{start_proc, stop_proc, Deployment};
-use super::health::{health_client, wait_healthy};
+use super::health::wait_healthy;
 use crate::proxy::LinkControl;
 
 pub(super) fn control_router(d: Arc<Deployment>) -> Router {
@@ -22,7 +24,28 @@ pub(super) fn control_router(d: Arc<Deployment>) -> Router {
         .route("/v1/deployment", get(describe))
         .route("/v1/links/{from}/{to}/{action}", post(link_action))
         .route("/v1/processes/{name}/{action}", post(process_action))
+        .layer(axum::middleware::from_fn_with_state(d.clone(), require_token))
         .with_state(d)
+}
+
+/// 401 `unauthorized` without the admin token (when one is required).
+async fn require_token(
+    State(d): State<Arc<Deployment>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(token) = &d.control_token {
+        let presented = tandem_http::bearer(req.headers()).unwrap_or("");
+        if !tandem_http::secret_matches(presented, token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"code": "unauthorized", "message": "the control API needs the admin token (Authorization: Bearer)"}})),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn describe(State(d): State<Arc<Deployment>>) -> Json<Value> {
@@ -112,7 +135,7 @@ async fn process_action(
             // Answer once the process serves, so callers need not poll.
             Ok(()) => {
                 let url = d.procs.lock().expect("procs")[&name].url.clone();
-                wait_healthy(&health_client(), &url, Duration::from_secs(60)).await
+                wait_healthy(&d.health_client(&name), &url, Duration::from_secs(60)).await
             }
             Err(e) => Err(e),
         },

@@ -29,6 +29,9 @@ pub(super) struct Proc {
     /// Environment of this process only (its jurisdiction's pseudonym key).
     env_own: Vec<(String, String)>,
     pub(super) url: String,
+    /// The name its certificate is verified by (`<region>.region.tandem`,
+    /// `router.tandem`).
+    pub(super) server_name: String,
     pub(super) child: Option<Child>,
     /// Set when the control API stopped it on purpose.
     stopped_on_purpose: bool,
@@ -43,6 +46,18 @@ pub(super) struct Deployment {
     pub(super) procs: Mutex<BTreeMap<String, Proc>>,
     /// Directed links (from, to): changes of `from` flowing to `to`.
     pub(super) links: BTreeMap<(String, String), Arc<LinkControl>>,
+    /// The clients of the health waits (the operator's certificate).
+    health: super::health::HealthClients,
+    /// The token the control API wants; `None` with `--insecure`.
+    pub(super) control_token: Option<String>,
+}
+
+impl Deployment {
+    /// The health-wait client for process `name`, verifying it by its role.
+    pub(super) fn health_client(&self, name: &str) -> super::health::HttpClient {
+        let server_name = self.procs.lock().expect("procs")[name].server_name.clone();
+        self.health.get(&server_name)
+    }
 }
 
 impl Deployment {
@@ -54,8 +69,11 @@ impl Deployment {
         config_path: &Path,
         args: &UpArgs,
         secrets: &Secrets,
+        operator_tls: Option<Arc<tandem_http::tls::Tls>>,
     ) -> anyhow::Result<Deployment> {
         let pseudonym_keys = &secrets.pseudonym_keys;
+        let scheme = if args.insecure { "http" } else { "https" };
+        let insecure: &[&str] = if args.insecure { &["--insecure"] } else { &[] };
         let mut links = BTreeMap::new();
         let mut procs = BTreeMap::new();
         for region in &config.regions {
@@ -66,6 +84,7 @@ impl Deployment {
                 "--region".into(),
                 region.name.clone(),
             ];
+            node_args.extend(insecure.iter().map(|a| a.to_string()));
             if args.unsafe_ack_region.as_deref() == Some(region.name.as_str()) {
                 node_args.push("--unsafe-ack-before-commit".into());
             }
@@ -91,7 +110,7 @@ impl Deployment {
                 let addr = proxy::start(peer.listen, control.clone()).await?;
                 links.insert((peer.name.clone(), region.name.clone()), control);
                 node_args.push("--peer-url".into());
-                node_args.push(format!("{}=http://{addr}", peer.name));
+                node_args.push(format!("{}={scheme}://{addr}", peer.name));
             }
             let mut env_remove: Vec<String> = config
                 .transfers
@@ -113,7 +132,8 @@ impl Deployment {
                     args: node_args,
                     env_remove,
                     env_own,
-                    url: format!("http://{}", region.listen),
+                    url: format!("{scheme}://{}", region.listen),
+                    server_name: tandem_http::identity::region_server_name(&region.name),
                     child: None,
                     stopped_on_purpose: false,
                 },
@@ -123,11 +143,11 @@ impl Deployment {
             procs.insert(
                 "router".to_string(),
                 Proc {
-                    args: vec![
-                        "router".into(),
-                        "--config".into(),
-                        config_path.display().to_string(),
-                    ],
+                    args: ["router", "--config", &config_path.display().to_string()]
+                        .iter()
+                        .chain(insecure)
+                        .map(|a| a.to_string())
+                        .collect(),
                     env_remove: config
                         .transfers
                         .iter()
@@ -135,7 +155,8 @@ impl Deployment {
                         .chain(pseudonym_keys.values().map(|(v, _)| v.clone()))
                         .collect(),
                     env_own: Vec::new(),
-                    url: format!("http://{}", config.router.listen),
+                    url: format!("{scheme}://{}", config.router.listen),
+                    server_name: tandem_http::identity::ROUTER_SERVER_NAME.to_owned(),
                     child: None,
                     stopped_on_purpose: false,
                 },
@@ -149,6 +170,8 @@ impl Deployment {
             ],
             procs: Mutex::new(procs),
             links,
+            health: super::health::health_clients(operator_tls),
+            control_token: (!args.insecure).then(|| secrets.admin_token.clone()),
         })
     }
 }

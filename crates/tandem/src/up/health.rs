@@ -1,7 +1,9 @@
 //! Health waits of `tandem up`: a process counts as started once it serves
 //! and is really that process (its `/healthz` names it, its child has not
 //! exited) and is usable (a region caught up with its peers, the router
-//! seeing every region up). One small hyper client, every call bounded.
+//! seeing every region up). Over TLS with the operator's certificate (each
+//! process verified by its role's name), or plain with `--insecure`; every
+//! call bounded.
 
 use std::time::Duration;
 
@@ -9,15 +11,20 @@ use serde_json::Value;
 
 use super::deployment::Deployment;
 
-pub(super) type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<bytes::Bytes>,
->;
+pub(super) type HttpClient = tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>>;
+pub(super) type HealthClients = tandem_http::client::Clients<http_body_util::Empty<bytes::Bytes>>;
 
-/// The client of the health waits (plain HTTP).
-pub(super) fn health_client() -> HttpClient {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+/// The clients of the health waits: the operator's certificate when TLS is
+/// on (`tls`), plain HTTP with `--insecure`.
+pub(super) fn health_clients(tls: Option<std::sync::Arc<tandem_http::tls::Tls>>) -> HealthClients {
+    tandem_http::client::Clients::new(
+        tls,
+        tandem_http::client::ClientLimits {
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(10),
+            pool_max_idle_per_host: 2,
+        },
+    )
 }
 
 /// Wait until `name` serves at `url` and it is really that process: its
@@ -25,12 +32,12 @@ pub(super) fn health_client() -> HttpClient {
 /// not exited (another process holding the port must not pass for it).
 pub(super) async fn wait_ours(
     d: &Deployment,
-    client: &HttpClient,
     name: &str,
     url: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     use http_body_util::BodyExt;
+    let client = &d.health_client(name);
     let deadline = tokio::time::Instant::now() + timeout;
     let uri: hyper::Uri = format!("{url}/healthz").parse()?;
     loop {

@@ -29,7 +29,7 @@ use tandem_config::Config;
 
 use control::control_router;
 use deployment::{start_proc, stop_all, supervise, Deployment};
-use health::{health_client, wait_ours};
+use health::wait_ours;
 pub use secrets::random_token;
 use secrets::Secrets;
 
@@ -62,6 +62,10 @@ pub struct UpArgs {
     /// TEST ONLY: skew this region's clock (`REGION=MS`, repeatable).
     #[arg(long = "clock-skew", hide = true, value_parser = parse_skew)]
     pub clock_skews: Vec<(String, i64)>,
+    /// No TLS and no authentication anywhere (regions authenticate with the
+    /// shared replication secret): for local experiments only.
+    #[arg(long)]
+    pub insecure: bool,
     /// Seconds to wait for every process to become healthy.
     #[arg(long, default_value_t = 60)]
     pub start_timeout_secs: u64,
@@ -106,7 +110,17 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&config_path, toml_of(&config)?)?;
 
     let secrets = Secrets::resolve(&config, &data_dir)?;
-    let deployment = Arc::new(Deployment::plan(&config, &config_path, &args, &secrets).await?);
+    let operator_tls = if args.insecure {
+        crate::node_cmd::warn_insecure();
+        None
+    } else {
+        Some(Arc::new(credentials(&config, &data_dir)?))
+    };
+    if !args.insecure && !args.control.ip().is_loopback() {
+        anyhow::bail!("the control API listens on loopback addresses only (got {})", args.control);
+    }
+    let deployment =
+        Arc::new(Deployment::plan(&config, &config_path, &args, &secrets, operator_tls).await?);
     let names: Vec<String> = deployment.procs.lock().expect("procs").keys().cloned().collect();
     // The signal handler is installed before any process starts, so a ctrl-c
     // or SIGTERM during start-up stops what was started instead of orphaning it.
@@ -116,18 +130,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         for name in &names {
             start_proc(&deployment, name)?;
         }
-        let client = health_client();
         for name in &names {
             let url = deployment.procs.lock().expect("procs")[name].url.clone();
-            wait_ours(
-                &deployment,
-                &client,
-                name,
-                &url,
-                Duration::from_secs(args.start_timeout_secs),
-            )
-            .await
-            .with_context(|| format!("{name} did not become healthy at {url}"))?;
+            wait_ours(&deployment, name, &url, Duration::from_secs(args.start_timeout_secs))
+                .await
+                .with_context(|| format!("{name} did not become healthy at {url}"))?;
         }
         anyhow::Ok(())
     };
@@ -146,14 +153,20 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let _ = axum::serve(control, app).await;
     });
 
+    let scheme = if args.insecure { "http" } else { "https" };
+    let certs = crate::certs_cmd::certs_dir(&data_dir);
     let summary = json!({
         "config": config_path,
         "data_dir": data_dir,
         "admin_token_file": secrets.admin_token_file,
+        "insecure": args.insecure,
+        "ca_file": (!args.insecure).then(|| certs.join("ca.pem")),
+        "certs_dir": (!args.insecure).then(|| certs.clone()),
+        "api_keys_file": (!args.insecure).then(|| crate::node_cmd::api_keys_file(&data_dir)),
         "control": format!("http://{control_addr}"),
-        "router": (!args.no_router).then(|| format!("http://{}", config.router.listen)),
+        "router": (!args.no_router).then(|| format!("{scheme}://{}", config.router.listen)),
         "regions": config.regions.iter().map(|r| (r.name.clone(), json!({
-            "url": format!("http://{}", r.listen),
+            "url": format!("{scheme}://{}", r.listen),
             "jurisdiction": r.jurisdiction,
         }))).collect::<serde_json::Map<_, _>>(),
     });
@@ -178,13 +191,31 @@ fn toml_of(config: &Config) -> anyhow::Result<String> {
     Ok(toml::to_string(config)?)
 }
 
+/// The deployment's certificates (`tandem certs init` when the directory is
+/// empty) and API keys (created with the key `default` when missing); the
+/// operator's TLS identity for the health waits.
+fn credentials(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<tandem_http::tls::Tls> {
+    let certs = crate::certs_cmd::certs_dir(data_dir);
+    if crate::certs_cmd::is_empty(&certs) {
+        crate::certs_cmd::init(config, &certs, crate::certs_cmd::DAYS_DEFAULT)?;
+        println!("tandem up: created the deployment's CA and certificates in {}", certs.display());
+    }
+    secrets::api_keys(&crate::node_cmd::api_keys_file(data_dir))?;
+    tandem_http::tls::Tls::load(tandem_http::tls::TlsFiles::new(&certs, "operator"))
+        .with_context(|| format!("the operator's certificate in {}", certs.display()))
+}
+
 fn print_summary(config: &Config, summary: &Value, args: &UpArgs) {
+    let scheme = if args.insecure { "http" } else { "https" };
     println!("tandem up: deployment `{}` is running", config.deployment.name);
     for r in &config.regions {
-        println!("  region {:<12} {:<4} http://{}", r.name, r.jurisdiction, r.listen);
+        println!("  region {:<12} {:<4} {scheme}://{}", r.name, r.jurisdiction, r.listen);
     }
     if !args.no_router {
-        println!("  router                   http://{}", config.router.listen);
+        println!("  router                   {scheme}://{}", config.router.listen);
     }
     for l in &config.links {
         println!("  link   {} <-> {}: {} ms one way", l.between[0], l.between[1], l.latency_ms);
@@ -193,6 +224,13 @@ fn print_summary(config: &Config, summary: &Value, args: &UpArgs) {
     match summary["admin_token_file"].as_str() {
         Some(f) => println!("  admin token              {f}"),
         None => println!("  admin token              $TANDEM_ADMIN_TOKEN"),
+    }
+    if let (Some(ca), Some(keys)) = (summary["ca_file"].as_str(), summary["api_keys_file"].as_str())
+    {
+        println!("  CA certificate           {ca}");
+        println!("  API keys                 {keys} (key `default`)");
+    } else {
+        println!("  WARNING: --insecure: plaintext, no API keys");
     }
     println!("  data                     {}", config.deployment.data_dir.display());
     println!("press ctrl-c to stop");

@@ -1,5 +1,5 @@
-//! The deployment's secrets: the admin token, the replication secret and one
-//! pseudonym key per jurisdiction. Each comes from the environment (the
+//! The deployment's secrets: the admin token, the replication secret (for
+//! `--insecure`), one pseudonym key per jurisdiction and the API keys file. Each comes from the environment (the
 //! replication secret also from the config) when it is set there; otherwise
 //! it is read from its file next to the data, or created there on the first
 //! start (32 random bytes from the OS as hex, mode 0600), so that a restarted
@@ -27,6 +27,21 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
         }
     }
     let token = random_token()?;
+    write_secret(path, &token)?;
+    Ok(token)
+}
+
+/// The data plane's API keys file: kept when it exists, else created (mode
+/// 0600) with one key named `default`.
+pub(super) fn api_keys(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    write_secret(path, &format!("default {}\n", random_token()?))
+}
+
+/// Create or replace `path` with `text`, readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -36,8 +51,8 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(token.as_bytes())?;
-    Ok(token)
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// The secrets a deployment's processes get through their environment.

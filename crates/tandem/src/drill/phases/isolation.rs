@@ -96,7 +96,7 @@ pub(super) async fn run(
             let control = cx.dep.control.clone().unwrap_or_default();
             let running = cx
                 .dep
-                .get_json(&format!("{control}/v1/deployment"))
+                .control_deployment()
                 .await
                 .map(|v| v["processes"][&target]["running"].as_bool() == Some(true));
             checks.push(Check::new(

@@ -180,7 +180,7 @@ async fn control_check(dep: &Deployment) -> Check {
     let Some(control) = dep.control.as_deref() else {
         return Check::new(name, false, "kill mode needs the control API of `tandem up`: no up.json in the data directory (pass --data-dir)");
     };
-    let Some(v) = dep.get_json(&format!("{control}/v1/deployment")).await else {
+    let Some(v) = dep.control_deployment().await else {
         return Check::new(name, false, format!("no answer from {control}/v1/deployment"));
     };
     let running = v["processes"][&dep.target]["running"].as_bool() == Some(true);
