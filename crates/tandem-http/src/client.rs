@@ -135,7 +135,13 @@ where
 pub struct Clients<B> {
     tls: Option<Arc<Tls>>,
     limits: ClientLimits,
-    built: Mutex<(Option<Arc<ClientConfig>>, BTreeMap<String, HttpClient<B>>)>,
+    built: Mutex<Built<B>>,
+}
+
+/// The clients built for one TLS configuration (`None`: plain), by server name.
+struct Built<B> {
+    config: Option<Arc<ClientConfig>>,
+    by_server_name: BTreeMap<String, HttpClient<B>>,
 }
 
 impl<B> Clients<B>
@@ -144,7 +150,11 @@ where
     B::Data: Send,
 {
     pub fn new(tls: Option<Arc<Tls>>, limits: ClientLimits) -> Self {
-        Clients { tls, limits, built: Mutex::new((None, BTreeMap::new())) }
+        Clients {
+            tls,
+            limits,
+            built: Mutex::new(Built { config: None, by_server_name: BTreeMap::new() }),
+        }
     }
 
     /// Whether connections are TLS (`https://` URLs) or plain.
@@ -160,17 +170,17 @@ where
     pub fn get(&self, server_name: &str) -> HttpClient<B> {
         let current = self.tls.as_ref().map(|t| t.client());
         let mut built = self.built.lock().expect("clients lock");
-        let same = match (&built.0, &current) {
+        let same = match (&built.config, &current) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
         if !same {
-            built.1.clear();
-            built.0 = current.clone();
+            built.by_server_name.clear();
+            built.config = current.clone();
         }
         built
-            .1
+            .by_server_name
             .entry(server_name.to_owned())
             .or_insert_with(|| client(current.as_deref(), server_name, self.limits))
             .clone()

@@ -58,10 +58,10 @@ fn an_lww_record_built_with_a_version_keeps_it() {
     let l = Lww::with_version(vv.clone(), stamp.clone(), "\"v\"".into());
     assert_eq!(l.register().versions().len(), 1);
     assert_eq!(l.register().versions()[0].vv, vv);
-    assert_eq!(l.value().as_deref(), Some("\"v\""));
+    assert_eq!(l.value(), Some("\"v\""));
     let mut w = Lww::default();
     w.write(Some("1".into()), "eu-west", Hlc::new(1, 0));
-    assert_eq!(w.value().as_deref(), Some("1"));
+    assert_eq!(w.value(), Some("1"));
 }
 
 #[test]

@@ -101,7 +101,12 @@ pub fn admin(node: &Node, headers: &HeaderMap, peer: &Peer) -> Result<(), ApiErr
 /// The region calling a replication endpoint, as its certificate proves (or,
 /// with `--insecure`, as the shared secret and its header say).
 pub fn peer_region(node: &Node, headers: &HeaderMap, peer: &Peer) -> Result<String, ApiError> {
-    let claimed = headers.get(PEER_HEADER).and_then(|v| v.to_str().ok());
+    let claimed = match headers.get(PEER_HEADER) {
+        None => None,
+        Some(v) => {
+            Some(v.to_str().map_err(|_| ApiError::bad_request("X-Tandem-Peer is not UTF-8"))?)
+        }
+    };
     let name = match &node.security {
         Security::Insecure { replication_secret } => {
             let Some(expected) = replication_secret.as_deref() else {

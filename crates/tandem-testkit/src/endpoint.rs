@@ -14,7 +14,8 @@ use crate::http::{self, Answer, Client, Method};
 /// Per-request time-out of an endpoint's client.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A base URL (`http://127.0.0.1:PORT`) and a client.
+/// A base URL (`https://127.0.0.1:PORT`, or `http://` with `--insecure`)
+/// and a client.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     url: String,
@@ -22,11 +23,22 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A plain-HTTP endpoint.
     pub fn new(url: &str) -> Endpoint {
         Endpoint { url: url.to_owned(), http: Client::new(REQUEST_TIMEOUT) }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// An endpoint reached with `http` (e.g. a TLS client of [`Client::tls`]).
+    pub fn with_client(url: &str, http: Client) -> Endpoint {
+        Endpoint { url: url.to_owned(), http }
+    }
+
+    /// The client of its requests.
+    pub fn http(&self) -> &Client {
+        &self.http
+    }
+
+    /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -74,7 +74,38 @@ impl Client {
         )
     }
 
+    /// Over TLS with `tls` (see [`crate::tls::client_config`]), sending
+    /// `Authorization: <auth>` on every request that names none of its own.
+    pub fn tls(
+        timeout: Duration,
+        connect: Option<Duration>,
+        tls: rustls::ClientConfig,
+        auth: Option<&str>,
+    ) -> Client {
+        let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
+        if let Some(c) = connect {
+            builder = builder.connect_timeout(c);
+        }
+        Client::build(builder.tls_backend_preconfigured(tls).default_headers(auth_header(auth)))
+    }
+
+    /// Plain HTTP, sending `Authorization: <auth>` on every request that
+    /// names none of its own (the control API of `tandem up`).
+    pub fn plain_with_auth(timeout: Duration, connect: Option<Duration>, auth: &str) -> Client {
+        let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
+        if let Some(c) = connect {
+            builder = builder.connect_timeout(c);
+        }
+        Client::build(builder.default_headers(auth_header(Some(auth))))
+    }
+
     fn build(builder: reqwest::blocking::ClientBuilder) -> Client {
+        // reqwest's own TLS uses the process default provider: the one the
+        // product uses (ring), installed once.
+        static PROVIDER: std::sync::Once = std::sync::Once::new();
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
         Client { http: builder.no_proxy().build().expect("build the HTTP client") }
     }
 
@@ -127,21 +158,44 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Answer {
         self.try_call(method.clone(), url, body, headers)
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+            .unwrap_or_else(|e| panic!("{method} {url}: {}", causes(&e)))
     }
 
     /// [`Client::try_send`] that panics on a transport error.
     pub fn send(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Answer {
         self.try_send(method.clone(), url, body, &[])
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+            .unwrap_or_else(|e| panic!("{method} {url}: {}", causes(&e)))
     }
 
     /// GET a text body (e.g. `/metrics`) that must answer 2xx.
     pub fn text(&self, url: &str) -> String {
-        let resp = self.http.get(url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let resp =
+            self.http.get(url).send().unwrap_or_else(|e| panic!("GET {url}: {}", causes(&e)));
         assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
         resp.text().unwrap_or_else(|e| panic!("GET {url}: body: {e}"))
     }
+}
+
+/// An error with every cause, innermost last (reqwest's own message only
+/// says "error sending request").
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn auth_header(auth: Option<&str>) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(a) = auth {
+        let value = reqwest::header::HeaderValue::from_str(a).expect("an authorization value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    headers
 }
 
 /// Assert an answer's status, the region that served it and the route the

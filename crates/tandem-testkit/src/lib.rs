@@ -17,7 +17,12 @@
 //! - [`metrics`]: Prometheus text, parsed into samples;
 //! - [`search`]: unique markers and raw byte searches over files;
 //! - [`refusals`]: requests that must be refused and change nothing;
-//! - [`acked`]: the one acknowledged-write checker (DESIGN.md invariant 2).
+//! - [`acked`]: the one acknowledged-write checker (DESIGN.md invariant 2);
+//! - [`tls`]: the deployment's certificates and API key, and TLS clients.
+//!
+//! Deployments and nodes run with TLS and authentication on, as in
+//! production; a test asks for `--insecure` only where it needs plaintext
+//! (raw HTTP bytes on a socket, the wire-level residency search).
 //!
 //! The kit panics with a message that says what it was doing whenever a step
 //! fails: a test is a straight line of steps, and a failed step ends it.
@@ -35,6 +40,7 @@ pub mod ports;
 pub mod process;
 pub mod refusals;
 pub mod search;
+pub mod tls;
 pub mod waits;
 
 pub use deployment::{Builder, Deployment, Limits, CONVERGE_TIMEOUT};

@@ -5,9 +5,12 @@
 //! `(status, JSON body)`, the shape the single-node tests assert on.
 //!
 //! The node is a lone region of a multi-region deployment: it has the
-//! replication secret and the pseudonym keys it needs to start, but its
-//! peers' addresses point at a closed port, so it never talks to whatever
-//! may listen on their configured ports; it runs without an admin token.
+//! certificates (made by `tandem certs init` in its directory), the API
+//! keys, the replication secret and the pseudonym keys it needs to start,
+//! but its peers' addresses point at a closed port, so it never talks to
+//! whatever may listen on their configured ports; it runs without an admin
+//! token, and the test's client presents the operator's certificate and the
+//! kit's API key. With `--insecure` among its arguments it runs plaintext.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -28,6 +31,8 @@ pub struct Node {
     extra_args: Vec<String>,
     proc: Option<Proc>,
     endpoint: Endpoint,
+    /// Started with `--insecure`: plaintext, no certificates.
+    insecure: bool,
 }
 
 /// A node's requests are its endpoint's.
@@ -47,14 +52,30 @@ impl Tandem {
             .prefix("tandem-test-")
             .tempdir()
             .expect("create a temporary directory");
-        std::fs::write(dir.path().join("tandem.toml"), config_toml).expect("write the config");
+        let config = dir.path().join("tandem.toml");
+        std::fs::write(&config, config_toml).expect("write the config");
+        let insecure = extra_args.contains(&"--insecure");
+        let endpoint = if insecure {
+            Endpoint::new("")
+        } else {
+            let certs = dir.path().join("data").join("certs");
+            crate::tls::init_certs(&self, &config, &certs);
+            crate::tls::write_api_keys(&dir.path().join("data").join("api-keys"));
+            let tls = crate::tls::client_config(&certs, Some("operator"));
+            let auth = format!("Bearer {}", crate::tls::API_KEY);
+            Endpoint::with_client(
+                "",
+                crate::http::Client::tls(REQUEST_TIMEOUT, None, tls, Some(&auth)),
+            )
+        };
         let mut node = Node {
             bin: self,
             dir,
             region: region.to_owned(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             proc: None,
-            endpoint: Endpoint::new(""),
+            endpoint,
+            insecure,
         };
         node.spawn();
         node
@@ -62,6 +83,34 @@ impl Tandem {
 }
 
 impl Node {
+    /// `https`, or `http` for a node started with `--insecure`.
+    pub fn scheme(&self) -> &'static str {
+        if self.insecure {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// The node reached by a client with the kit's API key but no
+    /// certificate (the operator's is what the node's own endpoint presents).
+    pub fn anonymous(&self) -> Endpoint {
+        if self.insecure {
+            return Endpoint::new(self.url());
+        }
+        let tls = crate::tls::client_config(&self.certs_dir(), None);
+        let auth = format!("Bearer {}", crate::tls::API_KEY);
+        Endpoint::with_client(
+            self.url(),
+            crate::http::Client::tls(REQUEST_TIMEOUT, None, tls, Some(&auth)),
+        )
+    }
+
+    /// Its certificates directory (`<data_dir>/certs`).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir().join("certs")
+    }
+
     /// The region it runs.
     pub fn region(&self) -> &str {
         &self.region
@@ -122,12 +171,13 @@ impl Node {
 
     /// `--peer-url` for every other region, towards a port nothing listens on.
     fn lone_peer_urls(&self) -> Vec<String> {
+        let scheme = self.scheme();
         let text = std::fs::read_to_string(self.dir.path().join("tandem.toml")).expect("config");
         crate::config::parse(&text)
             .regions
             .iter()
             .filter(|r| r.name != self.region)
-            .flat_map(|r| ["--peer-url".to_owned(), format!("{}=http://127.0.0.1:9", r.name)])
+            .flat_map(|r| ["--peer-url".to_owned(), format!("{}={scheme}://127.0.0.1:9", r.name)])
             .collect()
     }
 
@@ -158,7 +208,8 @@ impl Node {
             drop(proc);
             panic!("unexpected first stdout line {first:?}; stderr:\n{}", self.stderr());
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "listening on {url}");
+        let expected = format!("{}://127.0.0.1:", self.scheme());
+        assert!(url.starts_with(&expected), "listening on {url}");
         self.endpoint.set_url(url);
         self.proc = Some(proc);
     }

@@ -7,7 +7,6 @@
 //! [`truncated_on_the_wire`] sends a body cut off before its `Content-Length`.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -25,6 +24,8 @@ pub struct Case {
     pub body: Option<Vec<u8>>,
     pub status: u16,
     pub code: &'static str,
+    /// Whose certificate the request presents (none by default).
+    pub holder: Option<&'static str>,
 }
 
 pub fn case(
@@ -43,12 +44,19 @@ pub fn case(
         body: body.map(<[u8]>::to_vec),
         status,
         code,
+        holder: None,
     }
 }
 
 impl Case {
     pub fn header(mut self, name: &'static str, value: impl AsRef<[u8]>) -> Case {
         self.headers.push((name, value.as_ref().to_vec()));
+        self
+    }
+
+    /// Present `holder`'s certificate (`operator`, `router`, a region).
+    pub fn as_holder(mut self, holder: &'static str) -> Case {
+        self.holder = Some(holder);
         self
     }
 }
@@ -60,9 +68,16 @@ pub struct Stored {
     pub drained: Vec<(String, bool)>,
 }
 
-/// The client of the cases (a generous time-out: some bodies are large).
-pub fn client() -> Client {
-    Client::new(Duration::from_secs(15))
+/// The client of the cases (a generous time-out: some bodies are large):
+/// the kit's API key, and no certificate, so that a case without a token
+/// has no credential for admin calls.
+pub fn client(d: &Deployment) -> Client {
+    if d.insecure() {
+        return Client::new(Duration::from_secs(15));
+    }
+    let tls = crate::tls::client_config(&d.certs_dir(), None);
+    let auth = format!("Bearer {}", crate::tls::API_KEY);
+    Client::tls(Duration::from_secs(15), None, tls, Some(&auth))
 }
 
 fn get_json(http: &Client, url: &str) -> Value {
@@ -113,11 +128,18 @@ pub fn settled(d: &Deployment, http: &Client) -> Stored {
 
 /// Send every case; each must get its status and code and change nothing.
 pub fn run_cases(d: &Deployment, cases: Vec<Case>) {
-    let http = client();
+    let http = client(d);
     let before = settled(d, &http);
     let mut wrong = Vec::new();
+    let mut holders: std::collections::BTreeMap<&str, Client> = Default::default();
     for c in &cases {
-        let mut req = http.inner().request(http::method(c.method), &c.url);
+        let via = match c.holder {
+            Some(h) if !d.insecure() => holders.entry(h).or_insert_with(|| {
+                d.client_as(Some(h), Some(&format!("Bearer {}", crate::tls::API_KEY)))
+            }),
+            _ => &http,
+        };
+        let mut req = via.inner().request(http::method(c.method), &c.url);
         for (k, v) in &c.headers {
             req =
                 req.header(*k, reqwest::header::HeaderValue::from_bytes(v).expect("header value"));
@@ -125,7 +147,7 @@ pub fn run_cases(d: &Deployment, cases: Vec<Case>) {
         if let Some(b) = &c.body {
             req = req.body(b.clone());
         }
-        let resp = req.send().unwrap_or_else(|e| panic!("{}: {e}", c.what));
+        let resp = req.send().unwrap_or_else(|e| panic!("{}: {}", c.what, http::causes(&e)));
         let status = resp.status().as_u16();
         let text = resp.text().unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
@@ -157,19 +179,19 @@ pub fn run_cases(d: &Deployment, cases: Vec<Case>) {
 /// Send a request whose body ends before its `Content-Length` (the client
 /// half-closes), and check the answer and that nothing changed.
 pub fn truncated_on_the_wire(d: &Deployment, base: &str, path: &str, status: u16, code: &str) {
-    let http = client();
+    let http = client(d);
     let before = stored(d, &http);
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let addr = base.trim_start_matches("http://").trim_start_matches("https://");
+    let mut s = crate::tls::connect(d, addr);
     let body = br#"{"value": "cut"#;
     let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        crate::tls::API_KEY,
         body.len() + 100
     );
     s.write_all(head.as_bytes()).expect("write head");
     s.write_all(body).expect("write body");
-    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    s.half_close();
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);

@@ -2,6 +2,13 @@
 //! that delays every byte by the link's one-way latency, in both directions,
 //! and can cut the link (close its connections and refuse new ones) and heal
 //! it. This kernel has no netem, so the network faults are made here.
+//!
+//! With a capture, every byte that crosses a link is recorded twice: into
+//! `<dir>/<from>-<to>.bin` (both directions and every connection, in the
+//! order read: what a search for a marker reads), and per connection and
+//! direction into `<dir>/streams/<from>-<to>-<n>-{request,response}.bin`,
+//! each a byte stream as one end sent it (so that a test can parse it, e.g.
+//! as TLS records).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,8 +29,8 @@ const CHUNK_BYTES_MAX: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct LinkControl {
     pub latency_ms: AtomicU64,
-    /// Every byte that crosses the link, both directions (for residency tests).
-    capture: Option<std::sync::Mutex<std::fs::File>>,
+    /// Every byte that crosses the link (for residency tests).
+    capture: Option<Capture>,
     cut: AtomicBool,
     /// Bumped on every cut, so open connections close.
     generation: watch::Sender<u64>,
@@ -35,10 +42,10 @@ impl LinkControl {
         Self::with_capture(latency_ms, None)
     }
 
-    pub fn with_capture(latency_ms: u64, capture: Option<std::fs::File>) -> Arc<Self> {
+    pub fn with_capture(latency_ms: u64, capture: Option<Capture>) -> Arc<Self> {
         Arc::new(LinkControl {
             latency_ms: AtomicU64::new(latency_ms),
-            capture: capture.map(std::sync::Mutex::new),
+            capture,
             cut: AtomicBool::new(false),
             generation: watch::channel(0).0,
         })
@@ -55,6 +62,45 @@ impl LinkControl {
 
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Where a link's bytes are recorded.
+#[derive(Debug)]
+pub struct Capture {
+    all: std::sync::Mutex<std::fs::File>,
+    streams: std::path::PathBuf,
+    link: String,
+    connections: AtomicU64,
+}
+
+impl Capture {
+    /// Record link `link` (`<from>-<to>`) under `dir`.
+    pub fn create(dir: &std::path::Path, link: &str) -> std::io::Result<Capture> {
+        let streams = dir.join("streams");
+        std::fs::create_dir_all(&streams)?;
+        Ok(Capture {
+            all: std::sync::Mutex::new(std::fs::File::create(dir.join(format!("{link}.bin")))?),
+            streams,
+            link: link.to_owned(),
+            connections: AtomicU64::new(0),
+        })
+    }
+
+    /// The two stream files of a new connection.
+    fn connection(&self) -> [Option<std::fs::File>; 2] {
+        let n = self.connections.fetch_add(1, Ordering::Relaxed);
+        ["request", "response"].map(|side| {
+            std::fs::File::create(self.streams.join(format!("{}-{n}-{side}.bin", self.link))).ok()
+        })
+    }
+
+    fn record(&self, stream: &mut Option<std::fs::File>, bytes: &[u8]) {
+        use std::io::Write;
+        let _ = self.all.lock().expect("capture lock").write_all(bytes);
+        if let Some(f) = stream {
+            let _ = f.write_all(bytes);
+        }
     }
 }
 
@@ -88,8 +134,12 @@ async fn relay(client: TcpStream, server: TcpStream, control: Arc<LinkControl>) 
     let mut cut = control.generation.subscribe();
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = pump(cr, sw, control.clone());
-    let down = pump(sr, cw, control.clone());
+    let [request, response] = match &control.capture {
+        Some(c) => c.connection(),
+        None => [None, None],
+    };
+    let up = pump(cr, sw, control.clone(), request);
+    let down = pump(sr, cw, control.clone(), response);
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = cut.changed() => {}
@@ -101,6 +151,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     control: Arc<LinkControl>,
+    mut stream: Option<std::fs::File>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(IN_FLIGHT_CHUNKS_MAX);
     let reader = async move {
@@ -109,9 +160,8 @@ async fn pump(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if let Some(f) = &control.capture {
-                        use std::io::Write;
-                        let _ = f.lock().expect("capture lock").write_all(&buf[..n]);
+                    if let Some(c) = &control.capture {
+                        c.record(&mut stream, &buf[..n]);
                     }
                     let due = Instant::now()
                         + Duration::from_millis(control.latency_ms.load(Ordering::Relaxed));

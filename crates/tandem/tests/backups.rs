@@ -103,7 +103,8 @@ fn backup_to_a_foreign_destination_is_refused_before_anything_is_written() {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        d.call(Method::GET, &url, None, &headers)
+        // No operator certificate: the token is the only credential.
+        d.anonymous_http().call(Method::GET, &url, None, &headers)
     };
     let r = snapshot(&us, None);
     assert_eq!(r.status, 401, "snapshot without the admin token: {r}");

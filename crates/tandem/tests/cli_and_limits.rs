@@ -3,7 +3,7 @@
 //! kind of bad config, and 0 for the example; a node whose write queue is full
 //! answers 503 `overloaded` at once instead of buffering without bound.
 
-use tandem_testkit::{config, node, Client, Method, Tandem};
+use tandem_testkit::{config, Method, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
@@ -61,8 +61,8 @@ fn a_full_write_queue_answers_503_overloaded() {
         let handles: Vec<_> = (0..32)
             .map(|t| {
                 let url = url.clone();
+                let client = node.http().clone();
                 s.spawn(move || {
-                    let client = Client::new(node::REQUEST_TIMEOUT);
                     let mut out = Vec::new();
                     for i in 0..20 {
                         let url = format!("{url}/v1/records/likes/k{t}-{i}/ops");

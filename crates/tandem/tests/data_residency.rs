@@ -4,6 +4,11 @@
 //! transfer basis moves personal data only as ciphertext; and `tandem audit
 //! verify` catches a tampered audit log. Each test runs its own `tandem up`
 //! deployment of the example config (router included) on free loopback ports.
+//!
+//! The two tests that search the replication traffic for markers run with
+//! `--insecure`, so that the bytes on the wire are the plaintext the senders
+//! filtered: with TLS on (the default) the links carry only TLS records, and
+//! `tls_wire.rs` shows that no marker is readable there.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +34,7 @@ const TRANSFER_KEY_ENV: &str = "TANDEM_TRANSFER_KEY_EU_US";
 
 #[test]
 fn no_eu_personal_data_in_us_after_mixed_workload_with_failovers() {
-    let d = deployment().capture().start();
+    let d = deployment().insecure().capture().start();
     let tag = unique_tag();
     for i in 0..4 {
         d.register(&format!("eus{i}"), EU[i % 2]);
@@ -169,8 +174,12 @@ fn sealed_transfer_under_a_legal_basis() {
     let transfer = format!(
         "[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"{TRANSFER_KEY_ENV}\"\n"
     );
-    let d =
-        deployment().capture().extra_toml(&transfer).env(TRANSFER_KEY_ENV, TRANSFER_KEY).start();
+    let d = deployment()
+        .insecure()
+        .capture()
+        .extra_toml(&transfer)
+        .env(TRANSFER_KEY_ENV, TRANSFER_KEY)
+        .start();
     // Only the EU regions hold the key.
     for process in ["eu-west", "eu-central", "us-east", "router"] {
         let has = d.env_names(process).iter().any(|k| k == TRANSFER_KEY_ENV);
@@ -501,12 +510,18 @@ fn chaos(d: &Deployment, deadline: Instant) -> Vec<String> {
     done
 }
 
+/// The whole-link captures `<from>-<to>.bin` whose names match `pred`.
 fn capture_files(d: &Deployment, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let dir = d.capture_dir().expect("capturing");
-    files_under(dir)
-        .into_iter()
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("the capture directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&pred))
-        .collect()
+        .collect();
+    files.sort();
+    files
 }
 
 /// Entries of a region's audit log, read from its file (after the stop).

@@ -105,8 +105,16 @@ fn drill_without_a_deployment_cannot_run() {
     let config = dir.path().join("tandem.toml");
     let text = config::example_on_free_ports(&dir.path().join("data"));
     std::fs::write(&config, text).expect("write the config");
+    // Without the deployment's certificates it cannot even connect, and
+    // says where it looked and how to run without TLS.
     let (code, report, _, output) =
         run_drill(dir.path(), &config, &["--target", "eu-west", "--mode", "isolate"]);
+    assert_eq!(code, 2, "{output}");
+    assert!(report.is_none(), "{output}");
+    assert!(output.contains("certs") && output.contains("--insecure"), "{output}");
+
+    let (code, report, _, output) =
+        run_drill(dir.path(), &config, &["--target", "eu-west", "--mode", "isolate", "--insecure"]);
     assert_eq!(code, 2, "{output}");
     let report = report.expect("a report of the failed pre-drill checks");
     assert_eq!(report["verdict"], "fail");

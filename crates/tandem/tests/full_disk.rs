@@ -129,7 +129,7 @@ impl Drop for SmallDisk {
 }
 
 /// `tandem node` (eu-west of the example, alone: its peers point at a closed
-/// port) with its data on `disk`.
+/// port) with its data on `disk`, without TLS (this test is about the disk).
 fn start_node(disk: &Path) -> Served {
     let config = disk.join("tandem.toml");
     std::fs::write(&config, example_text()).expect("write the config");
@@ -149,6 +149,7 @@ fn start_node(disk: &Path) -> Served {
         &config,
         "--data-dir",
         &data,
+        "--insecure",
     ];
     TANDEM.serve(&args, &[("TANDEM_REPLICATION_SECRET", "full-disk-test"), TEST_PSEUDONYM_KEYS[0]])
 }

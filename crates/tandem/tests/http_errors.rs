@@ -6,7 +6,9 @@
 //! does not arrive in time (408). And a client that writes its whole 8 MiB
 //! body before it reads anything still gets the 413, because the rest of an
 //! oversized body is drained first; 50 such clients at once leave the node
-//! healthy.
+//! healthy. The node and router run `--insecure` so that the test can write
+//! raw bytes; the HTTP stack under TLS is the same (tls_wire.rs covers what
+//! TLS adds).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,7 +23,7 @@ const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 #[test]
 fn protocol_errors_have_json_bodies_at_node_and_router() {
     let config = short_timeouts(example_text());
-    let node = TANDEM.node(&config, "eu-west", &[]);
+    let node = TANDEM.node(&config, "eu-west", &["--insecure"]);
     let dir = tempfile::tempdir().unwrap();
     let router = start_router(&config, dir.path());
     for base in [node.url().to_owned(), router.url().to_owned()] {
@@ -58,7 +60,7 @@ fn protocol_errors_have_json_bodies_at_node_and_router() {
 #[test]
 fn clients_that_write_the_whole_oversized_body_first_see_the_413() {
     let config = example_text();
-    let node = TANDEM.node(config, "eu-west", &[]);
+    let node = TANDEM.node(config, "eu-west", &["--insecure"]);
     let dir = tempfile::tempdir().unwrap();
     let router = start_router(config, dir.path());
     let body_len = 8 * 1024 * 1024;
@@ -104,7 +106,7 @@ fn start_router(config: &str, dir: &std::path::Path) -> Served {
     let path = dir.join("tandem.toml");
     std::fs::write(&path, config).unwrap();
     let path = path.to_str().expect("a UTF-8 path");
-    TANDEM.serve(&["router", "--config", path, "--listen", "127.0.0.1:0"], &[])
+    TANDEM.serve(&["router", "--config", path, "--listen", "127.0.0.1:0", "--insecure"], &[])
 }
 
 fn get(path: &str, extra_headers: &str) -> Vec<u8> {

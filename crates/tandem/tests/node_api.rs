@@ -323,9 +323,11 @@ fn ops_plane_health_status_conflicts() {
     ok_write(node.post(&ops("likes", "s"), &json!({"op": "incr", "by": 1})));
     assert_eq!(node.last_seq(), seq0 + 4);
 
-    // Admin calls need the bearer token; this node has none, so all are refused.
+    // Admin calls need the bearer token or the operator's certificate; this
+    // node has no token, so a client without the certificate is refused.
+    let anonymous = node.anonymous();
     for path in ["/v1/admin/isolate", "/v1/admin/rejoin"] {
-        node.refused("POST", path, None, 401, "unauthorized", &[]);
+        anonymous.refused("POST", path, None, 401, "unauthorized", &[]);
     }
     let (_, body) = node.get("/v1/status");
     assert_ne!(body["isolated"], json!(true), "{body}");

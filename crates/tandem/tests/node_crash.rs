@@ -20,7 +20,7 @@ use serde_json::json;
 use tandem_config::Config;
 use tandem_testkit::acked::{self, History, Key, Outcome, Write};
 use tandem_testkit::config::example_text;
-use tandem_testkit::{node, Client, Node, Tandem};
+use tandem_testkit::{Node, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 /// Concurrent client threads.
@@ -159,8 +159,8 @@ fn load_then_kill(node: &mut Node, cycle: usize, history: &mut History) -> usize
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let (stop, start, url) = (stop.clone(), start.clone(), url.clone());
+            let client = node.http().clone();
             std::thread::spawn(move || {
-                let client = Client::new(node::REQUEST_TIMEOUT);
                 let mut report = ThreadReport::default();
                 start.wait();
                 for i in 0.. {

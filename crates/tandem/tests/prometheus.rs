@@ -233,15 +233,21 @@ fn live_prometheus_sees_the_credentials_alert_fire() {
     std::fs::create_dir_all(&dir).expect("prometheus dir");
     std::fs::copy(deploy_dir().join("prometheus/alerts.yml"), dir.join("alerts.yml"))
         .expect("copy alerts.yml");
-    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let host = |url: &str| url.trim_start_matches("https://").to_owned();
+    // Prometheus checks the servers against the deployment's CA; /metrics
+    // wants no credential.
+    let tls = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n",
+        up.certs_dir().join("ca.pem").display()
+    );
     let regions: Vec<String> = up.regions().values().map(|u| format!("\"{}\"", host(u))).collect();
     let config = format!(
         "# A test's Prometheus: the deployment's actual ports, scraped every second.\n\
          global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
          rule_files:\n  - alerts.yml\n\
          scrape_configs:\n\
-         \x20 - job_name: tandem-router\n    static_configs:\n      - targets: [\"{}\"]\n\
-         \x20 - job_name: tandem-region\n    static_configs:\n      - targets: [{}]\n",
+         \x20 - job_name: tandem-router\n{tls}    static_configs:\n      - targets: [\"{}\"]\n\
+         \x20 - job_name: tandem-region\n{tls}    static_configs:\n      - targets: [{}]\n",
         host(up.router()),
         regions.join(", ")
     );

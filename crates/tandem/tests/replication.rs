@@ -87,7 +87,10 @@ fn converge_after_concurrent_writes_of_every_type() {
                     };
                     let url = format!("{}/v1/records/settings/alice:prefs", d.url(region));
                     let body = json!({"fields": {region: i, "theme": region}});
-                    let (status, resp) = d.call(Method::PATCH, &url, Some(&body), failover).pair();
+                    // Sent as the router sends a failover (its certificate).
+                    let client = if failover.is_empty() { d.http() } else { d.router_http() };
+                    let (status, resp) =
+                        client.call(Method::PATCH, &url, Some(&body), failover).pair();
                     if region == "us-east" {
                         assert_eq!(status, 421, "settings of an EU subject at us-east: {resp}");
                         assert_eq!(resp["error"]["code"], "misdirected_write", "{resp}");
@@ -107,7 +110,7 @@ fn converge_after_concurrent_writes_of_every_type() {
                         let url = format!("{}/v1/records/balance/alice:acct/ops", d.url(region));
                         let incr = json!({"op": "incr", "by": 5});
                         let (status, resp) =
-                            d.call(Method::POST, &url, Some(&incr), failover).pair();
+                            client.call(Method::POST, &url, Some(&incr), failover).pair();
                         assert_eq!(status, 200, "balance at {region}: {resp}");
                     }
                 }
@@ -294,6 +297,7 @@ fn conflicts_are_counted_with_labels() {
     d.put_record("eu-west", "credential", "carol:pw", json!("hash-a"));
     let url = format!("{}/v1/records/credential/carol:pw", d.url("eu-central"));
     let (status, resp) = d
+        .router_http()
         .call(
             Method::PUT,
             &url,

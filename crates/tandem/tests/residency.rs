@@ -223,9 +223,12 @@ fn node_enforces_residency_and_pinning() {
     d.register("eva", "eu-west");
     d.register("fay", "eu-west");
     d.register("gus", "us-east");
+    // Failover markers are sent as the router sends them: a node honours
+    // `X-Tandem-Failover` only on a connection with the router's certificate.
     let put = |region: &str, entity: &str, id: &str, value: &str, headers: &[(&str, &str)]| {
-        let path = format!("/v1/records/{entity}/{id}");
-        d.direct(Method::PUT, region, &path, Some(&json!({ "value": value })), headers)
+        let url = format!("{}/v1/records/{entity}/{id}", d.url(region));
+        let client = if headers.is_empty() { d.http() } else { d.router_http() };
+        client.call(Method::PUT, &url, Some(&json!({ "value": value })), headers)
     };
     let denials = |region: &str, reason: &str| {
         metrics::sum(&d.metrics_at(d.url(region)), "residency_denials_total", &[("reason", reason)])
@@ -256,7 +259,8 @@ fn node_enforces_residency_and_pinning() {
     assert_eq!(r.status, 200, "public data is written anywhere: {r}");
     let path = "/v1/records/settings/eva:prefs";
     let patch = json!({"fields": {"theme": "dark"}});
-    let r = d.direct(Method::PATCH, "us-east", path, Some(&patch), &eu_failover);
+    let url = format!("{}{path}", d.url("us-east"));
+    let r = d.router_http().call(Method::PATCH, &url, Some(&patch), &eu_failover);
     assert_error(&r, 421, "misdirected_write", "pinned settings at us-east marked as failover");
     assert_eq!(r.body["error"]["home_region"], "eu-west", "{r}");
     // The value never reached us-east's logs either.
@@ -271,6 +275,11 @@ fn node_enforces_residency_and_pinning() {
     let r = put("eu-central", "credential", "eva:pw", "v1", &wrong_home);
     assert_error(&r, 421, "misdirected_write", "failover marker naming the wrong home");
     assert_eq!(denials("eu-central", "misdirected_write"), misdirected_before + 2.0);
+    assert_eq!(d.value("eu-central", "credential", "eva:pw"), None);
+    // A client's marker is not the router's: ignored, so still misdirected.
+    let url = format!("{}/v1/records/credential/eva:pw", d.url("eu-central"));
+    let r = d.call(Method::PUT, &url, Some(&json!({"value": "v1"})), &eu_failover);
+    assert_error(&r, 421, "misdirected_write", "a failover marker from a client, not the router");
     assert_eq!(d.value("eu-central", "credential", "eva:pw"), None);
     let r = put("eu-central", "credential", "eva:pw", "v1", &eu_failover);
     assert_eq!(r.status, 200, "a valid failover inside the EU: {r}");

@@ -7,7 +7,8 @@
 //! answers 503 until every region has been probed once, then 200; writes for
 //! subjects homed on live regions all succeed (they wait for the first probes
 //! instead of failing), and subjects homed on the dead region get 503 within
-//! the probe timeout.
+//! the probe timeout. The processes run `--insecure` (the proxies see plain
+//! bytes); start-up does not depend on TLS.
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
@@ -50,7 +51,10 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
         let listen = format!("127.0.0.1:{listen}");
         let data = dir.path().join("data").display().to_string();
         let args = ["node", "--config", config, "--region", region, "--listen", &listen];
-        TANDEM.serve(&[&args[..], &["--peer-url", &peer, "--data-dir", &data]].concat(), &env)
+        TANDEM.serve(
+            &[&args[..], &["--peer-url", &peer, "--data-dir", &data, "--insecure"]].concat(),
+            &env,
+        )
     };
     let _nodes = [node("eu-west"), node("eu-central")];
     // Healthy and ready (a region that cannot reach a peer waits out its
@@ -70,7 +74,7 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
 
     // The router prints its listening line right after it binds, while its
     // first probes are still out: requests start from that moment.
-    let router_process = TANDEM.serve(&["router", "--config", config], &env);
+    let router_process = TANDEM.serve(&["router", "--config", config, "--insecure"], &env);
     let r = router_process.url().to_owned();
     assert!(r.ends_with(&format!(":{router}")), "{r}");
 

@@ -64,6 +64,7 @@ impl Tandem {
                 env: Vec::new(),
                 limits: Limits::default(),
                 log_tail_lines: 120,
+                insecure: false,
             },
             start_attempts: 1,
         }
@@ -171,6 +172,13 @@ impl Builder {
         self
     }
 
+    /// `--insecure`: plaintext and no authentication (for tests of the
+    /// wire itself).
+    pub fn insecure(mut self) -> Builder {
+        self.settings.insecure = true;
+        self
+    }
+
     /// The time limits (start from `Limits::default()`).
     pub fn limits(mut self, limits: Limits) -> Builder {
         self.settings.limits = limits;
@@ -212,6 +220,14 @@ impl Builder {
         let config_path = root.join("tandem.toml");
         std::fs::write(&config_path, crate::config::to_text(&config)).expect("write the config");
         let capture_dir = self.capture.then(|| root.join("capture"));
+        if !self.settings.insecure {
+            // `tandem up` keeps an API keys file it finds; separate nodes
+            // also need the certificates `up` would make.
+            crate::tls::write_api_keys(&data_dir.join("api-keys"));
+            if self.direct {
+                crate::tls::init_certs(&self.settings.bin, &config_path, &data_dir.join("certs"));
+            }
+        }
         let runner = if self.direct {
             let s = &self.settings;
             let skews = &self.clock_skew_ms;
@@ -223,26 +239,50 @@ impl Builder {
             Runner::Up(UpRunner::start(&self.settings, &up, &config_path, &data_dir, &root)?)
         };
         let limits = self.settings.limits;
-        let http = match limits.connect {
-            Some(c) => Client::with_connect_timeout(limits.request, c),
-            None => Client::new(limits.request),
+        let (http, anonymous_http, router_http) = if self.settings.insecure {
+            // Admin calls still want the admin token without TLS.
+            let admin = format!("Bearer {}", self.settings.admin_token);
+            let plain = match limits.connect {
+                Some(c) => Client::with_connect_timeout(limits.request, c),
+                None => Client::new(limits.request),
+            };
+            (Client::plain_with_auth(limits.request, limits.connect, &admin), plain.clone(), plain)
+        } else {
+            let certs = data_dir.join("certs");
+            let auth = format!("Bearer {}", crate::tls::API_KEY);
+            let as_holder = |holder: Option<&str>, auth: Option<&str>| {
+                let tls = crate::tls::client_config(&certs, holder);
+                Client::tls(limits.request, limits.connect, tls, auth)
+            };
+            (
+                as_holder(Some("operator"), Some(&auth)),
+                as_holder(None, None),
+                as_holder(Some("router"), None),
+            )
         };
+        let scheme = self.settings.scheme();
         let d = Deployment {
             _dir: dir,
             root,
             regions: config
                 .regions
                 .iter()
-                .map(|r| (r.name.clone(), format!("http://{}", r.listen)))
+                .map(|r| (r.name.clone(), format!("{scheme}://{}", r.listen)))
                 .collect(),
-            router: self.up.router.then(|| format!("http://{}", config.router.listen)),
+            router: self.up.router.then(|| format!("{scheme}://{}", config.router.listen)),
             config,
             config_path,
             data_dir,
             capture_dir,
             runner,
-            control_http: Client::new(limits.control),
+            control_http: Client::plain_with_auth(
+                limits.control,
+                None,
+                &format!("Bearer {}", self.settings.admin_token),
+            ),
             http,
+            anonymous_http,
+            router_http,
             settings: self.settings.clone(),
             cli_runs: AtomicU32::new(0),
             started: Instant::now(),

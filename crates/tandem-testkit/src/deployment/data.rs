@@ -273,7 +273,7 @@ impl Deployment {
     fn process_table(&self) -> BTreeMap<String, (Option<u32>, bool)> {
         match &self.runner {
             super::Runner::Up(up) => up
-                .processes(&self.http)
+                .processes(&self.control_http)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .into_iter()
                 .map(|(n, p)| {

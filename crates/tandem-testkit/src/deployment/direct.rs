@@ -47,13 +47,16 @@ impl DirectRunner {
                 ("--data-dir", data_dir.display().to_string()),
             ];
             let mut args = vec!["node".to_owned(), format!("--clock-skew-ms={skew}")];
+            if s.insecure {
+                args.push("--insecure".to_owned());
+            }
             for (flag, value) in flags {
                 args.extend([flag.to_owned(), value]);
             }
             for peer in config.regions.iter().filter(|p| p.name != region.name) {
                 let proxy = LinkProxy::start(peer.listen);
                 args.push("--peer-url".into());
-                args.push(format!("{}=http://{}", peer.name, proxy.addr));
+                args.push(format!("{}={}://{}", peer.name, s.scheme(), proxy.addr));
                 links.insert((peer.name.clone(), region.name.clone()), proxy);
             }
             let log = root.join(format!("{}.log", region.name));

@@ -116,7 +116,8 @@ impl Deployment {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        self.call(Method::POST, &url, None, &headers)
+        // Only the credentials given: not the operator's certificate.
+        self.anonymous_http.call(Method::POST, &url, None, &headers)
     }
 
     /// [`Deployment::router_admin`] with the admin token; `Err` unless 200.

@@ -86,6 +86,19 @@ pub(crate) struct Settings {
     pub limits: Limits,
     /// Lines of each process log printed when a test fails.
     pub log_tail_lines: usize,
+    /// `--insecure`: plaintext and no authentication.
+    pub insecure: bool,
+}
+
+impl Settings {
+    /// `https`, or `http` with `--insecure`.
+    pub fn scheme(&self) -> &'static str {
+        if self.insecure {
+            "http"
+        } else {
+            "https"
+        }
+    }
 }
 
 /// A running deployment.
@@ -102,8 +115,16 @@ pub struct Deployment {
     regions: BTreeMap<String, String>,
     router: Option<String>,
     runner: Runner,
+    /// Trusts the deployment's CA, presents the operator's certificate and
+    /// sends the kit's API key (plain HTTP with `--insecure`).
     http: Client,
-    /// For the control API, whose `start` answers once the process is healthy.
+    /// Trusts the CA and presents nothing: a client with no credentials.
+    anonymous_http: Client,
+    /// Presents the router's certificate: what a node trusts to send
+    /// `X-Tandem-Failover` (plain HTTP with `--insecure`).
+    router_http: Client,
+    /// For the control API, whose `start` answers once the process is
+    /// healthy; it sends the admin token.
     control_http: Client,
     settings: Settings,
     /// Numbers the output files of CLI runs.
@@ -117,12 +138,12 @@ pub(crate) enum Runner {
 }
 
 impl Deployment {
-    /// `http://127.0.0.1:PORT` of a region.
+    /// `https://127.0.0.1:PORT` of a region (`http://` with `--insecure`).
     pub fn url(&self, region: &str) -> &str {
         self.regions.get(region).unwrap_or_else(|| panic!("no region `{region}`"))
     }
 
-    /// `http://127.0.0.1:PORT` of the router.
+    /// `https://127.0.0.1:PORT` of the router (`http://` with `--insecure`).
     pub fn router(&self) -> &str {
         self.router.as_deref().expect("the deployment runs the router")
     }
@@ -182,8 +203,38 @@ impl Deployment {
         format!("file://{}/", self.backup_dir(j).display())
     }
 
+    /// The operator's client (its certificate, the kit's API key).
     pub fn http(&self) -> &Client {
         &self.http
+    }
+
+    /// A client with no credentials at all (it still trusts the CA).
+    pub fn anonymous_http(&self) -> &Client {
+        &self.anonymous_http
+    }
+
+    /// A client with the router's certificate, for requests a node takes
+    /// only from the router (`X-Tandem-Failover`).
+    pub fn router_http(&self) -> &Client {
+        &self.router_http
+    }
+
+    /// `<data_dir>/certs`: the CA, every holder's certificate and the CRL.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+
+    /// A client that trusts the CA and presents `holder`'s certificate
+    /// (`None`: none), sending `auth` as `Authorization` unless a request
+    /// names its own.
+    pub fn client_as(&self, holder: Option<&str>, auth: Option<&str>) -> Client {
+        let tls = crate::tls::client_config(&self.certs_dir(), holder);
+        Client::tls(self.settings.limits.request, self.settings.limits.connect, tls, auth)
+    }
+
+    /// Whether it runs with `--insecure`.
+    pub fn insecure(&self) -> bool {
+        self.settings.insecure
     }
 
     pub fn admin_token(&self) -> &str {

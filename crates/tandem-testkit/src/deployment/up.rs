@@ -55,6 +55,9 @@ impl UpRunner {
         if let Some(r) = &args.unsafe_ack_region {
             cmd.args(["--unsafe-ack-region", r]);
         }
+        if s.insecure {
+            cmd.arg("--insecure");
+        }
         cmd.args(&args.extra);
         super::builder::apply_env(&mut cmd, s);
         let mut proc = Proc::spawn(cmd, &log, &log);

@@ -95,12 +95,10 @@ impl Deployment {
             }
             for peer in config.regions.iter().filter(|p| p.name != region.name) {
                 let capture = match &args.capture_dir {
-                    Some(dir) => {
-                        std::fs::create_dir_all(dir)?;
-                        Some(std::fs::File::create(
-                            dir.join(format!("{}-{}.bin", peer.name, region.name)),
-                        )?)
-                    }
+                    Some(dir) => Some(proxy::Capture::create(
+                        dir,
+                        &format!("{}-{}", peer.name, region.name),
+                    )?),
                     None => None,
                 };
                 let control = LinkControl::with_capture(
