@@ -42,6 +42,8 @@ pub struct Builder {
     clock_skew_ms: BTreeMap<String, i64>,
     settings: Settings,
     start_attempts: u32,
+    /// Leave the API keys file to `tandem up` (the kit's key is not in it).
+    keys_from_up: bool,
 }
 
 impl Tandem {
@@ -67,6 +69,7 @@ impl Tandem {
                 insecure: false,
             },
             start_attempts: 1,
+            keys_from_up: false,
         }
     }
 }
@@ -172,6 +175,13 @@ impl Builder {
         self
     }
 
+    /// Let `tandem up` create the API keys file: the kit's clients then hold
+    /// no valid key (read the one `up` made from `<data_dir>/api-keys`).
+    pub fn keys_from_up(mut self) -> Builder {
+        self.keys_from_up = true;
+        self
+    }
+
     /// `--insecure`: plaintext and no authentication (for tests of the
     /// wire itself).
     pub fn insecure(mut self) -> Builder {
@@ -223,7 +233,9 @@ impl Builder {
         if !self.settings.insecure {
             // `tandem up` keeps an API keys file it finds; separate nodes
             // also need the certificates `up` would make.
-            crate::tls::write_api_keys(&data_dir.join("api-keys"));
+            if !self.keys_from_up || self.direct {
+                crate::tls::write_api_keys(&data_dir.join("api-keys"));
+            }
             if self.direct {
                 crate::tls::init_certs(&self.settings.bin, &config_path, &data_dir.join("certs"));
             }
