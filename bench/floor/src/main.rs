@@ -76,7 +76,9 @@ async fn post_ops(
 fn listen_arg() -> Result<SocketAddr, String> {
     let mut args = std::env::args().skip(1);
     match (args.next().as_deref(), args.next(), args.next()) {
-        (Some("--listen"), Some(addr), None) => addr.parse().map_err(|e| format!("--listen {addr}: {e}")),
+        (Some("--listen"), Some(addr), None) => {
+            addr.parse().map_err(|e| format!("--listen {addr}: {e}"))
+        }
         (None, None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 0))),
         _ => Err("usage: http-floor [--listen ADDR]".into()),
     }

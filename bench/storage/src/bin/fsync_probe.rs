@@ -88,7 +88,10 @@ fn run_loop(args: &Args, append: bool) -> anyhow::Result<serde_json::Value> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.iterations > 0 && args.bytes > 0, "--iterations and --bytes must be positive");
+    anyhow::ensure!(
+        args.iterations > 0 && args.bytes > 0,
+        "--iterations and --bytes must be positive"
+    );
     let append = run_loop(&args, true)?;
     let overwrite = run_loop(&args, false)?;
     let out = serde_json::json!({ "bytes": args.bytes, "append": append, "overwrite": overwrite });

@@ -1,12 +1,15 @@
 //! Tests of the whole configuration: the built-in example, the defaults, the
-//! lookups, and one test per refusal (each asserting the key is named).
+//! lookups, and one test per refusal (each asserting the key is named):
+//! refusals while parsing here, refusals by `validate()` in `validation`.
 
 use std::time::Duration;
 
 use super::*;
 
+mod validation;
+
 /// The smallest valid deployment; refusal tests break one thing in it.
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 [deployment]
 name = "mini"
 
@@ -31,7 +34,7 @@ writes = "home-region"
 "#;
 
 /// `text` with `from` replaced by `to`; `from` must occur.
-fn edit(text: &str, from: &str, to: &str) -> String {
+pub(super) fn edit(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "test bug: {from:?} not in the config");
     text.replacen(from, to, 1)
 }
@@ -39,7 +42,7 @@ fn edit(text: &str, from: &str, to: &str) -> String {
 /// The error of a config that must be refused; its message must name `key`
 /// and contain `word` (what is wrong).
 #[track_caller]
-fn assert_refused(text: &str, key: &str, word: &str) -> ConfigError {
+pub(super) fn assert_refused(text: &str, key: &str, word: &str) -> ConfigError {
     let err = match Config::from_toml_str(text) {
         Ok(_) => panic!("accepted a config that should be refused for {key}"),
         Err(err) => err,
@@ -418,236 +421,4 @@ fn a_syntax_error_gives_the_position() {
     let ConfigError::Parse { key, line, .. } = &err else { panic!("{err:?}") };
     assert_eq!((key.as_deref(), *line), (None, 3), "{err}");
     assert!(err.to_string().contains("line 3"), "{err}");
-}
-
-// ---- refusals by validate() -------------------------------------------------
-
-#[test]
-fn refuses_no_regions() {
-    let text = "[deployment]\nname = \"x\"\n[router]\nlisten = \"127.0.0.1:7200\"\n";
-    assert_refused(text, "regions", "at least one region");
-}
-
-#[test]
-fn refuses_a_region_without_jurisdiction() {
-    let missing = edit(MINIMAL, "jurisdiction = \"US\"\n", "");
-    assert_refused(&missing, "regions[1].jurisdiction", "no jurisdiction");
-    let empty = edit(MINIMAL, "jurisdiction = \"US\"", "jurisdiction = \"\"");
-    assert_refused(&empty, "regions[1].jurisdiction", "no jurisdiction");
-    let blank = edit(MINIMAL, "jurisdiction = \"EU\"", "jurisdiction = \"  \"");
-    assert_refused(&blank, "regions[0].jurisdiction", "no jurisdiction");
-}
-
-#[test]
-fn refuses_duplicate_region_names() {
-    let text = edit(MINIMAL, "name = \"us-east\"", "name = \"eu-west\"");
-    assert_refused(&text, "regions[1].name", "duplicate region name \"eu-west\"");
-}
-
-#[test]
-fn refuses_bad_region_names() {
-    for bad in ["EU-West", "eu_west", "", "eu west", &"a".repeat(33)] {
-        let text = edit(MINIMAL, "name = \"us-east\"", &format!("name = \"{bad}\""));
-        assert_refused(&text, "regions[1].name", "invalid region name");
-    }
-    let text = edit(MINIMAL, "name = \"us-east\"", &format!("name = \"{}\"", "a".repeat(32)));
-    Config::from_toml_str(&text).unwrap();
-}
-
-#[test]
-fn refuses_duplicate_listen_ports() {
-    let same = edit(MINIMAL, "127.0.0.1:7202", "127.0.0.1:7201");
-    assert_refused(&same, "regions[1].listen", "duplicate listen port 7201");
-    let other_host = edit(MINIMAL, "127.0.0.1:7202", "0.0.0.0:7201");
-    assert_refused(&other_host, "regions[1].listen", "duplicate listen port 7201");
-    let router = edit(MINIMAL, "127.0.0.1:7200", "127.0.0.2:7202");
-    let err = assert_refused(&router, "router.listen", "duplicate listen port 7202");
-    assert!(err.to_string().contains("regions[1].listen"), "{err}");
-    let zero = edit(MINIMAL, "127.0.0.1:7202", "127.0.0.1:0");
-    assert_refused(&zero, "regions[1].listen", "port 0");
-}
-
-#[test]
-fn refuses_an_unknown_default_region() {
-    let text = edit(
-        MINIMAL,
-        "listen = \"127.0.0.1:7200\"",
-        "listen = \"127.0.0.1:7200\"\ndefault_region = \"mars\"",
-    );
-    assert_refused(&text, "router.default_region", "unknown region \"mars\"");
-}
-
-#[test]
-fn refuses_bad_links() {
-    let link =
-        |a: &str, b: &str| format!("\n[[links]]\nbetween = [\"{a}\", \"{b}\"]\nlatency_ms = 40\n");
-    let unknown = format!("{MINIMAL}{}", link("eu-west", "mars"));
-    assert_refused(&unknown, "links[0].between", "unknown region \"mars\"");
-    let itself = format!("{MINIMAL}{}", link("eu-west", "eu-west"));
-    assert_refused(&itself, "links[0].between", "to itself");
-    let twice = format!("{MINIMAL}{}{}", link("eu-west", "us-east"), link("us-east", "eu-west"));
-    assert_refused(&twice, "links[1].between", "duplicate link");
-    let slow = edit(
-        &format!("{MINIMAL}{}", link("eu-west", "us-east")),
-        "latency_ms = 40",
-        "latency_ms = 3600000",
-    );
-    assert_refused(&slow, "links[0].latency_ms", "maximum");
-}
-
-#[test]
-fn refuses_a_zero_max_lag() {
-    let text = edit(EXAMPLE_TOML, "max_lag = \"30s\"", "max_lag = \"0s\"");
-    assert_refused(&text, "data_classes.financial.max_lag", "greater than zero");
-}
-
-#[test]
-fn refuses_an_unknown_data_class() {
-    let text = edit(MINIMAL, "data_class = \"user_profile\"", "data_class = \"x\"");
-    let err = assert_refused(&text, "entities.profile.data_class", "unknown data class \"x\"");
-    assert!(
-        err.to_string().starts_with("entities.profile.data_class: unknown data class \"x\""),
-        "{err}"
-    );
-}
-
-#[test]
-fn refuses_home_region_writes_without_subjects() {
-    let text = edit(MINIMAL, "personal = true\n", "");
-    assert_refused(&text, "entities.profile.writes", "subjects");
-    let explicit = edit(MINIMAL, "personal = true", "subjects = false");
-    assert_refused(&explicit, "entities.profile.writes", "home-region");
-}
-
-#[test]
-fn refuses_a_personal_entity_without_subjects() {
-    let text = edit(MINIMAL, "personal = true", "personal = true\nsubjects = false");
-    assert_refused(&text, "entities.profile.subjects", "personal");
-}
-
-#[test]
-fn refuses_bad_entity_names() {
-    for (bad, key) in [
-        ("Profile", "entities.Profile"),
-        ("user-profile", "entities.user-profile"),
-        ("my profile", "entities.\"my profile\""),
-    ] {
-        let text = edit(MINIMAL, "[entities.profile]", &format!("[entities.\"{bad}\"]"));
-        assert_refused(&text, key, "invalid entity name");
-    }
-    let long = "e".repeat(65);
-    let text = edit(MINIMAL, "[entities.profile]", &format!("[entities.{long}]"));
-    assert_refused(&text, &format!("entities.{long}"), "invalid entity name");
-    let text = edit(MINIMAL, "[entities.profile]", "[entities._subject]");
-    assert_refused(&text, "entities._subject", "reserved");
-}
-
-#[test]
-fn refuses_bad_data_class_names() {
-    let text = format!(
-        "{}\n[data_classes.\"User Profile\"]\nmax_lag = \"1s\"\non_breach = \"warn\"\n",
-        MINIMAL
-    );
-    assert_refused(&text, "data_classes.\"User Profile\"", "invalid data class name");
-}
-
-#[test]
-fn refuses_zero_limits() {
-    let node_limits = [
-        "max_body_bytes = 1048576",
-        "write_queue_len = 4096",
-        "commit_batch_max = 1024",
-        "max_connections = 1024",
-        "id_len_max = 256",
-        "scan_limit_max = 1000",
-        "conflicts_kept = 1000",
-        "max_clock_offset_ms = 500",
-    ];
-    let node_section = EXAMPLE_TOML.find("[node]").unwrap();
-    for limit in node_limits {
-        let (name, _) = limit.split_once(" = ").unwrap();
-        let (head, tail) = EXAMPLE_TOML.split_at(node_section);
-        let text = format!("{head}{}", edit(tail, limit, &format!("{name} = 0")));
-        assert_refused(&text, &format!("node.{name}"), "greater than zero");
-    }
-    let cases = [
-        ("request_timeout = \"10s\"", "request_timeout = \"0s\"", "node.request_timeout"),
-        ("batch_max = 512", "batch_max = 0", "replication.batch_max"),
-        ("batch_bytes_max = 4194304", "batch_bytes_max = 0", "replication.batch_bytes_max"),
-        ("poll_interval = \"50ms\"", "poll_interval = \"0ms\"", "replication.poll_interval"),
-        ("backoff_max = \"2s\"", "backoff_max = \"0s\"", "replication.backoff_max"),
-        ("probe_interval = \"200ms\"", "probe_interval = \"0s\"", "router.probe_interval"),
-        (
-            "probe_failure_threshold = 3",
-            "probe_failure_threshold = 0",
-            "router.probe_failure_threshold",
-        ),
-        ("probe_timeout = \"500ms\"", "probe_timeout = \"0s\"", "router.probe_timeout"),
-        ("upstream_timeout = \"5s\"", "upstream_timeout = \"0s\"", "router.upstream_timeout"),
-        ("max_body_bytes = 1048576       # 1 MiB", "max_body_bytes = 0", "router.max_body_bytes"),
-    ];
-    for (from, to, key) in cases {
-        assert_refused(&edit(EXAMPLE_TOML, from, to), key, "greater than zero");
-    }
-    // Zero disables the home cache rather than breaking anything.
-    Config::from_toml_str(&edit(
-        EXAMPLE_TOML,
-        "home_cache_ttl = \"5s\"",
-        "home_cache_ttl = \"0s\"",
-    ))
-    .unwrap();
-}
-
-#[test]
-fn refuses_an_empty_secret_or_deployment_name() {
-    let secret = edit(EXAMPLE_TOML, "# secret = \"change-me\"", "secret = \"\"");
-    assert_refused(&secret, "replication.secret", "empty");
-    let name = edit(MINIMAL, "name = \"mini\"", "name = \"\"");
-    assert_refused(&name, "deployment.name", "empty");
-}
-
-#[test]
-fn transfers_are_checked() {
-    let base = Config::example();
-    let ok = format!(
-        "{}\n[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"TANDEM_TRANSFER_KEY_EU_US\"\n",
-        EXAMPLE_TOML
-    );
-    let c = Config::from_toml_str(&ok).unwrap();
-    assert_eq!(c.transfer("EU", "US").unwrap().legal_basis, "SCC 2021/914");
-    assert!(c.transfer("US", "EU").is_none());
-    assert!(base.transfers.is_empty());
-    assert_refused(&ok.replace("to = \"US\"", "to = \"APAC\""), "transfers[0].to", "jurisdiction");
-    assert_refused(&ok.replace("to = \"US\"", "to = \"EU\""), "transfers[0].to", "another");
-    assert_refused(
-        &ok.replace("\"SCC 2021/914\"", "\"\""),
-        "transfers[0].legal_basis",
-        "legal basis",
-    );
-    assert_refused(
-        &ok.replace("key_env = \"TANDEM_TRANSFER_KEY_EU_US\"", "key_env = \"\""),
-        "transfers[0].key_env",
-        "environment",
-    );
-}
-
-#[test]
-fn analytics_projections_and_jurisdictions_are_checked() {
-    let c = Config::example();
-    let a = c.entity("subscription").unwrap().analytics.as_ref().unwrap();
-    assert_eq!(a.into, "subscription_stats");
-    assert_eq!(a.keep, vec!["plan".to_string(), "country".to_string()]);
-    assert!(c.jurisdictions["EU"].backup_destinations[0].starts_with("file:///"));
-    let bad = EXAMPLE_TOML.replace("into = \"subscription_stats\"", "into = \"nope\"");
-    assert_refused(&bad, "entities.subscription.analytics.into", "unknown");
-    let bad = EXAMPLE_TOML.replace("into = \"subscription_stats\"", "into = \"credential\"");
-    assert_refused(&bad, "entities.subscription.analytics.into", "non-personal");
-    let bad = EXAMPLE_TOML.replace("keep = [\"plan\", \"country\"]", "keep = [\"plan\", \"name\"]");
-    assert_refused(&bad, "entities.subscription.analytics.drop", "both");
-    let bad = EXAMPLE_TOML.replace("pseudonym_key_env = \"TANDEM_PSEUDONYM_KEY_US\"", "");
-    assert_refused(&bad, "jurisdictions.US.pseudonym_key_env", "pseudonym key");
-    let bad = EXAMPLE_TOML.replace("[jurisdictions.US]", "[jurisdictions.APAC]");
-    assert_refused(&bad, "jurisdictions.APAC", "no region");
-    let bad = EXAMPLE_TOML.replace("\"s3://tandem-backups-us/\"", "\"ftp://x\"");
-    assert_refused(&bad, "jurisdictions.US.backup_destinations[1]", "URL prefix");
 }
