@@ -113,7 +113,7 @@ impl Engine {
             match cmd {
                 Command::Local(w) => self.write_keys(w, &mut keys),
                 Command::Apply(a) => {
-                    keys.extend(a.entries.iter().map(|e| (e.entity.clone(), e.id.clone())))
+                    keys.extend(a.entries.iter().map(|e| (e.entity.clone(), e.id.clone())));
                 }
             }
         }

@@ -98,10 +98,7 @@ mod tests {
     #[test]
     fn each_class_waited_as_long_as_its_oldest_change() {
         let c = Config::example();
-        let mut entries = match batch(10, 2, &[1, 2]) {
-            Frame::Batch { entries, .. } => entries,
-            _ => unreachable!(),
-        };
+        let Frame::Batch { mut entries, .. } = batch(10, 2, &[1, 2]) else { unreachable!() };
         entries[1].logged_at_ms = 4;
         entries.push(LogEntry { entity: "nope".into(), ..entries[0].clone() });
         // page_views is analytics; the unknown type has no class.

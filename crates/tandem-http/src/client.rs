@@ -53,7 +53,7 @@ impl hyper_rustls::ResolveServerName for ServerNames {
         &self,
         uri: &hyper::Uri,
     ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let authority = uri.authority().map(axum::http::uri::Authority::as_str).unwrap_or("");
         let name = match self.0.get(authority) {
             Some(n) => n.as_str(),
             None => uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']'),

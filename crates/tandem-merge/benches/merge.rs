@@ -274,10 +274,10 @@ fn pn_counter_merge(c: &mut Criterion) {
                 || states.clone(),
                 |received| tandem_merge_all(MergeKind::PnCounter, received),
                 BatchSize::SmallInput,
-            )
+            );
         });
         group.bench_with_input(BenchmarkId::new("crdts", replica_count), &crdts, |b, states| {
-            b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput)
+            b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput);
         });
     }
     group.finish();
@@ -310,10 +310,10 @@ fn or_set_merge(c: &mut Criterion) {
                 || states.clone(),
                 |received| tandem_merge_all(MergeKind::OrSet, received),
                 BatchSize::SmallInput,
-            )
+            );
         });
         group.bench_with_input(BenchmarkId::new("crdts", replica_count), &crdts, |b, states| {
-            b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput)
+            b.iter_batched(|| states.clone(), crdts_merge_all, BatchSize::SmallInput);
         });
     }
     group.finish();

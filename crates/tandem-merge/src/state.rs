@@ -147,7 +147,7 @@ impl State {
                 if changes.is_empty() {
                     return Err(MergeError::InvalidOp("a patch needs at least one field"));
                 }
-                f.write_as(changes, region, here)
+                f.write_as(changes, region, here);
             }
             (State::LwwFields(f), Op::Delete) => f.delete_as(region, here),
             (State::GCounter { counter, ops, stamp }, Op::Incr(by)) => {

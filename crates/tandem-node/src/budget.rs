@@ -107,16 +107,16 @@ pub fn evaluate(
 pub fn log(t: &Transition) {
     match t {
         Transition::Breached { class, on_breach: OnBreach::Warn, lag_seconds, peers } => {
-            tracing::warn!(data_class = %class, lag_seconds, ?peers, "lag budget breached")
+            tracing::warn!(data_class = %class, lag_seconds, ?peers, "lag budget breached");
         }
         Transition::Breached { class, on_breach, lag_seconds, peers } => {
-            tracing::error!(data_class = %class, action = on_breach.as_str(), lag_seconds, ?peers, "lag budget breached")
+            tracing::error!(data_class = %class, action = on_breach.as_str(), lag_seconds, ?peers, "lag budget breached");
         }
         Transition::Cleared { class, on_breach: OnBreach::Warn, lasted_ms } => {
-            tracing::warn!(data_class = %class, lasted_ms, "lag back under budget")
+            tracing::warn!(data_class = %class, lasted_ms, "lag back under budget");
         }
         Transition::Cleared { class, lasted_ms, .. } => {
-            tracing::error!(data_class = %class, lasted_ms, "lag back under budget")
+            tracing::error!(data_class = %class, lasted_ms, "lag back under budget");
         }
     }
 }

@@ -104,7 +104,7 @@ impl DiskGuard {
         if let Some(path) = &self.ballast {
             match std::fs::remove_file(path) {
                 Ok(()) => {
-                    tracing::warn!(freed_bytes = self.ballast_bytes, "emergency ballast released")
+                    tracing::warn!(freed_bytes = self.ballast_bytes, "emergency ballast released");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::error!(error = %e, "cannot remove the emergency ballast"),

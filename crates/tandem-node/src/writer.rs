@@ -117,7 +117,7 @@ pub fn spawn(
         .name("tandem-writer".into())
         .spawn(move || {
             let w = Committer { store, engine, clock, sinks, cfg };
-            w.run(rx)
+            w.run(rx);
         })
         .expect("spawn writer thread");
     (Writer { tx, capacity }, handle)

@@ -57,8 +57,8 @@ pub enum Probe {
 /// that says `writable: false` (and not `ready: false`) is a region whose
 /// store is full: up for reads.
 pub fn probe_outcome(status: u16, body: &serde_json::Value) -> Probe {
-    let ready = body.get("ready").and_then(|r| r.as_bool()).unwrap_or(true);
-    let writable = body.get("writable").and_then(|w| w.as_bool()).unwrap_or(true);
+    let ready = body.get("ready").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let writable = body.get("writable").and_then(serde_json::Value::as_bool).unwrap_or(true);
     match status {
         200..=299 if ready => Probe::Up { writable },
         503 if ready && !writable => Probe::Up { writable: false },

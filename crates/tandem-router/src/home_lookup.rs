@@ -44,23 +44,17 @@ pub async fn lookup_home(
                 .get_or_create(&RequestLabels::new(&r.name, "lookup", outcome))
                 .inc()
         };
-        let resp = match tokio::time::timeout(
-            s.config.router.upstream_timeout,
-            s.client(&r.name).request(req),
-        )
-        .await
-        {
-            Ok(Ok(resp)) => resp,
-            _ => {
-                lookups("error");
-                continue;
-            }
+        let answer =
+            tokio::time::timeout(s.config.router.upstream_timeout, s.client(&r.name).request(req));
+        let Ok(Ok(resp)) = answer.await else {
+            lookups("error");
+            continue;
         };
         let status = resp.status();
         let Ok(body) = http_body_util::Limited::new(resp.into_body(), ANSWER_MAX_BYTES)
             .collect()
             .await
-            .map(|c| c.to_bytes())
+            .map(http_body_util::Collected::to_bytes)
         else {
             continue;
         };

@@ -27,7 +27,7 @@ pub async fn watch(s: Arc<RouterState>) {
             match tls.reload() {
                 Ok(()) => tracing::warn!(signalled, "certificates reloaded"),
                 Err(e) => {
-                    tracing::error!(error = %e, "certificates could not be reloaded; the current ones stay")
+                    tracing::error!(error = %e, "certificates could not be reloaded; the current ones stay");
                 }
             }
         }
@@ -35,7 +35,7 @@ pub async fn watch(s: Arc<RouterState>) {
             match api_keys.reload() {
                 Ok(()) => tracing::warn!(keys = api_keys.len(), "API keys reloaded"),
                 Err(e) => {
-                    tracing::error!(error = %e, "API keys could not be reloaded; the current ones stay")
+                    tracing::error!(error = %e, "API keys could not be reloaded; the current ones stay");
                 }
             }
         }

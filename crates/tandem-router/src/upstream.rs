@@ -59,7 +59,7 @@ pub async fn send(
     failover_for: Option<&str>,
 ) -> Exchange {
     let base = s.base_url(region);
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = parts.uri.path_and_query().map(axum::http::uri::PathAndQuery::as_str).unwrap_or("/");
     let mut builder =
         hyper::Request::builder().method(parts.method.clone()).uri(format!("{base}{path}"));
     for name in [axum::http::header::CONTENT_TYPE, axum::http::header::ACCEPT] {

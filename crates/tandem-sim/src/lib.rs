@@ -154,7 +154,7 @@ pub fn run(seed: u64, opts: &Options) -> Report {
     for e in &sim.history.events {
         match e {
             history::Event::Op(i) => {
-                hash.write(history::render_op(&sim.history.ops[*i]).as_bytes())
+                hash.write(history::render_op(&sim.history.ops[*i]).as_bytes());
             }
             other => hash.write(format!("{other:?}").as_bytes()),
         }

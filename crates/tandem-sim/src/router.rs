@@ -70,7 +70,7 @@ impl RouterSim {
     /// One round of probes against the regions' true state.
     pub fn probe(&mut self, actually_up: &BTreeMap<String, bool>) {
         let threshold = self.threshold;
-        for (name, h) in self.health.iter_mut() {
+        for (name, h) in &mut self.health {
             if actually_up[name] {
                 h.up = true;
                 h.failures = 0;

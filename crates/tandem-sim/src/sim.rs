@@ -518,7 +518,7 @@ impl Sim {
         r.crash();
         self.net.reset_region(name, &regions);
         self.held.retain(|h| h.sender != name && h.receiver != name);
-        for ((a, b, _), pull) in self.pulls.iter_mut() {
+        for ((a, b, _), pull) in &mut self.pulls {
             if a == name || b == name {
                 pull.outstanding_since = None;
             }

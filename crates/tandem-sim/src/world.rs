@@ -82,7 +82,7 @@ impl World {
             config: Arc::new(config),
             regions,
             subjects,
-            entities: ENTITIES.iter().map(|e| e.to_string()).collect(),
+            entities: ENTITIES.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

@@ -49,7 +49,7 @@ fn options() -> Options {
 /// Run seeds `base..base + n` on every core (each run is independent and
 /// single-threaded, so the verdicts do not depend on the scheduling).
 fn run_seeds(base: u64, n: u64, opts: &Options) -> Vec<Report> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
     let next = AtomicU64::new(base);
     let mut reports: Vec<Report> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)

@@ -66,8 +66,7 @@ pub fn metric_sum(text: &str, family: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
-            l.starts_with(family)
-                && matches!(l.as_bytes().get(family.len()), Some(b'{') | Some(b' '))
+            l.starts_with(family) && matches!(l.as_bytes().get(family.len()), Some(b'{' | b' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
@@ -185,7 +184,7 @@ fn render(config: &tandem_config::Config, report: &Value, color: bool) -> String
         for r in regions.values() {
             let b = &r["budgets"][class.as_str()];
             let cell = match b["lag_seconds"].as_f64() {
-                Some(lag) if b["breached"] == true => format!("{red}{:>10.1} BREACH{reset}", lag),
+                Some(lag) if b["breached"] == true => format!("{red}{lag:>10.1} BREACH{reset}"),
                 Some(lag) => format!("{lag:>16.2}"),
                 None => format!("{:>16}", "-"),
             };

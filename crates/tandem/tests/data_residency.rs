@@ -471,7 +471,7 @@ fn chaos(d: &Deployment, deadline: Instant) -> Vec<String> {
         ("drain eu-west", &|| d.drain("eu-west")),
         ("restore eu-west", &|| d.restore("eu-west")),
         ("cut eu-west->us-east (us-east gets eu-west's changes forwarded)", &|| {
-            d.cut("eu-west", "us-east")
+            d.cut("eu-west", "us-east");
         }),
         ("heal eu-west->us-east; cut eu-west->eu-central", &|| {
             d.heal("eu-west", "us-east");

@@ -165,7 +165,7 @@ fn converge_after_concurrent_writes_of_every_type() {
         assert_eq!(settings[region], json!(ROUNDS - 1), "{settings}");
     }
     assert!(EU.iter().any(|r| settings["theme"] == *r), "{settings}");
-    assert_eq!(settings.as_object().map(|o| o.len()), Some(3), "{settings}");
+    assert_eq!(settings.as_object().map(serde_json::Map::len), Some(3), "{settings}");
     let bob = d.value("eu-west", "settings", "bob:prefs");
     assert_eq!(bob, Some(json!({"round": ROUNDS - 1})));
     // The add-wins merge was a real concurrent update somewhere.

@@ -43,9 +43,8 @@ pub(super) fn edit(text: &str, from: &str, to: &str) -> String {
 /// and contain `word` (what is wrong).
 #[track_caller]
 pub(super) fn assert_refused(text: &str, key: &str, word: &str) -> ConfigError {
-    let err = match Config::from_toml_str(text) {
-        Ok(_) => panic!("accepted a config that should be refused for {key}"),
-        Err(err) => err,
+    let Err(err) = Config::from_toml_str(text) else {
+        panic!("accepted a config that should be refused for {key}")
     };
     let message = err.to_string();
     assert!(message.contains(key), "message does not name {key:?}: {message}");
@@ -224,8 +223,7 @@ fn entity_defaults_and_subjects_follow_personal() {
 #[test]
 fn a_data_classes_section_replaces_the_reference_table() {
     let text = format!(
-        "{}\n[data_classes.user_profile]\nmax_lag = \"90s\"\non_breach = \"warn\"\n",
-        MINIMAL
+        "{MINIMAL}\n[data_classes.user_profile]\nmax_lag = \"90s\"\non_breach = \"warn\"\n"
     );
     let config = Config::from_toml_str(&text).unwrap();
     assert_eq!(config.data_classes.len(), 1);

@@ -126,8 +126,7 @@ fn refuses_bad_entity_names() {
 #[test]
 fn refuses_bad_data_class_names() {
     let text = format!(
-        "{}\n[data_classes.\"User Profile\"]\nmax_lag = \"1s\"\non_breach = \"warn\"\n",
-        MINIMAL
+        "{MINIMAL}\n[data_classes.\"User Profile\"]\nmax_lag = \"1s\"\non_breach = \"warn\"\n"
     );
     assert_refused(&text, "data_classes.\"User Profile\"", "invalid data class name");
 }
@@ -191,8 +190,7 @@ fn refuses_an_empty_secret_or_deployment_name() {
 fn transfers_are_checked() {
     let base = Config::example();
     let ok = format!(
-        "{}\n[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"TANDEM_TRANSFER_KEY_EU_US\"\n",
-        EXAMPLE_TOML
+        "{EXAMPLE_TOML}\n[[transfers]]\nfrom = \"EU\"\nto = \"US\"\nlegal_basis = \"SCC 2021/914\"\nkey_env = \"TANDEM_TRANSFER_KEY_EU_US\"\n"
     );
     let c = Config::from_toml_str(&ok).unwrap();
     assert_eq!(c.transfer("EU", "US").unwrap().legal_basis, "SCC 2021/914");

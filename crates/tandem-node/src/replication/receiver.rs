@@ -142,7 +142,12 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     .map_err(|e| PullError::Connect(e.to_string()))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
         return Err(refusal(status, &body));
     }
     let mut body = resp.into_body();

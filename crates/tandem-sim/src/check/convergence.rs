@@ -18,7 +18,8 @@ pub fn check(world: &World, regions: &BTreeMap<String, Region>) -> Vec<Violation
             .iter()
             .filter(|(name, _)| world.may_hold(name, entity, id))
             .map(|(name, s)| {
-                let v = s.get(&(entity.clone(), id.clone())).and_then(|s| s.value_json());
+                let v =
+                    s.get(&(entity.clone(), id.clone())).and_then(tandem_merge::State::value_json);
                 (*name, v)
             })
             .collect();

@@ -90,8 +90,8 @@ fn check_writes(
         };
         let state = states[region.name.as_str()].get(&(entity.clone(), id.clone()));
         let fin = writes::Final {
-            value: state.and_then(|s| s.value()),
-            version: Some(state.map(|s| s.version()).unwrap_or_default()),
+            value: state.and_then(tandem_merge::State::value),
+            version: Some(state.map(tandem_merge::State::version).unwrap_or_default()),
         };
         for detail in writes::check_record(writes::Shape::of(merge.as_str()), &ws, &fin) {
             out.push(Violation {

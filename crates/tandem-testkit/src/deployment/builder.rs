@@ -316,7 +316,7 @@ impl Builder {
             crate::config::set_latency(&mut config, a, b, *ms);
         }
         if self.backups {
-            for (name, j) in config.jurisdictions.iter_mut() {
+            for (name, j) in &mut config.jurisdictions {
                 let dir: PathBuf = root.join("backups").join(name.to_lowercase());
                 std::fs::create_dir_all(&dir).expect("create a backup directory");
                 j.backup_destinations = vec![format!("file://{}/", dir.display())];

@@ -99,13 +99,13 @@ impl RequestRecord {
     /// the deployment refused on purpose, nothing was written.
     pub fn refused(&self) -> bool {
         self.status == Some(503)
-            && matches!(self.error.as_deref(), Some("no_region_available") | Some("reads_halted"))
+            && matches!(self.error.as_deref(), Some("no_region_available" | "reads_halted"))
     }
 
     pub fn write_outcome(&self) -> WriteOutcome {
         match self.status {
             Some(s) if (200..300).contains(&s) => WriteOutcome::Acked,
-            None | Some(500) | Some(502) | Some(504) => WriteOutcome::Unknown,
+            None | Some(500 | 502 | 504) => WriteOutcome::Unknown,
             // A node answers `overloaded` also when a queued write outlived the
             // request time-out: it may still commit.
             Some(503) if self.error.as_deref() == Some("overloaded") => WriteOutcome::Unknown,

@@ -131,10 +131,7 @@ pub fn landing_violations(topo: &Topology, records: &[&RequestRecord]) -> Vec<St
         .filter(|r| r.is_write())
         .filter(|r| {
             (r.ok() && !permitted(topo, r))
-                || matches!(
-                    r.error.as_deref(),
-                    Some("residency_violation") | Some("misdirected_write")
-                )
+                || matches!(r.error.as_deref(), Some("residency_violation" | "misdirected_write"))
         })
         .map(|r| describe_request(r))
         .collect()

@@ -160,7 +160,7 @@ fn summary_findings(
             }
         }
         None => {
-            f.push("No alert fired: the deployment did not notice the loss of the region.".into())
+            f.push("No alert fired: the deployment did not notice the loss of the region.".into());
         }
     }
     match ttr {

@@ -55,7 +55,7 @@ async fn describe(State(d): State<Arc<Deployment>>) -> Json<Value> {
         .expect("procs")
         .iter()
         .map(|(n, p)| {
-            (n.clone(), json!({ "url": p.url, "running": p.child.is_some(), "pid": p.child.as_ref().and_then(|c| c.id()) }))
+            (n.clone(), json!({ "url": p.url, "running": p.child.is_some(), "pid": p.child.as_ref().and_then(tokio::process::Child::id) }))
         })
         .collect();
     let links: Vec<Value> = d

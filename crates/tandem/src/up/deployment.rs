@@ -84,7 +84,7 @@ impl Deployment {
                 "--region".into(),
                 region.name.clone(),
             ];
-            node_args.extend(insecure.iter().map(|a| a.to_string()));
+            node_args.extend(insecure.iter().map(std::string::ToString::to_string));
             if args.unsafe_ack_region.as_deref() == Some(region.name.as_str()) {
                 node_args.push("--unsafe-ack-before-commit".into());
             }
@@ -144,7 +144,7 @@ impl Deployment {
                     args: ["router", "--config", &config_path.display().to_string()]
                         .iter()
                         .chain(insecure)
-                        .map(|a| a.to_string())
+                        .map(std::string::ToString::to_string)
                         .collect(),
                     env_remove: config
                         .transfers

@@ -53,8 +53,12 @@ pub(super) async fn wait_ours(
             tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
         {
             if resp.status().is_success() {
-                let body =
-                    resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let ours =
                     if name == "router" { v["role"] == "router" } else { v["region"] == name };
@@ -86,7 +90,12 @@ async fn router_sees_all_up(client: &HttpClient, url: &str) -> bool {
     let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await else {
         return false;
     };
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     v["regions"].as_array().is_some_and(|rs| rs.iter().all(|r| r["up"] == true))
 }
@@ -105,8 +114,12 @@ pub(super) async fn wait_healthy(
             tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
         {
             if resp.status().is_success() {
-                let body =
-                    resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 if v["ready"] != Value::Bool(false) {
                     return Ok(());

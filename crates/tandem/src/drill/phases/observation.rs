@@ -117,7 +117,7 @@ pub(super) async fn run(cx: &mut Context, moments: &mut Moments) {
     for r in &bound {
         match measure::classify(r, &target) {
             Class::Refused if measure::refusal_expected(&cx.dep.topo, &target, r) => {
-                refused_ok += 1
+                refused_ok += 1;
             }
             Class::Refused => refused_bad.push(describe_request(r)),
             Class::Error => errors.push(describe_request(r)),

@@ -38,7 +38,7 @@ pub(super) async fn run(
                 let ok = w.ok()
                     && w.region.as_deref() == Some(s.as_str())
                     && w.route.as_deref() == Some("home")
-                    && r.as_ref().is_some_and(|r| r.ok());
+                    && r.as_ref().is_some_and(super::super::journal::RequestRecord::ok);
                 smoke_ok &= ok;
                 smoke_lines.push(format!(
                     "{s}: write {} read {}",
