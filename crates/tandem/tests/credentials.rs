@@ -154,20 +154,7 @@ fn replication_is_served_to_region_certificates_only() {
     let forward =
         encode_message(&ForwardRequest { after: 0, have: Default::default(), limit: 1000 });
     let mut cases = Vec::new();
-    for (path, method, body) in [
-        ("/v1/replication/stream?after=0", "GET", None),
-        ("/v1/replication/forward", "POST", Some(forward.clone())),
-    ] {
-        let mk = |what: &str, status, code| {
-            case(
-                &format!("{method} {path}: {what}"),
-                method,
-                format!("{n}{path}"),
-                body.as_deref(),
-                status,
-                code,
-            )
-        };
+    on_replication_paths(&n, &forward, |mk| {
         cases.push(mk("no certificate", 401, "unauthorized").header("x-tandem-peer", "eu-central"));
         cases.push(mk("the operator's certificate", 401, "unauthorized").as_holder("operator"));
         cases.push(mk("the router's certificate", 401, "unauthorized").as_holder("router"));
@@ -184,7 +171,7 @@ fn replication_is_served_to_region_certificates_only() {
                 .as_holder("eu-central")
                 .header("x-tandem-peer", b"\xffeu-central"),
         );
-    }
+    });
     for q in [
         "",
         "?after=",
@@ -278,20 +265,7 @@ fn insecure_replication_needs_the_shared_secret() {
     let good_repl = format!("Bearer {REPLICATION_SECRET}");
     let mut cases = admin_cases(&d, &[("the replication secret", Some(good_repl.clone()))]);
     let forward = encode_message(&ForwardRequest { after: 0, have: Default::default(), limit: 10 });
-    for (path, method, body) in [
-        ("/v1/replication/stream?after=0", "GET", None),
-        ("/v1/replication/forward", "POST", Some(forward.clone())),
-    ] {
-        let mk = |what: &str, status, code| {
-            case(
-                &format!("{method} {path}: {what}"),
-                method,
-                format!("{n}{path}"),
-                body.as_deref(),
-                status,
-                code,
-            )
-        };
+    on_replication_paths(&n, &forward, |mk| {
         cases.push(mk("no credentials", 401, "unauthorized").header("x-tandem-peer", "us-east"));
         for (what, auth) in [
             ("a wrong secret", "Bearer nope".to_owned()),
@@ -315,7 +289,7 @@ fn insecure_replication_needs_the_shared_secret() {
                     .header("x-tandem-peer", peer),
             );
         }
-    }
+    });
     for (what, body) in bad_forward_bodies(&forward) {
         let url = format!("{n}/v1/replication/forward");
         cases.push(
@@ -411,4 +385,29 @@ fn deployment(insecure: bool) -> Deployment {
         .admin_token(ADMIN_TOKEN)
         .replication_secret(Some(REPLICATION_SECRET));
     if insecure { b.insecure() } else { b }.start()
+}
+
+/// Call `each` with a maker of cases for each replication endpoint of `n`
+/// (the stream, and the forward with `forward` as its body).
+fn on_replication_paths(
+    n: &str,
+    forward: &[u8],
+    mut each: impl FnMut(&dyn Fn(&str, u16, &'static str) -> Case),
+) {
+    for (path, method, body) in [
+        ("/v1/replication/stream?after=0", "GET", None),
+        ("/v1/replication/forward", "POST", Some(forward)),
+    ] {
+        let mk = |what: &str, status: u16, code: &'static str| {
+            case(
+                &format!("{method} {path}: {what}"),
+                method,
+                format!("{n}{path}"),
+                body,
+                status,
+                code,
+            )
+        };
+        each(&mk);
+    }
 }
