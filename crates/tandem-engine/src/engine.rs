@@ -127,7 +127,19 @@ impl Engine {
         clock: &HlcClock,
         cmds: &[Command],
     ) -> Result<Plan, StoreError> {
-        let mut view = BatchView::fetch(store, self.keys_of(cmds))?;
+        self.plan_over(store, &[], clock, cmds)
+    }
+
+    /// Decide a batch as if the effects of `pending` (batches decided
+    /// before it, not durable yet, oldest first) were already stored.
+    pub fn plan_over(
+        &self,
+        store: &dyn Store,
+        pending: &[Arc<Effects>],
+        clock: &HlcClock,
+        cmds: &[Command],
+    ) -> Result<Plan, StoreError> {
+        let mut view = BatchView::fetch_over(store, pending, self.keys_of(cmds))?;
         let mut outcomes = Vec::with_capacity(cmds.len());
         for cmd in cmds {
             outcomes.push(match cmd {

@@ -16,6 +16,7 @@
 //!   removed (compaction) without a number coming back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::model::{ChangeOrigin, LogEntry, PeerCursor, Snapshot, StoredRecord};
@@ -119,8 +120,12 @@ pub trait Store: Send + Sync + 'static {
 
 /// What the engine reads while it decides one batch: the records the batch
 /// touches (fetched at once), the cursors, and the batch's own effects so far.
+/// With a pipelined writer, the batches decided before this one that are
+/// not durable yet (`pending`, oldest first) count as written: the batch
+/// sees the store with their effects on top, newest last.
 pub struct BatchView<'s> {
     store: &'s dyn Store,
+    pending: &'s [Arc<Effects>],
     records: BTreeMap<RecordKey, Option<StoredRecord>>,
     effects: Effects,
 }
@@ -128,19 +133,32 @@ pub struct BatchView<'s> {
 impl<'s> BatchView<'s> {
     /// Fetch `keys` in one read and start a batch over them.
     pub fn fetch(store: &'s dyn Store, keys: Vec<RecordKey>) -> Result<Self, StoreError> {
+        BatchView::fetch_over(store, &[], keys)
+    }
+
+    /// Fetch `keys` in one read and start a batch over the store with the
+    /// effects of `pending` (oldest first) on top.
+    pub fn fetch_over(
+        store: &'s dyn Store,
+        pending: &'s [Arc<Effects>],
+        keys: Vec<RecordKey>,
+    ) -> Result<Self, StoreError> {
         let mut keys = keys;
         keys.sort();
         keys.dedup();
         let found = store.get_many(&keys)?;
         assert_eq!(found.len(), keys.len(), "get_many answers one value per key");
-        Ok(BatchView {
-            store,
-            records: keys.into_iter().zip(found).collect(),
-            effects: Effects::default(),
-        })
+        let mut records: BTreeMap<RecordKey, Option<StoredRecord>> =
+            keys.into_iter().zip(found).collect();
+        for put in pending.iter().flat_map(|e| e.puts.iter()) {
+            if let Some(slot) = records.get_mut(&(put.entity.clone(), put.id.clone())) {
+                *slot = Some(put.record.clone());
+            }
+        }
+        Ok(BatchView { store, pending, records, effects: Effects::default() })
     }
 
-    /// A record as the batch sees it (its own puts included).
+    /// A record as the batch sees it (its own puts and the pending ones included).
     pub fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
         let key = (entity.to_owned(), id.to_owned());
         if let Some(r) = self.records.get(&key) {
@@ -148,16 +166,23 @@ impl<'s> BatchView<'s> {
         }
         // Not fetched in advance (a key `Engine::keys_of` did not foresee):
         // read it now; correct, only slower.
-        let r = self.store.get(entity, id)?;
+        let pending = self.pending.iter().rev().flat_map(|e| e.puts.iter().rev());
+        let r = match pending.into_iter().find(|p| p.entity == entity && p.id == id) {
+            Some(p) => Some(p.record.clone()),
+            None => self.store.get(entity, id)?,
+        };
         self.records.insert(key, r.clone());
         Ok(r)
     }
 
     pub fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {
-        match self.effects.cursors.get(key) {
-            Some(c) => Ok(c.clone()),
-            None => self.store.cursor(key),
+        let mine = std::iter::once(&self.effects).chain(self.pending.iter().rev().map(|e| &**e));
+        for effects in mine {
+            if let Some(c) = effects.cursors.get(key) {
+                return Ok(c.clone());
+            }
         }
+        self.store.cursor(key)
     }
 
     /// Store a record's new state and log the change; returns its index in

@@ -1,20 +1,30 @@
-//! Group commit: the thread that executes the engine's batches. It takes the
-//! queued commands (local writes and batches of replicated changes, up to
-//! `commit_batch_max` at a time), has the engine decide them against one
-//! read of everything they touch (`Engine::plan`), commits the effects
-//! durably in one transaction, and only then answers every command of the
-//! batch and records what the engine found (metrics, conflicts, refusals).
-//! While a commit is in flight new commands queue up for the next batch, so
-//! one fsync serves many clients. The queue is bounded: a local write finding
+//! Group commit, pipelined: the thread that decides batches and the thread
+//! that makes them durable. The planner takes the queued commands (local
+//! writes and batches of replicated changes, up to `commit_batch_max` at a
+//! time) and has the engine decide them (`Engine::plan_over`) against the
+//! store *with the effects of the batches still being committed on top*;
+//! the committer commits each batch's effects durably in one transaction,
+//! in order, and only then answers its commands and records what the engine
+//! found (metrics, conflicts, refusals). So the next batch is decided while
+//! one is in its fsync: the planner keeps deciding what arrives into a
+//! hand-over slot, and the committer takes everything in the slot as one
+//! transaction when it is free, so one fsync still serves many clients.
+//!
+//! Nothing that is not durable is visible: reads, log scans and replication
+//! senders read the store, which holds only committed transactions, and the
+//! durable sequence moves after the commit. When a commit fails, the batches
+//! decided on top of it are refused too (none was answered) and the planner
+//! starts again from the store. The queue is bounded: a local write finding
 //! it full is refused at once with `overloaded`.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tandem_clock::HlcClock;
 use tandem_engine::apply::{ApplyReport, FoundConflict, RemoteBatch, Skipped};
 use tandem_engine::write::{Ack, LocalWrite};
-use tandem_engine::{Command, Engine, Outcome, Store, StoreError};
+use tandem_engine::{Command, Effects, Engine, Outcome, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::conflicts::{ConflictEntry, ConflictLog};
@@ -101,8 +111,27 @@ pub struct WriterSinks {
     pub disk: Arc<crate::disk::DiskGuard>,
 }
 
-/// Start the writer thread. It runs until every `Writer` handle is dropped and
-/// the queue is drained; join the returned handle to wait for the last commit.
+/// Decided batches waiting for the committer, taken all at once.
+#[derive(Default)]
+struct Slot {
+    parts: Vec<Decided>,
+    /// Commands in `parts`.
+    commands: usize,
+    /// The planner has stopped: take what is left, then stop.
+    closed: bool,
+}
+
+/// The hand-over between planner and committer.
+#[derive(Default)]
+struct HandOver {
+    slot: Mutex<Slot>,
+    /// Signalled when the slot gains parts, is emptied, or closes.
+    changed: Condvar,
+}
+
+/// Start the writer threads. They run until every `Writer` handle is dropped
+/// and the queue is drained; join the returned handle to wait for the last
+/// commit.
 pub fn spawn(
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
@@ -113,31 +142,89 @@ pub fn spawn(
     assert!(cfg.queue_len > 0 && cfg.batch_max > 0, "writer limits must be positive");
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let capacity = cfg.queue_len;
+    let sinks = Arc::new(sinks);
     let handle = std::thread::Builder::new()
         .name("tandem-writer".into())
         .spawn(move || {
-            let w = Committer { store, engine, clock, sinks, cfg };
-            w.run(rx);
+            let hand_over = Arc::new(HandOver::default());
+            let (done_tx, done_rx) = std_mpsc::channel();
+            let committer =
+                Committer { store: store.clone(), clock: clock.clone(), sinks: sinks.clone() };
+            let committing = std::thread::Builder::new()
+                .name("tandem-commit".into())
+                .spawn({
+                    let hand_over = hand_over.clone();
+                    move || committer.run(&hand_over, &done_tx)
+                })
+                .expect("spawn the commit thread");
+            let planner = Planner { store, engine, clock, sinks, cfg };
+            planner.run(rx, &hand_over, &done_rx);
+            hand_over.slot.lock().expect("hand-over lock").closed = true;
+            hand_over.changed.notify_all();
+            committing.join().expect("the commit thread");
+            tracing::info!("writer drained its queue and stopped");
         })
         .expect("spawn writer thread");
     (Writer { tx, capacity }, handle)
 }
 
-struct Committer {
+/// A decided batch on its way to the disk.
+struct Decided {
+    /// The planner's epoch when it was decided (see `Done`).
+    epoch: u64,
+    commands: Vec<Command>,
+    /// Empty when the batch was answered before its commit (a fault).
+    replies: Vec<Reply>,
+    outcomes: Vec<Outcome>,
+    effects: Arc<Effects>,
+    started: Instant,
+}
+
+/// What the committer tells the planner of each transaction it made or
+/// failed: how many decided batches (`parts`) it held. A failure ends the
+/// epoch: the planner forgets every pending batch and decides from the store
+/// again; the committer refuses the rest of that epoch's batches, which were
+/// decided on top of the failed one.
+struct Done {
+    epoch: u64,
+    parts: usize,
+    committed: bool,
+}
+
+impl Decided {
+    /// Append `later` (decided after this one, over it) as one transaction.
+    fn absorb(&mut self, later: Decided) {
+        let effects = Arc::make_mut(&mut self.effects);
+        effects.puts.extend(later.effects.puts.iter().cloned());
+        effects.cursors.extend(later.effects.cursors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.commands.extend(later.commands);
+        self.replies.extend(later.replies);
+        self.outcomes.extend(later.outcomes);
+    }
+}
+
+struct Planner {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
     clock: Arc<HlcClock>,
-    sinks: WriterSinks,
+    sinks: Arc<WriterSinks>,
     cfg: WriterConfig,
 }
 
-impl Committer {
-    fn run(&self, mut rx: mpsc::Receiver<Queued>) {
-        let mut commands: Vec<Command> = Vec::with_capacity(self.cfg.batch_max);
-        let mut replies: Vec<Reply> = Vec::with_capacity(self.cfg.batch_max);
+impl Planner {
+    fn run(
+        &self,
+        mut rx: mpsc::Receiver<Queued>,
+        hand_over: &HandOver,
+        done: &std_mpsc::Receiver<Done>,
+    ) {
+        // Effects of the batches handed to the committer and not durable
+        // yet, oldest first: what the next batch must see as written.
+        let mut pending: VecDeque<Arc<Effects>> = VecDeque::new();
+        let mut epoch = 0u64;
         while let Some(first) = rx.blocking_recv() {
-            commands.clear();
-            replies.clear();
+            let mut commands = Vec::with_capacity(self.cfg.batch_max);
+            let mut replies = Vec::with_capacity(self.cfg.batch_max);
             commands.push(first.command);
             replies.push(first.reply);
             while commands.len() < self.cfg.batch_max {
@@ -150,60 +237,164 @@ impl Committer {
                 }
             }
             self.sinks.metrics.write_queue_depth.set(rx.len() as i64);
-            self.commit_batch(&commands, &mut replies);
+            for d in done.try_iter() {
+                if d.epoch != epoch {
+                    continue;
+                }
+                if d.committed {
+                    for _ in 0..d.parts {
+                        pending.pop_front().expect("a committed batch was pending");
+                    }
+                } else {
+                    epoch += 1;
+                    pending.clear();
+                }
+            }
+            let Some(batch) = self.decide(epoch, commands, replies, pending.make_contiguous())
+            else {
+                continue;
+            };
+            pending.push_back(batch.effects.clone());
+            let mut slot = hand_over.slot.lock().expect("hand-over lock");
+            // Bounded: past a batch's worth of commands waiting, wait for the
+            // committer to take them.
+            while slot.commands >= self.cfg.batch_max {
+                slot = hand_over.changed.wait(slot).expect("hand-over lock");
+            }
+            slot.commands += batch.commands.len();
+            slot.parts.push(batch);
+            drop(slot);
+            hand_over.changed.notify_all();
         }
-        tracing::info!("writer drained its queue and stopped");
     }
 
-    fn commit_batch(&self, commands: &[Command], replies: &mut Vec<Reply>) {
+    /// Decide one batch over the pending ones; `None` when it was refused.
+    fn decide(
+        &self,
+        epoch: u64,
+        commands: Vec<Command>,
+        mut replies: Vec<Reply>,
+        pending: &[Arc<Effects>],
+    ) -> Option<Decided> {
         if self.sinks.disk.is_full() {
-            refuse(replies, &full_error());
-            return;
+            refuse(&mut replies, &full_error());
+            return None;
         }
         let started = Instant::now();
-        let plan = match self.engine.plan(self.store.as_ref(), &self.clock, commands) {
+        let plan = match self.engine.plan_over(self.store.as_ref(), pending, &self.clock, &commands)
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, commands = commands.len(), "reading the batch failed; refusing it");
-                refuse(replies, &store_error(&e));
-                return;
+                refuse(&mut replies, &store_error(&e));
+                return None;
             }
         };
         let mut outcomes = plan.outcomes;
-        let early = plan.reply_before_commit || self.cfg.unsafe_ack_before_commit;
-        if early {
+        if plan.reply_before_commit || self.cfg.unsafe_ack_before_commit {
             // Deliberately broken: answer now, commit later. A kill in this
             // window loses acknowledged writes, which the crash tests, the
             // drill and the simulation must detect.
-            answer(replies, &mut outcomes);
+            answer(&mut replies, &mut outcomes);
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        let result = self.store.commit(&plan.effects);
-        self.sinks.metrics.commit_duration_seconds.observe(started.elapsed().as_secs_f64());
-        self.sinks.metrics.commit_batch_writes.observe(commands.len() as f64);
+        Some(Decided {
+            epoch,
+            commands,
+            replies,
+            outcomes,
+            effects: Arc::new(plan.effects),
+            started,
+        })
+    }
+}
+
+struct Committer {
+    store: Arc<dyn Store>,
+    clock: Arc<HlcClock>,
+    sinks: Arc<WriterSinks>,
+}
+
+impl Committer {
+    fn run(&self, hand_over: &HandOver, done: &std_mpsc::Sender<Done>) {
+        // The epoch whose batch failed, and the answer its successors get.
+        let mut failed: Option<(u64, ApiError)> = None;
+        loop {
+            let parts = {
+                let mut slot = hand_over.slot.lock().expect("hand-over lock");
+                while slot.parts.is_empty() && !slot.closed {
+                    slot = hand_over.changed.wait(slot).expect("hand-over lock");
+                }
+                if slot.parts.is_empty() {
+                    return; // closed and drained
+                }
+                slot.commands = 0;
+                std::mem::take(&mut slot.parts)
+            };
+            hand_over.changed.notify_all();
+            // Refuse what was decided on top of a failed batch; commit the
+            // rest as one transaction per epoch (an epoch changes only after
+            // a failure, so this is one transaction but right after one).
+            let mut batch: Option<Decided> = None;
+            let mut merged = 0;
+            for mut part in parts {
+                if let Some((epoch, error)) = &failed {
+                    if part.epoch <= *epoch {
+                        refuse(&mut part.replies, error);
+                        continue;
+                    }
+                }
+                match &mut batch {
+                    Some(b) if b.epoch == part.epoch => b.absorb(part),
+                    Some(_) => unreachable!("a new epoch begins only after a failure"),
+                    None => batch = Some(part),
+                }
+                merged += 1;
+            }
+            let Some(mut batch) = batch else { continue };
+            let committed = self.commit(&mut batch);
+            if let Err(error) = &committed {
+                failed = Some((batch.epoch, error.clone()));
+            }
+            // The planner may have stopped (shutdown): nothing to tell then.
+            let _ =
+                done.send(Done { epoch: batch.epoch, parts: merged, committed: committed.is_ok() });
+        }
+    }
+
+    /// Commit one batch durably, then answer it; the answer its commands got
+    /// when it failed.
+    fn commit(&self, batch: &mut Decided) -> Result<(), ApiError> {
+        let result = self.store.commit(&batch.effects);
+        let m = &self.sinks.metrics;
+        m.commit_duration_seconds.observe(batch.started.elapsed().as_secs_f64());
+        m.commit_batch_writes.observe(batch.commands.len() as f64);
         match result {
             Ok(committed) => {
-                if !plan.effects.puts.is_empty() {
+                if !batch.effects.puts.is_empty() {
                     self.sinks.durable_seq.send_if_modified(|v| {
                         let newer = committed.durable_seq > *v;
                         *v = (*v).max(committed.durable_seq);
                         newer
                     });
                 }
-                self.record(commands, &outcomes);
-                if !early {
-                    answer(replies, &mut outcomes);
+                self.record(&batch.commands, &batch.outcomes);
+                if !batch.replies.is_empty() {
+                    answer(&mut batch.replies, &mut batch.outcomes);
                 }
+                Ok(())
             }
             Err(StoreError::Full(detail)) => {
-                tracing::error!(%detail, commands = commands.len(), "commit failed: the disk is full; refusing the batch");
+                tracing::error!(%detail, commands = batch.commands.len(), "commit failed: the disk is full; refusing the batch");
                 self.sinks.disk.on_full(self.clock.physical_ms());
-                refuse(replies, &full_error());
+                let error = full_error();
+                refuse(&mut batch.replies, &error);
                 // Back to the last commit, so reads go on; a failure here is
                 // retried by the node until space returns.
                 if let Err(e) = self.store.recover() {
                     tracing::error!(error = %e, "the store could not be reopened yet");
                 }
+                Err(error)
             }
             Err(StoreError::Fatal(detail)) => {
                 // What the operating system holds of the file is unknown now:
@@ -214,8 +405,10 @@ impl Committer {
                 std::process::exit(EXIT_STORAGE_FAILED);
             }
             Err(e) => {
-                tracing::error!(error = %e, commands = commands.len(), "commit failed; refusing the batch");
-                refuse(replies, &store_error(&e));
+                tracing::error!(error = %e, commands = batch.commands.len(), "commit failed; refusing the batch");
+                let error = store_error(&e);
+                refuse(&mut batch.replies, &error);
+                Err(error)
             }
         }
     }

@@ -50,6 +50,52 @@ pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
     cursors_persist_with_the_batch(make().as_ref());
     remote_changes_keep_their_origin(make().as_ref());
     snapshots_restore_everything_and_raise_the_floor(make().as_ref(), make().as_ref());
+    a_batch_sees_pending_effects_over_the_store(make().as_ref());
+}
+
+/// What the pipelined writer relies on: a batch decided over batches not yet
+/// committed sees their records and cursors on top of the store's, the
+/// newest pending one winning, and keeps seeing the same once they commit.
+fn a_batch_sees_pending_effects_over_the_store(store: &dyn Store) {
+    use std::sync::Arc;
+    let (old, mid, new) = (
+        record(MergeKind::GCounter, &Op::Incr(1), 1),
+        record(MergeKind::GCounter, &Op::Incr(2), 2),
+        record(MergeKind::GCounter, &Op::Incr(3), 3),
+    );
+    store
+        .commit(&puts(vec![put("likes", "a", &old, local(1)), put("likes", "b", &old, local(1))]))
+        .unwrap();
+    let mut first =
+        puts(vec![put("likes", "a", &mid, local(2)), put("likes", "c", &mid, local(2))]);
+    first.cursors.insert("peer:us-east".into(), PeerCursor { seq: 4, ..PeerCursor::default() });
+    let mut second = puts(vec![put("likes", "a", &new, local(3))]);
+    second.cursors.insert("peer:us-east".into(), PeerCursor { seq: 9, ..PeerCursor::default() });
+    let pending = [Arc::new(first), Arc::new(second)];
+    let check = |pending: &[Arc<Effects>]| {
+        let keys = vec![key("likes", "a"), key("likes", "b"), key("likes", "c")];
+        let mut view = tandem_engine::BatchView::fetch_over(store, pending, keys).unwrap();
+        assert_eq!(
+            view.get("likes", "a").unwrap(),
+            Some(new.clone()),
+            "the newest pending put wins"
+        );
+        assert_eq!(view.get("likes", "b").unwrap(), Some(old.clone()), "untouched: the store's");
+        assert_eq!(view.get("likes", "c").unwrap(), Some(mid.clone()), "only pending");
+        assert_eq!(view.cursor("peer:us-east").unwrap().seq, 9, "the newest pending cursor");
+        // A key not fetched in advance is looked up in the pending ones too.
+        let mut late = tandem_engine::BatchView::fetch_over(store, pending, Vec::new()).unwrap();
+        assert_eq!(late.get("likes", "c").unwrap(), Some(mid.clone()));
+        assert_eq!(late.get("likes", "a").unwrap(), Some(new.clone()));
+    };
+    check(&pending);
+    assert_eq!(store.get("likes", "a").unwrap(), Some(old.clone()), "pending is not stored");
+    // Committed in order while still listed as pending: the same view.
+    store.commit(&pending[0]).unwrap();
+    check(&pending);
+    store.commit(&pending[1]).unwrap();
+    check(&pending);
+    check(&[]);
 }
 
 /// For durable backends: `open` opens the same storage each time it is

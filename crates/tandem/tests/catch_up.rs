@@ -202,6 +202,89 @@ fn kill9_mid_replication_loses_nothing() {
     );
 }
 
+/// The writer's commits are pipelined (a batch is decided while the one
+/// before it is in its fsync), and replication must still never run ahead
+/// of the disk: eu-west is killed under 16 concurrent clients, and at that
+/// moment no peer holds a position in eu-west's log beyond what eu-west has
+/// after its restart (a peer ahead would skip the numbers eu-west hands out
+/// again); every acknowledged write is then at every region.
+#[test]
+fn kill9_under_pipelined_load_leaves_no_peer_ahead_of_the_disk() {
+    let d = up();
+    let stop = AtomicBool::new(false);
+    let history = Mutex::new(History::new());
+    let acked = || history.lock().unwrap().acked();
+    let peers_cursor = std::thread::scope(|s| {
+        for t in 0..16 {
+            let (d, stop, history) = (&d, &stop, &history);
+            s.spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("pipe{t}-{}", i % 50);
+                    let w = if i.is_multiple_of(2) {
+                        Write::Incr(1)
+                    } else {
+                        Write::Add(format!("t{t}e{i}"))
+                    };
+                    let entity = if i.is_multiple_of(2) { "likes" } else { "tags" };
+                    let (method, path, body) = acked::request_of(entity, &key, Some(&w));
+                    let url = format!("{}{path}", d.url("eu-west"));
+                    let outcome = acked::outcome_of(&d.try_call(method, &url, body.as_ref(), &[]));
+                    let shape = acked::shape_of(d.config(), entity);
+                    let failed = matches!(outcome, Outcome::Refused | Outcome::Unknown);
+                    history.lock().unwrap().record(Key::new(entity, &key), shape, w, outcome);
+                    if failed {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    i += 1;
+                }
+            });
+        }
+        let _stop = StopOnDrop(&stop);
+        assert!(
+            wait_until(CONVERGE_TIMEOUT, || acked() >= 2_000),
+            "eu-west acknowledged {}",
+            acked()
+        );
+        d.kill("eu-west");
+        // What the peers hold of eu-west's log (once what was on the wire
+        // has landed), before it comes back.
+        std::thread::sleep(Duration::from_millis(500));
+        let cursors: Vec<(String, u64)> = ["eu-central", "us-east"]
+            .iter()
+            .map(|p| (p.to_string(), cursor_of(&d, p, "eu-west")))
+            .collect();
+        stop.store(true, Ordering::SeqCst);
+        cursors
+    });
+    d.start_region("eu-west");
+    let durable = d.status("eu-west")["log"]["last_seq"].as_u64().expect("last_seq");
+    for (peer, cursor) in &peers_cursor {
+        assert!(
+            cursor <= &durable,
+            "{peer} holds eu-west's log up to {cursor}, eu-west has {durable} after the crash"
+        );
+    }
+    let history = history.into_inner().unwrap();
+    for entity in ["likes", "tags"] {
+        d.wait_converged(entity, &ALL, CONVERGE_TIMEOUT);
+    }
+    let lost = d.check_acked(&history);
+    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.first());
+    eprintln!(
+        "pipelined kill: {} acknowledged writes, eu-west durable to {durable} after restart, peers at {peers_cursor:?}",
+        history.acked()
+    );
+}
+
+/// The position in `of`'s log that `region` has applied.
+fn cursor_of(d: &Deployment, region: &str, of: &str) -> u64 {
+    let status = d.status(region);
+    let peers = status["peers"].as_array().expect("peers");
+    let p = peers.iter().find(|p| p["peer"] == of).expect("the peer");
+    p["cursor"].as_u64().expect("cursor")
+}
+
 fn set_of<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
     let sorted: BTreeSet<&String> = items.into_iter().collect();
     json!(sorted)
