@@ -106,7 +106,10 @@ fn start_router(config: &str, dir: &std::path::Path) -> Served {
     let path = dir.join("tandem.toml");
     std::fs::write(&path, config).unwrap();
     let path = path.to_str().expect("a UTF-8 path");
-    TANDEM.serve(&["router", "--config", path, "--listen", "127.0.0.1:0", "--insecure"], &[])
+    let router =
+        TANDEM.serve(&["router", "--config", path, "--listen", "127.0.0.1:0", "--insecure"], &[]);
+    assert!(router.stderr().contains("WARNING: --insecure"), "{}", router.stderr());
+    router
 }
 
 fn get(path: &str, extra_headers: &str) -> Vec<u8> {

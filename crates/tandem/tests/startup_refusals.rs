@@ -82,8 +82,10 @@ fn a_single_region_deployment_starts_without_a_replication_secret() {
     let (out, err) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
     let mut node = Proc::spawn(cmd, &out, &err);
     let line = node.first_line(START_TIMEOUT).unwrap_or_else(|why| panic!("the node {why}"));
-    assert!(line.contains("listening on"), "a lone region starts: {line:?}");
+    assert!(line.contains("listening on http://"), "a lone region starts: {line:?}");
     assert!(started.elapsed() < START_TIMEOUT);
+    let warned = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(warned.contains("WARNING: --insecure"), "--insecure says so at start: {warned}");
     node.kill9();
 }
 
