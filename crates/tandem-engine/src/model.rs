@@ -55,6 +55,50 @@ pub struct LogEntry {
     pub state: State,
 }
 
+/// A [`LogEntry`] that borrows its strings and state: it encodes to the
+/// same bytes (same fields, same order), so a store can log a change
+/// without cloning the record's state.
+#[derive(Debug, Serialize)]
+pub struct LogEntryRef<'a> {
+    pub seq: u64,
+    pub origin: &'a str,
+    pub origin_seq: u64,
+    pub committed_at_ms: u64,
+    pub logged_at_ms: u64,
+    pub entity: &'a str,
+    pub id: &'a str,
+    pub state: &'a State,
+}
+
+impl<'a> LogEntryRef<'a> {
+    /// The log entry of a put numbered `seq`.
+    pub fn of(seq: u64, put: &'a crate::store::Put) -> LogEntryRef<'a> {
+        LogEntryRef {
+            seq,
+            origin: &put.origin.origin,
+            origin_seq: put.origin.origin_seq.unwrap_or(seq),
+            committed_at_ms: put.origin.committed_at_ms,
+            logged_at_ms: put.origin.logged_at_ms,
+            entity: &put.entity,
+            id: &put.id,
+            state: &put.record.state,
+        }
+    }
+
+    pub fn to_owned_entry(&self) -> LogEntry {
+        LogEntry {
+            seq: self.seq,
+            origin: self.origin.to_owned(),
+            origin_seq: self.origin_seq,
+            committed_at_ms: self.committed_at_ms,
+            logged_at_ms: self.logged_at_ms,
+            entity: self.entity.to_owned(),
+            id: self.id.to_owned(),
+            state: self.state.clone(),
+        }
+    }
+}
+
 /// How far this region has pulled a peer's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerCursor {
@@ -97,6 +141,37 @@ pub struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_log_entry_encodes_as_the_owned_one() {
+        let mut state = State::new(tandem_merge::MergeKind::OrSet);
+        let add = tandem_merge::Op::Add(vec!["a".into(), "b".into()]);
+        state.apply(&add, "eu-west", tandem_clock::Hlc::new(5, 1)).unwrap();
+        let put = crate::store::Put {
+            entity: "tags".into(),
+            id: "t:1".into(),
+            record: StoredRecord { state, updated_at_ms: 5 },
+            origin: ChangeOrigin {
+                origin: "us-east".into(),
+                origin_seq: Some(41),
+                committed_at_ms: 3,
+                logged_at_ms: 4,
+            },
+        };
+        for p in [
+            put.clone(),
+            crate::store::Put {
+                origin: ChangeOrigin { origin_seq: None, ..put.origin.clone() },
+                ..put
+            },
+        ] {
+            let borrowed = LogEntryRef::of(9, &p);
+            let owned = borrowed.to_owned_entry();
+            assert_eq!(encode(&borrowed), encode(&owned));
+            assert_eq!(decode::<LogEntry>("entry", &encode(&borrowed)).unwrap(), owned);
+            assert_eq!(owned.origin_seq, p.origin.origin_seq.unwrap_or(9));
+        }
+    }
 
     #[test]
     fn values_carry_their_format_tag_and_other_tags_are_refused() {

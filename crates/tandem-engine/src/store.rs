@@ -91,7 +91,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Apply `effects` in one transaction and make them durable before
     /// returning. All or nothing.
-    fn commit(&self, effects: &Effects) -> Result<Committed, StoreError>;
+    fn commit(&self, effects: &Effects) -> Result<Committed, StoreError> {
+        self.commit_all(&[effects])
+    }
+
+    /// Apply the effects of several batches, in order, as one transaction
+    /// (the pipelined writer hands over what was decided meanwhile): the
+    /// same as one `commit` of their concatenation, puts numbered on from
+    /// one part to the next, a later part's cursor winning. All or nothing.
+    fn commit_all(&self, parts: &[&Effects]) -> Result<Committed, StoreError>;
 
     /// After a `commit` failed with `StoreError::Full`: bring the store back
     /// to its last durable commit, so reads (and, once there is room, writes)

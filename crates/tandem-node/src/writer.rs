@@ -176,7 +176,9 @@ struct Decided {
     /// Empty when the batch was answered before its commit (a fault).
     replies: Vec<Reply>,
     outcomes: Vec<Outcome>,
-    effects: Arc<Effects>,
+    /// The effects of each batch merged into this one, in order (one at
+    /// first), committed as one transaction.
+    effects: Vec<Arc<Effects>>,
     started: Instant,
 }
 
@@ -194,9 +196,7 @@ struct Done {
 impl Decided {
     /// Append `later` (decided after this one, over it) as one transaction.
     fn absorb(&mut self, later: Decided) {
-        let effects = Arc::make_mut(&mut self.effects);
-        effects.puts.extend(later.effects.puts.iter().cloned());
-        effects.cursors.extend(later.effects.cursors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.effects.extend(later.effects);
         self.commands.extend(later.commands);
         self.replies.extend(later.replies);
         self.outcomes.extend(later.outcomes);
@@ -254,7 +254,7 @@ impl Planner {
             else {
                 continue;
             };
-            pending.push_back(batch.effects.clone());
+            pending.extend(batch.effects.iter().cloned());
             let mut slot = hand_over.slot.lock().expect("hand-over lock");
             // Bounded: past a batch's worth of commands waiting, wait for the
             // committer to take them.
@@ -303,7 +303,7 @@ impl Planner {
             commands,
             replies,
             outcomes,
-            effects: Arc::new(plan.effects),
+            effects: vec![Arc::new(plan.effects)],
             started,
         })
     }
@@ -365,13 +365,14 @@ impl Committer {
     /// Commit one batch durably, then answer it; the answer its commands got
     /// when it failed.
     fn commit(&self, batch: &mut Decided) -> Result<(), ApiError> {
-        let result = self.store.commit(&batch.effects);
+        let parts: Vec<&Effects> = batch.effects.iter().map(|e| &**e).collect();
+        let result = self.store.commit_all(&parts);
         let m = &self.sinks.metrics;
         m.commit_duration_seconds.observe(batch.started.elapsed().as_secs_f64());
         m.commit_batch_writes.observe(batch.commands.len() as f64);
         match result {
             Ok(committed) => {
-                if !batch.effects.puts.is_empty() {
+                if parts.iter().any(|e| !e.puts.is_empty()) {
                     self.sinks.durable_seq.send_if_modified(|v| {
                         let newer = committed.durable_seq > *v;
                         *v = (*v).max(committed.durable_seq);

@@ -51,6 +51,34 @@ pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
     remote_changes_keep_their_origin(make().as_ref());
     snapshots_restore_everything_and_raise_the_floor(make().as_ref(), make().as_ref());
     a_batch_sees_pending_effects_over_the_store(make().as_ref());
+    parts_commit_as_their_concatenation(make().as_ref(), make().as_ref());
+}
+
+/// `commit_all` of several parts is one `commit` of their concatenation:
+/// the same records, log and cursors, numbered on from part to part.
+fn parts_commit_as_their_concatenation(parts_store: &dyn Store, whole_store: &dyn Store) {
+    let (r1, r2) = (
+        record(MergeKind::GCounter, &Op::Incr(1), 1),
+        record(MergeKind::GCounter, &Op::Incr(2), 2),
+    );
+    let mut a = puts(vec![put("likes", "x", &r1, local(1)), put("likes", "y", &r1, local(1))]);
+    a.cursors.insert("peer:us-east".into(), PeerCursor { seq: 3, ..PeerCursor::default() });
+    let empty = Effects::default();
+    let mut b = puts(vec![put("likes", "x", &r2, local(2))]);
+    b.cursors.insert("peer:us-east".into(), PeerCursor { seq: 8, ..PeerCursor::default() });
+    let c = parts_store.commit_all(&[&a, &empty, &b]).unwrap();
+    assert_eq!((c.first_seq, c.durable_seq), (1, 3));
+    let mut whole = puts(a.puts.iter().chain(&b.puts).cloned().collect());
+    whole.cursors = b.cursors.clone();
+    whole_store.commit(&whole).unwrap();
+    for store in [parts_store, whole_store] {
+        assert_eq!(store.get("likes", "x").unwrap(), Some(r2.clone()), "the later part wins");
+        assert_eq!(store.get("likes", "y").unwrap(), Some(r1.clone()));
+        assert_eq!(store.cursor("peer:us-east").unwrap().seq, 8, "the later cursor wins");
+    }
+    assert_eq!(parts_store.log_after(0, 10).unwrap(), whole_store.log_after(0, 10).unwrap());
+    let next = parts_store.commit_all(&[&empty]).unwrap();
+    assert_eq!((next.first_seq, next.durable_seq), (4, 3), "nothing to number, nothing moves");
 }
 
 /// What the pipelined writer relies on: a batch decided over batches not yet

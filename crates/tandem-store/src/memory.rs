@@ -40,16 +40,7 @@ impl MemoryStore {
 
 /// Append one put's log entry (shared with the redb backend's shape).
 pub(crate) fn log_entry(seq: u64, put: &crate::Put) -> LogEntry {
-    LogEntry {
-        seq,
-        origin: put.origin.origin.clone(),
-        origin_seq: put.origin.origin_seq.unwrap_or(seq),
-        committed_at_ms: put.origin.committed_at_ms,
-        logged_at_ms: put.origin.logged_at_ms,
-        entity: put.entity.clone(),
-        id: put.id.clone(),
-        state: put.record.state.clone(),
-    }
+    tandem_engine::model::LogEntryRef::of(seq, put).to_owned_entry()
 }
 
 impl Store for MemoryStore {
@@ -98,16 +89,16 @@ impl Store for MemoryStore {
         Ok(inner.cursors.get(key).cloned().unwrap_or_default())
     }
 
-    fn commit(&self, effects: &Effects) -> Result<Committed, StoreError> {
+    fn commit_all(&self, parts: &[&Effects]) -> Result<Committed, StoreError> {
         let mut inner = self.inner.lock().expect("store lock");
         let first_seq = inner.next_seq;
-        for (i, put) in effects.puts.iter().enumerate() {
-            let seq = first_seq + i as u64;
+        for put in parts.iter().flat_map(|e| e.puts.iter()) {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
             inner.log.insert(seq, log_entry(seq, put));
             inner.records.insert((put.entity.clone(), put.id.clone()), put.record.clone());
         }
-        inner.next_seq = first_seq + effects.puts.len() as u64;
-        for (k, c) in &effects.cursors {
+        for (k, c) in parts.iter().flat_map(|e| e.cursors.iter()) {
             inner.cursors.insert(k.clone(), c.clone());
         }
         Ok(Committed { first_seq, durable_seq: inner.next_seq - 1 })

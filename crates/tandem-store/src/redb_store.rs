@@ -27,7 +27,6 @@ use redb::{
 };
 
 use crate::backend_error::{backend, OrBackend};
-use crate::memory::log_entry;
 use crate::{
     decode, encode, Committed, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store,
     StoreError, StoredRecord, FORMAT_VERSION,
@@ -383,7 +382,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn commit(&self, effects: &Effects) -> Result<Committed, StoreError> {
+    fn commit_all(&self, parts: &[&Effects]) -> Result<Committed, StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
@@ -396,20 +395,24 @@ impl Store for RedbStore {
                 let first_seq = next_seq(&meta)?;
                 let mut records = txn.open_table(RECORDS).bk()?;
                 let mut log = txn.open_table(LOG).bk()?;
-                for (i, put) in effects.puts.iter().enumerate() {
-                    let seq = first_seq + i as u64;
+                let puts = parts.iter().flat_map(|e| e.puts.iter());
+                let mut next = first_seq;
+                for put in puts {
+                    let seq = next;
+                    next += 1;
                     records
                         .insert(
                             (put.entity.as_str(), put.id.as_str()),
                             encode(&put.record).as_slice(),
                         )
                         .bk()?;
-                    log.insert(seq, encode(&log_entry(seq, put)).as_slice()).bk()?;
+                    // Encoded from borrowed parts: the state is not cloned.
+                    let entry = tandem_engine::model::LogEntryRef::of(seq, put);
+                    log.insert(seq, encode(&entry).as_slice()).bk()?;
                 }
-                let next = first_seq + effects.puts.len() as u64;
                 meta.insert("next_seq", next.to_le_bytes().as_slice()).bk()?;
                 let mut cursors = txn.open_table(CURSORS).bk()?;
-                for (k, c) in &effects.cursors {
+                for (k, c) in parts.iter().flat_map(|e| e.cursors.iter()) {
                     cursors.insert(k.as_str(), encode(c).as_slice()).bk()?;
                 }
                 committed = Committed { first_seq, durable_seq: next - 1 };
