@@ -54,8 +54,8 @@ struct Args {
     /// Writes per durable batch, comma-separated.
     #[arg(long, default_value = "1,16,128", value_delimiter = ',')]
     batches: Vec<usize>,
-    /// Layouts, comma-separated: redb, fjall, log.
-    #[arg(long, default_value = "redb,fjall,log", value_delimiter = ',')]
+    /// Layouts, comma-separated: redb, fjall, log, redb-wal.
+    #[arg(long, default_value = "redb,fjall,log,redb-wal", value_delimiter = ',')]
     layouts: Vec<String>,
     /// Distinct counter ids.
     #[arg(long, default_value_t = 10_000)]
