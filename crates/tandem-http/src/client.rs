@@ -186,3 +186,18 @@ where
             .clone()
     }
 }
+
+/// At most `max` bytes of a response's body (for error and health answers,
+/// which are small); what does not arrive or is longer reads as empty.
+pub async fn body_bytes<B>(resp: hyper::Response<B>, max: usize) -> bytes::Bytes
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    http_body_util::Limited::new(resp.into_body(), max)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default()
+}

@@ -17,6 +17,9 @@ use tandem_engine::wire::{self, ForwardRequest, ForwardResponse, Frame, FrameDec
 use crate::api::AppState;
 use crate::metrics::{PeerClassLabels, PeerLabels};
 
+/// The largest refusal body of a peer that is read (an error message).
+const REFUSAL_MAX_BYTES: usize = 64 * 1024;
+
 type HttpClient = tandem_http::client::HttpClient<Full<Bytes>>;
 
 /// The pooled client for `peer`, verifying it by its region's name.
@@ -142,12 +145,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     .map_err(|e| PullError::Connect(e.to_string()))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
+        let body = tandem_http::client::body_bytes(resp, REFUSAL_MAX_BYTES).await;
         return Err(refusal(status, &body));
     }
     let mut body = resp.into_body();

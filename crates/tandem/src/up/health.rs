@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use super::deployment::Deployment;
 
+/// The largest health or routes answer read (they are a few hundred bytes).
+const ANSWER_MAX_BYTES: usize = 64 * 1024;
+
 pub(super) type HttpClient = tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>>;
 pub(super) type HealthClients = tandem_http::client::Clients<http_body_util::Empty<bytes::Bytes>>;
 
@@ -36,7 +39,6 @@ pub(super) async fn wait_ours(
     url: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    use http_body_util::BodyExt;
     let client = &d.health_client(name);
     let deadline = tokio::time::Instant::now() + timeout;
     let uri: hyper::Uri = format!("{url}/healthz").parse()?;
@@ -53,12 +55,7 @@ pub(super) async fn wait_ours(
             tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
         {
             if resp.status().is_success() {
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(http_body_util::Collected::to_bytes)
-                    .unwrap_or_default();
+                let body = tandem_http::client::body_bytes(resp, ANSWER_MAX_BYTES).await;
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let ours =
                     if name == "router" { v["role"] == "router" } else { v["region"] == name };
@@ -85,17 +82,11 @@ pub(super) async fn wait_ours(
 }
 
 async fn router_sees_all_up(client: &HttpClient, url: &str) -> bool {
-    use http_body_util::BodyExt;
     let Ok(uri) = format!("{url}/v1/routes").parse::<hyper::Uri>() else { return false };
     let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await else {
         return false;
     };
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default();
+    let body = tandem_http::client::body_bytes(resp, ANSWER_MAX_BYTES).await;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     v["regions"].as_array().is_some_and(|rs| rs.iter().all(|r| r["up"] == true))
 }
@@ -106,7 +97,6 @@ pub(super) async fn wait_healthy(
     url: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    use http_body_util::BodyExt;
     let deadline = tokio::time::Instant::now() + timeout;
     let uri: hyper::Uri = format!("{url}/healthz").parse()?;
     loop {
@@ -114,12 +104,7 @@ pub(super) async fn wait_healthy(
             tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await
         {
             if resp.status().is_success() {
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(http_body_util::Collected::to_bytes)
-                    .unwrap_or_default();
+                let body = tandem_http::client::body_bytes(resp, ANSWER_MAX_BYTES).await;
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 if v["ready"] != Value::Bool(false) {
                     return Ok(());
