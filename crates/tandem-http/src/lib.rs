@@ -24,6 +24,7 @@ pub mod client;
 mod conn;
 pub mod error;
 pub mod identity;
+pub mod reload;
 pub mod serve;
 pub mod tls;
 
