@@ -114,6 +114,15 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, out).expect("encoding to a Vec cannot fail")
 }
 
+/// [`encode`] appended to `out` (a reused buffer), returning where it starts.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.push(FORMAT_VERSION as u8);
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(value, buf).expect("encoding to a Vec cannot fail");
+    start
+}
+
 /// Decode a value written by [`encode`], refusing another format version.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {

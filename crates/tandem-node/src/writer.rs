@@ -418,15 +418,18 @@ impl Committer {
     fn record(&self, commands: &[Command], outcomes: &[Outcome]) {
         let m = &self.sinks.metrics;
         let now_ms = self.clock.physical_ms();
+        // Counted per entity type, then each counter looked up once per batch.
+        let mut writes: Vec<(&str, u64)> = Vec::new();
         for (cmd, outcome) in commands.iter().zip(outcomes) {
             match (cmd, outcome) {
                 (Command::Local(w), Outcome::Local(Ok(_))) => {
                     // tandem's own entities are not data writes: they stay
                     // out of the conflict-rate denominator.
                     if !w.entity.starts_with('_') {
-                        m.writes
-                            .get_or_create(&EntityLabels { entity_type: w.entity.clone() })
-                            .inc();
+                        match writes.iter_mut().find(|(e, _)| *e == w.entity) {
+                            Some((_, n)) => *n += 1,
+                            None => writes.push((&w.entity, 1)),
+                        }
                     }
                 }
                 (Command::Local(w), Outcome::Local(Err(r))) => {
@@ -458,6 +461,9 @@ impl Committer {
                 }
                 _ => unreachable!("outcomes follow commands"),
             }
+        }
+        for (entity, n) in writes {
+            m.writes.get_or_create(&EntityLabels { entity_type: entity.to_owned() }).inc_by(n);
         }
     }
 

@@ -9,11 +9,14 @@ mod backend_error;
 mod memory;
 mod redb_store;
 pub mod upgrade;
+mod wal;
 
 pub mod conformance;
 
 pub use memory::MemoryStore;
-pub use redb_store::{BackendFactory, RedbStore, LAYOUT_VERSION};
+pub use redb_store::{
+    BackendFactory, RedbStore, CHECKPOINT_BYTES_DEFAULT, LAYOUT_VERSION, WAL_FILE,
+};
 pub use tandem_engine::model::{
     decode, encode, ChangeOrigin, LogEntry, PeerCursor, Snapshot, StoredRecord, FORMAT_VERSION,
     SUBJECT_ENTITY,

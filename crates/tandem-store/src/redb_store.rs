@@ -1,32 +1,44 @@
-//! The redb backend: one database file per region, `<data_dir>/<region>/tandem.redb`
-//! (layout 2, redb 4; docs/STORAGE.md). Tables: `records` ((entity, id) →
-//! record), `log` (seq → entry), `cursors` (key → cursor), `meta` (layout
-//! version, owning region, the next sequence number, incarnation, own
-//! high-water mark). Every `commit` is one redb write transaction committed
-//! with `Durability::Immediate` (fsync), so a returned commit survives
-//! `kill -9` and power loss; the node batches many client writes into one
-//! commit (group commit). Sequence numbers come from `meta.next_seq`, written
-//! in the same transaction, so they are never handed out twice, whatever is
-//! later removed from the log.
+//! The redb backend: one database file per region, `<data_dir>/<region>/tandem.redb`,
+//! behind a write-ahead log, `tandem.wal` beside it (layout 3, redb 4;
+//! docs/STORAGE.md). Tables: `records` ((entity, id) → record), `log` (seq →
+//! entry), `cursors` (key → cursor), `meta` (layout version, owning region,
+//! the next sequence number, the log's epoch, incarnation, own high-water
+//! mark).
 //!
-//! Failed writes: redb refuses everything after an I/O error until the file
-//! is reopened. The file sits behind `TrackedBackend`, which notes which call
-//! failed: out of space on a write or a resize is `StoreError::Full` (nothing
-//! of the transaction is durable; `recover` reopens the file at its last
-//! commit), and anything else, a failed sync above all, is `StoreError::Fatal`.
+//! A `commit` encodes the batch once into a log frame, appends it and
+//! fdatasyncs the log (durable: it survives `kill -9` and power loss), then
+//! applies the same bytes to redb with `Durability::None` (visible, not
+//! synced). Once the log passes `checkpoint_bytes`, a durable redb commit
+//! moves `meta.wal_epoch` on and the log starts again (`wal`). Opening the
+//! store replays the log's frames, and the log goes on. The node batches many
+//! client writes into one commit (group commit). Sequence numbers come from
+//! `meta.next_seq`, written with every batch, so they are never handed out
+//! twice, whatever is later removed from the log.
+//!
+//! Failed writes: out of space while appending to the log takes the frame
+//! back and, when the log holds frames, checkpoints to free it and tries once
+//! more; still no room is `StoreError::Full`, nothing applied. redb refuses
+//! everything after an I/O error until the file is reopened: the file sits
+//! behind `TrackedBackend`, which notes which call failed; out of space on a
+//! write or a resize is `StoreError::Full` (the frame is taken back out of the
+//! log; `recover` reopens the file and replays the log, which needs no room),
+//! and anything else, a failed sync above all, is `StoreError::Fatal`.
 
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
     TableDefinition,
 };
 
+use tandem_engine::model::{encode_into, LogEntryRef};
+
 use crate::backend_error::{backend, OrBackend};
+use crate::wal::{FrameBuilder, FrameIndex, Wal};
 use crate::{
     decode, encode, Committed, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store,
     StoreError, StoredRecord, FORMAT_VERSION,
@@ -37,9 +49,18 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// The layout of the data file (`meta.format_version`): 2 is redb 4 with a
-/// persisted `next_seq`; 1 was redb 2 (upgraded on open, see `upgrade`).
-pub const LAYOUT_VERSION: u64 = 2;
+/// The layout of the data file (`meta.format_version`): 3 is redb 4 behind
+/// the write-ahead log (`meta.wal_epoch`); 2 was redb 4 committed directly
+/// (nothing to convert: opened as 3, so an older build refuses the directory);
+/// 1 was redb 2 (upgraded on open, see `upgrade`).
+pub const LAYOUT_VERSION: u64 = 3;
+
+/// The write-ahead log beside the data file.
+pub const WAL_FILE: &str = "tandem.wal";
+
+/// A checkpoint once the log holds this much: it bounds the log's size and
+/// the replay at open (about a second of writes at full speed here).
+pub const CHECKPOINT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 
 /// Opens the storage under a database: the region's file, or (in tests) a
 /// backend that fails on demand.
@@ -149,9 +170,100 @@ pub struct RedbStore {
     failures: RwLock<Arc<Failures>>,
     /// Set when a write failed: redb needs the file reopened.
     poisoned: AtomicBool,
+    /// The log, held for the whole of a commit (there is one committer).
+    log: Mutex<LogState>,
+    checkpoint_bytes: AtomicU64,
     open_backend: BackendFactory,
+    open_wal: BackendFactory,
     region: String,
     path: PathBuf,
+}
+
+/// The write-ahead log and what the committer keeps between commits.
+struct LogState {
+    /// `None` while the store is closed (a failed write, until `recover`).
+    wal: Option<Wal>,
+    /// The next sequence number to hand out (`meta.next_seq`).
+    next_seq: u64,
+    /// The frame being built, reused from commit to commit.
+    buf: Vec<u8>,
+}
+
+/// An I/O error of the log as the store's error.
+fn wal_error(e: &io::Error, doing: &str) -> StoreError {
+    if is_no_space(e) {
+        StoreError::Full(format!("write-ahead log: {doing}: {e}"))
+    } else {
+        StoreError::Fatal(format!("write-ahead log: {doing}: {e}"))
+    }
+}
+
+fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, StoreError> {
+    std::str::from_utf8(bytes).map_err(|e| StoreError::Decode { what, message: e.to_string() })
+}
+
+/// Apply one frame (its bytes in `bytes`) in the write transaction `txn`:
+/// the same code for a commit and for a replay at open. `next_seq` only ever
+/// moves forward, so replaying a frame redb already holds changes nothing.
+fn apply_frame(
+    txn: &redb::WriteTransaction,
+    bytes: &[u8],
+    frame: &FrameIndex,
+) -> Result<(), StoreError> {
+    let mut records = txn.open_table(RECORDS).bk()?;
+    let mut log = txn.open_table(LOG).bk()?;
+    for (i, put) in frame.puts.iter().enumerate() {
+        let entity = utf8(&bytes[put.entity.clone()], "entity")?;
+        let id = utf8(&bytes[put.id.clone()], "id")?;
+        records.insert((entity, id), &bytes[put.record.clone()]).bk()?;
+        log.insert(frame.first_seq + i as u64, &bytes[put.entry.clone()]).bk()?;
+    }
+    let mut cursors = txn.open_table(CURSORS).bk()?;
+    for (key, value) in &frame.cursors {
+        cursors.insert(utf8(&bytes[key.clone()], "cursor key")?, &bytes[value.clone()]).bk()?;
+    }
+    let mut meta = txn.open_table(META).bk()?;
+    if frame.next_seq() > next_seq(&meta)? {
+        meta.insert("next_seq", frame.next_seq().to_le_bytes().as_slice()).bk()?;
+    }
+    Ok(())
+}
+
+/// Replay the log of `db`: its frames of the epoch redb names, applied again
+/// without a sync (they are durable in the log; the next checkpoint puts them
+/// in the data file), and the log goes on after the last whole frame. So
+/// opening, or reopening after a failed write, needs no room on the disk
+/// beyond what redb buffers. Returns the log and the next sequence number.
+fn replay(db: &Database, open_wal: &BackendFactory) -> Result<(Wal, u64), StoreError> {
+    let epoch = {
+        let txn = db.begin_read().bk()?;
+        meta_u64(&txn.open_table(META).bk()?, "wal_epoch")?.unwrap_or(0)
+    };
+    let backend = open_wal().map_err(|e| StoreError::Backend(format!("open the log: {e}")))?;
+    let (mut wal, found) =
+        Wal::open(backend, epoch).map_err(|e| StoreError::Backend(format!("read the log: {e}")))?;
+    if !found.header_ok {
+        // A new log (a new or upgraded directory), or one of the epoch
+        // before the last checkpoint, which the data file holds entirely.
+        wal.reset(epoch).map_err(|e| wal_error(&e, "start"))?;
+    } else if found.torn_bytes > 0 {
+        wal.cut_tail().map_err(|e| wal_error(&e, "cut a torn tail"))?;
+    }
+    let mut txn = db.begin_write().bk()?;
+    txn.set_durability(Durability::None).bk()?;
+    for frame in &found.frames {
+        apply_frame(&txn, &found.bytes, frame)?;
+    }
+    let next = next_seq(&txn.open_table(META).bk()?)?;
+    txn.commit().bk()?;
+    if !found.frames.is_empty() || found.torn_bytes > 0 {
+        tracing::info!(
+            frames = found.frames.len(),
+            torn_bytes = found.torn_bytes,
+            "replayed the write-ahead log (a torn tail is a write that was never acknowledged)"
+        );
+    }
+    Ok((wal, next))
 }
 
 impl RedbStore {
@@ -164,37 +276,82 @@ impl RedbStore {
             .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
         crate::upgrade::upgrade_in_place(&dir, region)?;
         let path = dir.join(crate::upgrade::DATA_FILE);
-        let file_path = path.clone();
-        let open_backend: BackendFactory = Box::new(move || {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&file_path)?;
-            let backend = redb::backends::FileBackend::new(file).map_err(io::Error::other)?;
-            Ok(Box::new(backend) as Box<dyn StorageBackend>)
-        });
-        Self::open_with(open_backend, region, path)
+        let open_backend = file_backend(path.clone());
+        let open_wal = file_backend(dir.join(WAL_FILE));
+        let store = Self::open_with(open_backend, open_wal, region, path)?;
+        // The log is new after an upgrade or on a new directory: its name
+        // must be durable in the directory before a commit relies on it.
+        crate::upgrade::sync_dir(&dir)?;
+        Ok(store)
     }
 
-    /// Open the store on the storage `open_backend` gives (called again on
-    /// every `recover`).
+    /// Open the store on the storage `open_backend` (the data file) and
+    /// `open_wal` (its log) give; both are called again on every `recover`.
     pub fn open_with(
         open_backend: BackendFactory,
+        open_wal: BackendFactory,
         region: &str,
         path: PathBuf,
     ) -> Result<RedbStore, StoreError> {
         let failures = Arc::new(Failures::default());
         let db = open_database(&open_backend, &failures, region)?;
+        let (wal, next_seq) = replay(&db, &open_wal)?;
         Ok(RedbStore {
             db: RwLock::new(Some(db)),
             failures: RwLock::new(failures),
             poisoned: AtomicBool::new(false),
+            log: Mutex::new(LogState { wal: Some(wal), next_seq, buf: Vec::new() }),
+            checkpoint_bytes: AtomicU64::new(CHECKPOINT_BYTES_DEFAULT),
             open_backend,
+            open_wal,
             region: region.to_owned(),
             path,
         })
+    }
+
+    /// Checkpoint once the log holds `bytes` (tests make it small).
+    pub fn set_checkpoint_bytes(&self, bytes: u64) {
+        self.checkpoint_bytes.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Bytes in the write-ahead log now (for status and tests).
+    pub fn wal_bytes(&self) -> u64 {
+        let log = self.log.lock().expect("log lock");
+        log.wal.as_ref().map_or(0, Wal::len)
+    }
+
+    /// Make everything in the log durable in the data file and start the log
+    /// again under the next epoch. The log lock is held by the caller.
+    fn checkpoint(&self, log: &mut LogState) -> Result<(), StoreError> {
+        let wal = log.wal.as_mut().ok_or(StoreError::Closed)?;
+        let epoch = wal.epoch() + 1;
+        let result = self.with_db(|db| {
+            let mut txn = db.begin_write().bk()?;
+            txn.set_durability(Durability::Immediate).bk()?;
+            txn.open_table(META).bk()?.insert("wal_epoch", epoch.to_le_bytes().as_slice()).bk()?;
+            txn.commit().bk()
+        });
+        result.map_err(|e| self.classify(e))?;
+        // The data file names the new epoch: what the log holds is in it. A
+        // log that could not start again would take frames no replay reads.
+        wal.reset(epoch).map_err(|e| StoreError::Fatal(format!("write-ahead log: reset: {e}")))
+    }
+
+    /// Append the frame in `log.buf` to the log, durably; when there is no
+    /// room and the log holds frames, checkpoint (which empties it) and try
+    /// once more.
+    fn append(&self, log: &mut LogState) -> Result<(), StoreError> {
+        let wal = log.wal.as_mut().ok_or(StoreError::Closed)?;
+        match wal.append(&log.buf) {
+            Ok(()) => Ok(()),
+            Err(e) if is_no_space(&e) && !wal.is_empty() => {
+                tracing::warn!(error = %e, "no room for the write-ahead log: checkpointing to free it");
+                self.checkpoint(log)?;
+                let wal = log.wal.as_mut().ok_or(StoreError::Closed)?;
+                wal.append(&log.buf).map_err(|e| wal_error(&e, "append"))
+            }
+            Err(e) => Err(wal_error(&e, "append")),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -236,6 +393,21 @@ impl RedbStore {
     }
 }
 
+/// Opens `path` as a redb file backend (a lock on the file keeps a second
+/// process out).
+fn file_backend(path: PathBuf) -> BackendFactory {
+    Box::new(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let backend = redb::backends::FileBackend::new(file).map_err(io::Error::other)?;
+        Ok(Box::new(backend) as Box<dyn StorageBackend>)
+    })
+}
+
 /// Open the database and check (or set) its layout version and owner.
 fn open_database(
     open_backend: &BackendFactory,
@@ -260,6 +432,10 @@ fn open_database(
         txn.open_table(CURSORS).bk()?;
         let mut meta = txn.open_table(META).bk()?;
         match meta_u64(&meta, "format_version")? {
+            // Layout 2 is layout 3 with an empty log.
+            Some(2) => {
+                meta.insert("format_version", LAYOUT_VERSION.to_le_bytes().as_slice()).bk()?;
+            }
             Some(v) if v != LAYOUT_VERSION => {
                 return Err(StoreError::IncompatibleFormat { found: v, expected: LAYOUT_VERSION })
             }
@@ -386,54 +562,85 @@ impl Store for RedbStore {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
-        let result = self.with_db(|db| {
-            let mut txn = db.begin_write().bk()?;
-            txn.set_durability(Durability::Immediate).bk()?;
-            let committed;
-            {
-                let mut meta = txn.open_table(META).bk()?;
-                let first_seq = next_seq(&meta)?;
-                let mut records = txn.open_table(RECORDS).bk()?;
-                let mut log = txn.open_table(LOG).bk()?;
-                let puts = parts.iter().flat_map(|e| e.puts.iter());
-                let mut next = first_seq;
-                for put in puts {
-                    let seq = next;
-                    next += 1;
-                    records
-                        .insert(
-                            (put.entity.as_str(), put.id.as_str()),
-                            encode(&put.record).as_slice(),
-                        )
-                        .bk()?;
+        let mut guard = self.log.lock().expect("log lock");
+        let log = &mut *guard;
+        if log.wal.is_none() {
+            return Err(StoreError::Closed);
+        }
+        let first_seq = log.next_seq;
+        // Encode once: the frame's bytes are what redb stores.
+        let mut frame = FrameBuilder::new(&mut log.buf, first_seq);
+        for (i, put) in parts.iter().flat_map(|e| e.puts.iter()).enumerate() {
+            let seq = first_seq + i as u64;
+            frame.put(
+                &put.entity,
+                &put.id,
+                |b| {
+                    encode_into(&put.record, b);
+                },
+                |b| {
                     // Encoded from borrowed parts: the state is not cloned.
-                    let entry = tandem_engine::model::LogEntryRef::of(seq, put);
-                    log.insert(seq, encode(&entry).as_slice()).bk()?;
-                }
-                meta.insert("next_seq", next.to_le_bytes().as_slice()).bk()?;
-                let mut cursors = txn.open_table(CURSORS).bk()?;
-                for (k, c) in parts.iter().flat_map(|e| e.cursors.iter()) {
-                    cursors.insert(k.as_str(), encode(c).as_slice()).bk()?;
-                }
-                committed = Committed { first_seq, durable_seq: next - 1 };
-            }
-            txn.commit().bk()?;
-            Ok(committed)
+                    encode_into(&LogEntryRef::of(seq, put), b);
+                },
+            );
+        }
+        for (key, cursor) in parts.iter().flat_map(|e| e.cursors.iter()) {
+            frame.cursor(key, |b| {
+                encode_into(cursor, b);
+            });
+        }
+        let index = frame.finish();
+        self.append(log)?;
+        let applied = self.with_db(|db| {
+            let mut txn = db.begin_write().bk()?;
+            txn.set_durability(Durability::None).bk()?;
+            apply_frame(&txn, &log.buf, &index)?;
+            txn.commit().bk()
         });
-        result.map_err(|e| self.classify(e))
+        if let Err(e) = applied {
+            // Durable in the log but not applied: take the frame back, so
+            // that the refused batch is not replayed later.
+            let wal = log.wal.as_mut().expect("checked above");
+            if let Err(undo) = wal.unappend(log.buf.len() as u64) {
+                return Err(StoreError::Fatal(format!(
+                    "{e}; and the write-ahead log could not take the frame back: {undo}"
+                )));
+            }
+            return Err(self.classify(e));
+        }
+        log.next_seq = index.next_seq();
+        let committed = Committed { first_seq, durable_seq: log.next_seq - 1 };
+        let wal_len = log.wal.as_ref().map_or(0, Wal::len);
+        if wal_len >= self.checkpoint_bytes.load(Ordering::SeqCst) {
+            match self.checkpoint(log) {
+                Ok(()) => {}
+                // The batch is durable in the log; the next commit finds the
+                // store closed and `recover` replays the log.
+                Err(StoreError::Full(detail)) => {
+                    tracing::warn!(%detail, "checkpoint failed: the disk is full");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(committed)
     }
 
     fn recover(&self) -> Result<(), StoreError> {
         if !self.poisoned.load(Ordering::SeqCst) {
             return Ok(());
         }
+        let mut log = self.log.lock().expect("log lock");
         let mut guard = self.db.write().expect("store lock");
         // Close the poisoned file first: redb holds a lock on it while open.
         guard.take();
+        log.wal = None;
         let failures = Arc::new(Failures::default());
         let db = open_database(&self.open_backend, &failures, &self.region)?;
+        let (wal, next_seq) = replay(&db, &self.open_wal)?;
         *self.failures.write().expect("failures lock") = failures;
         *guard = Some(db);
+        log.wal = Some(wal);
+        log.next_seq = next_seq;
         self.poisoned.store(false, Ordering::SeqCst);
         tracing::warn!(path = %self.path.display(), "store reopened at its last commit");
         Ok(())
@@ -477,6 +684,9 @@ impl Store for RedbStore {
                 expected: FORMAT_VERSION,
             });
         }
+        let mut log = self.log.lock().expect("log lock");
+        let epoch = log.wal.as_ref().ok_or(StoreError::Closed)?.epoch() + 1;
+        let next = seq_floor.max(snapshot.last_seq + 1);
         let result = self.with_db(|db| {
             let mut txn = db.begin_write().bk()?;
             txn.set_durability(Durability::Immediate).bk()?;
@@ -497,15 +707,19 @@ impl Store for RedbStore {
                     cursors.insert(k.as_str(), encode(c).as_slice()).bk()?;
                 }
                 let mut meta = txn.open_table(META).bk()?;
-                let next = seq_floor.max(snapshot.last_seq + 1);
                 meta.insert("next_seq", next.to_le_bytes().as_slice()).bk()?;
+                // What the log holds is from before the restore: never replayed.
+                meta.insert("wal_epoch", epoch.to_le_bytes().as_slice()).bk()?;
                 meta.insert("incarnation", seq_floor.to_le_bytes().as_slice()).bk()?;
                 meta.insert("own_have", snapshot.last_seq.to_le_bytes().as_slice()).bk()?;
             }
             txn.commit().bk()?;
             Ok(())
         });
-        result.map_err(|e| self.classify(e))
+        result.map_err(|e| self.classify(e))?;
+        log.next_seq = next;
+        let wal = log.wal.as_mut().expect("checked above");
+        wal.reset(epoch).map_err(|e| StoreError::Fatal(format!("write-ahead log: reset: {e}")))
     }
 
     fn incarnation(&self) -> Result<Option<u64>, StoreError> {

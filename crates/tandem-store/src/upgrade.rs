@@ -136,6 +136,9 @@ fn copy_layout_1(from: &Path, to: &Path, region: &str) -> Result<Upgraded, Store
     Ok(done)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).bk()
+/// Make the names in `dir` (a new or renamed file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Backend(format!("sync {}: {e}", dir.display())))
 }
