@@ -18,6 +18,11 @@ mod up;
 
 use clap::Parser;
 
+/// mimalloc: allocation-heavy paths (redb's pages, request buffers) spent a
+/// sixth of the node's CPU in glibc malloc and free (bench/profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
