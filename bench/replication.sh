@@ -3,9 +3,9 @@
 # 40 ms simulated links, and catch-up after an isolation.
 #
 #   bench/replication.sh            (builds tandem in release first)
-#   TANDEM_BIN=target/release/tandem RATE=200 SECS=20 bench/replication.sh
+#   TANDEM_BIN=target/release/tandem RATE=200 SECS=20 CLIENTS=8 bench/replication.sh
 #
-# It runs `tandem up` (every link 40 ms one way), drives `tandem load` at eu-west
+# It runs `tandem up --insecure` (every link 40 ms one way), drives `tandem load` at eu-west
 # at RATE writes/s of a non-personal pn-counter for SECS seconds, then reads the
 # per-link lag percentiles from us-east's and eu-central's /v1/status
 # (lag = commit at eu-west to durable apply at the peer, measured on one
@@ -26,7 +26,7 @@ cleanup() { [ -n "${up_pid:-}" ] && kill -TERM "$up_pid" 2>/dev/null && wait "$u
 trap cleanup EXIT
 "$TANDEM_BIN" config example | sed -E "s/latency_ms = [0-9]+/latency_ms = $LATENCY_MS/" > "$tmp/bench.toml"
 export TANDEM_ADMIN_TOKEN=bench-token
-"$TANDEM_BIN" up --config "$tmp/bench.toml" --data-dir "$tmp/data" --no-router >"$tmp/up.log" 2>&1 &
+"$TANDEM_BIN" up --config "$tmp/bench.toml" --data-dir "$tmp/data" --no-router --insecure >"$tmp/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 300); do [ -f "$tmp/data/up.json" ] && break; sleep 0.1; done
 [ -f "$tmp/data/up.json" ] || { echo "tandem up did not start"; tail -20 "$tmp/up.log"; exit 1; }
@@ -37,7 +37,7 @@ link() { # region-url peer field
 }
 
 echo "== steady load: $RATE writes/s for ${SECS}s at eu-west, links ${LATENCY_MS} ms one way"
-"$TANDEM_BIN" load --target $W --clients 8 --rate "$RATE" --duration-secs "$SECS" --warmup-secs 1 \
+"$TANDEM_BIN" load --target $W --clients "${CLIENTS:-8}" --rate "$RATE" --duration-secs "$SECS" --warmup-secs 1 \
   --workload incr --entity likes --keys 1000 --json > "$tmp/steady.json"
 sleep 1
 steady_rate=$(python3 -c "import json; print(round(json.load(open('$tmp/steady.json'))['throughput_per_sec'],1))")

@@ -281,6 +281,10 @@ pub struct NodeConfig {
     pub write_queue_len: usize,
     /// Most writes made durable by one commit.
     pub commit_batch_max: usize,
+    /// The store's write-ahead log is checkpointed into the data file each
+    /// time it holds this much (docs/STORAGE.md, Durability): larger means
+    /// longer commit stalls at each checkpoint and a longer replay at start.
+    pub wal_checkpoint_bytes: u64,
     /// Concurrent client connections.
     pub max_connections: usize,
     /// Longest record id, in bytes.
@@ -307,6 +311,7 @@ impl Default for NodeConfig {
             max_body_bytes: MIB,
             write_queue_len: 4096,
             commit_batch_max: 1024,
+            wal_checkpoint_bytes: 8 * MIB as u64,
             max_connections: 1024,
             id_len_max: 256,
             scan_limit_max: 1000,

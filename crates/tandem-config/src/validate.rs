@@ -12,6 +12,8 @@ const ENTITY_NAME_LEN_MAX: usize = 64;
 const DATA_CLASS_NAME_LEN_MAX: usize = 64;
 /// A simulated link slower than a minute is a typo, not a network.
 const LINK_LATENCY_MS_MAX: u64 = 60_000;
+/// Smallest write-ahead log checkpoint size (`node.wal_checkpoint_bytes`).
+const WAL_CHECKPOINT_BYTES_MIN: u64 = 64 * 1024;
 
 impl Config {
     /// Checks the rules a parsed config must follow; the first broken rule is
@@ -362,6 +364,15 @@ impl Config {
         ];
         for (key, value) in limits {
             non_zero(key, value)?;
+        }
+        if node.wal_checkpoint_bytes < WAL_CHECKPOINT_BYTES_MIN {
+            return Err(ConfigError::invalid(
+                "node.wal_checkpoint_bytes",
+                format!(
+                    "must be at least {WAL_CHECKPOINT_BYTES_MIN} (64 KiB), got {}",
+                    node.wal_checkpoint_bytes
+                ),
+            ));
         }
         non_zero_duration("node.request_timeout", node.request_timeout)?;
         non_zero_duration("node.header_read_timeout", node.header_read_timeout)?;

@@ -15,12 +15,14 @@
 //!   peer's jurisdiction, sealed where a transfer is declared, bounded.
 //! - `receive` holds the pulling side's decisions, `link` a link's lag state,
 //!   `protocol` and `wire` the names, timings and format peers share.
+//! - `compaction` decides which replication log entries may go (lossless).
 //! - `model` and `store` are what is stored and the storage contract.
 //!
 //! No tokio, no HTTP, no database here: the runtimes carry effects out.
 
 pub mod analytics;
 pub mod apply;
+pub mod compaction;
 pub mod engine;
 pub mod error;
 pub mod faults;
@@ -44,4 +46,4 @@ pub use model::{
     SUBJECT_ENTITY,
 };
 pub use protocol::{Path, Timings};
-pub use store::{BatchView, Committed, Effects, Put, RecordKey, Store};
+pub use store::{BatchView, Committed, Compacted, Effects, Put, RecordKey, Store};

@@ -99,6 +99,40 @@ impl<'a> LogEntryRef<'a> {
     }
 }
 
+/// The fields of a stored `LogEntry` before its state, read without decoding
+/// the state (postcard writes the fields in order and the state is last):
+/// what compaction and filters look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct LogHead<'a> {
+    pub seq: u64,
+    pub origin: &'a str,
+    pub origin_seq: u64,
+    pub committed_at_ms: u64,
+    pub logged_at_ms: u64,
+    pub entity: &'a str,
+    pub id: &'a str,
+}
+
+impl<'a> LogHead<'a> {
+    /// The head of a tagged log entry (as `encode` wrote it).
+    pub fn decode(bytes: &'a [u8]) -> Result<LogHead<'a>, StoreError> {
+        match bytes.split_first() {
+            Some((&tag, rest)) if u64::from(tag) == FORMAT_VERSION => {
+                postcard::take_from_bytes(rest).map(|(head, _state)| head).map_err(|e| {
+                    StoreError::Decode { what: "log entry head", message: e.to_string() }
+                })
+            }
+            Some((&tag, _)) => Err(StoreError::IncompatibleFormat {
+                found: u64::from(tag),
+                expected: FORMAT_VERSION,
+            }),
+            None => {
+                Err(StoreError::Decode { what: "log entry head", message: "empty value".into() })
+            }
+        }
+    }
+}
+
 /// How far this region has pulled a peer's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerCursor {
@@ -176,6 +210,12 @@ mod tests {
         ] {
             let borrowed = LogEntryRef::of(9, &p);
             let owned = borrowed.to_owned_entry();
+            let bytes = encode(&owned);
+            let head = LogHead::decode(&bytes).unwrap();
+            assert_eq!(
+                (head.seq, head.origin, head.origin_seq, head.logged_at_ms, head.entity, head.id),
+                (9, owned.origin.as_str(), owned.origin_seq, owned.logged_at_ms, "tags", "t:1")
+            );
             assert_eq!(encode(&borrowed), encode(&owned));
             assert_eq!(decode::<LogEntry>("entry", &encode(&borrowed)).unwrap(), owned);
             assert_eq!(owned.origin_seq, p.origin.origin_seq.unwrap_or(9));

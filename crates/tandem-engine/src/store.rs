@@ -59,6 +59,17 @@ impl Committed {
     }
 }
 
+/// What one compaction pass did (`Store::compact_log`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Log entries looked at.
+    pub scanned: u64,
+    /// Log entries removed.
+    pub removed: u64,
+    /// Entries kept for being younger than the horizon.
+    pub young: u64,
+}
+
 /// A region's storage: records, the replication log, cursors and meta.
 pub trait Store: Send + Sync + 'static {
     /// The records at `keys`, in that order (`None`: absent).
@@ -86,6 +97,16 @@ pub trait Store: Send + Sync + 'static {
     /// The newest durable log position (0 when nothing was logged yet).
     fn durable_seq(&self) -> Result<u64, StoreError>;
 
+    /// Entries in the replication log now (fewer than `durable_seq` once
+    /// compacted).
+    fn log_entries(&self) -> Result<u64, StoreError>;
+
+    /// One pass of lossless compaction (`crate::compaction`): remove every
+    /// entry superseded by a newer entry of the same record and origin logged
+    /// at or before `horizon_ms`, in write transactions of at most
+    /// `step_max` removals, so a commit waits for one step at most.
+    fn compact_log(&self, horizon_ms: u64, step_max: usize) -> Result<Compacted, StoreError>;
+
     /// The cursor stored under `key` (default when none).
     fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError>;
 
@@ -106,6 +127,13 @@ pub trait Store: Send + Sync + 'static {
     /// work again. A no-op when the store is healthy.
     fn recover(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Bytes the store holds durably but not yet where they belong (a
+    /// write-ahead log awaiting its checkpoint): after a full disk, writes
+    /// resume only once this much more is free. 0 for stores without one.
+    fn pending_bytes(&self) -> u64 {
+        0
     }
 
     /// A consistent copy of everything (one read transaction).

@@ -25,10 +25,12 @@ pub fn ballast_bytes(filesystem_bytes: u64) -> u64 {
     (filesystem_bytes / 100).clamp(MIB, BALLAST_BYTES_MAX)
 }
 
-/// Writes resume once the filesystem could hold the ballast twice: once for
-/// the new ballast, once for the writes that follow.
-pub fn may_resume(free_bytes: u64, ballast_bytes: u64) -> bool {
-    free_bytes >= ballast_bytes.saturating_mul(2)
+/// Writes resume once the filesystem could hold the ballast twice (once for
+/// the new ballast, once for the writes that follow) on top of what the
+/// store still needs to make durable where it belongs (`pending_bytes`: its
+/// write-ahead log, which the next checkpoint writes into the data file).
+pub fn may_resume(free_bytes: u64, ballast_bytes: u64, pending_bytes: u64) -> bool {
+    free_bytes >= ballast_bytes.saturating_mul(2).saturating_add(pending_bytes)
 }
 
 /// Space of the filesystem holding `path`: (total, free to unprivileged users).
@@ -114,12 +116,12 @@ impl DiskGuard {
 
     /// While full: when there is room again, make the ballast again and take
     /// writes. Returns true when writes resumed.
-    pub fn try_resume(&self) -> bool {
+    pub fn try_resume(&self, pending_bytes: u64) -> bool {
         if !self.is_full() || self.ballast.is_none() {
             return false;
         }
         let Some(free) = self.free_bytes() else { return false };
-        if !may_resume(free, self.ballast_bytes) {
+        if !may_resume(free, self.ballast_bytes, pending_bytes) {
             return false;
         }
         if let Err(e) = self.make_ballast() {
@@ -167,10 +169,12 @@ mod tests {
 
     #[test]
     fn writes_resume_with_room_for_two_ballasts() {
-        assert!(!may_resume(MIB, MIB));
-        assert!(!may_resume(2 * MIB - 1, MIB));
-        assert!(may_resume(2 * MIB, MIB));
-        assert!(!may_resume(u64::MAX - 1, u64::MAX));
+        assert!(!may_resume(MIB, MIB, 0));
+        assert!(!may_resume(2 * MIB - 1, MIB, 0));
+        assert!(may_resume(2 * MIB, MIB, 0));
+        assert!(!may_resume(u64::MAX - 1, u64::MAX, 0));
+        assert!(!may_resume(4 * MIB - 1, MIB, 2 * MIB), "room for the pending checkpoint too");
+        assert!(may_resume(4 * MIB, MIB, 2 * MIB));
     }
 
     #[test]
@@ -183,7 +187,7 @@ mod tests {
         g.on_full(7);
         assert!(g.is_full() && !ballast.exists());
         assert_eq!(g.full_since_ms(), Some(7));
-        assert!(g.try_resume(), "a temp dir has room");
+        assert!(g.try_resume(0), "a temp dir has room");
         assert!(!g.is_full() && ballast.exists());
         assert!(!DiskGuard::disabled().is_full());
     }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod budget;
+pub mod compaction;
 pub mod conflicts;
 pub mod disk;
 pub mod error;

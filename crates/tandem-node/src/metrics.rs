@@ -73,6 +73,12 @@ pub struct Metrics {
     pub storage_full: Gauge,
     /// Calls refused for want of a key, a certificate or a token, by reason.
     pub auth_refusals: Family<ReasonLabels, Counter>,
+    /// Entries in the replication log now (after compaction).
+    pub log_entries: Gauge,
+    /// Log entries removed by compaction since start.
+    pub log_compacted_entries: Counter,
+    /// Bytes of the region's store on disk (data file and write-ahead log).
+    pub store_bytes: Gauge,
 }
 
 /// The reasons `residency_denials_total` counts.
@@ -141,6 +147,9 @@ impl Metrics {
             hlc_offset_rejections: Counter::default(),
             storage_full: Gauge::default(),
             auth_refusals: Family::default(),
+            log_entries: Gauge::default(),
+            log_compacted_entries: Counter::default(),
+            store_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -217,6 +226,21 @@ impl Metrics {
             "tandem_hlc_offset_rejections",
             "Remote HLC timestamps refused for being too far ahead of local time",
             m.hlc_offset_rejections.clone(),
+        );
+        registry.register(
+            "tandem_log_entries",
+            "Entries in the region's replication log (after compaction)",
+            m.log_entries.clone(),
+        );
+        registry.register(
+            "tandem_log_compacted_entries",
+            "Replication log entries removed by lossless compaction",
+            m.log_compacted_entries.clone(),
+        );
+        registry.register(
+            "tandem_store_bytes",
+            "Bytes of the region's store on disk (data file and write-ahead log)",
+            m.store_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -82,10 +82,12 @@ pub async fn run(
         StoreBackend::Memory => crate::disk::DiskGuard::disabled(),
     });
     let store: Arc<dyn Store> = match opts.backend {
-        StoreBackend::Redb => Arc::new(
-            RedbStore::open(&data_dir, &opts.region)
-                .with_context(|| format!("opening the store under {}", data_dir.display()))?,
-        ),
+        StoreBackend::Redb => {
+            let store = RedbStore::open(&data_dir, &opts.region)
+                .with_context(|| format!("opening the store under {}", data_dir.display()))?;
+            store.set_checkpoint_bytes(opts.config.node.wal_checkpoint_bytes);
+            Arc::new(store)
+        }
         StoreBackend::Memory => Arc::new(MemoryStore::new()),
     };
     let time = Arc::new(SystemTime::with_skew_ms(opts.clock_skew_ms));
@@ -188,6 +190,7 @@ pub async fn run(
 
     let mut tasks = crate::replication::receiver::start(&node);
     tasks.push(tokio::spawn(watch_disk(node.clone())));
+    tasks.push(tokio::spawn(crate::compaction::run(node.clone())));
     tasks.push(tokio::spawn(crate::reload::watch(node.clone())));
     let app = crate::api::router(node.clone());
     let stopping = node.clone();
@@ -244,7 +247,7 @@ async fn watch_disk(node: Arc<Node>) {
         let n = node.clone();
         let _ = tokio::task::spawn_blocking(move || match n.store.recover() {
             Ok(()) => {
-                n.disk.try_resume();
+                n.disk.try_resume(n.store.pending_bytes());
             }
             Err(e) => tracing::warn!(error = %e, "the store cannot be reopened yet"),
         })

@@ -52,6 +52,48 @@ pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
     snapshots_restore_everything_and_raise_the_floor(make().as_ref(), make().as_ref());
     a_batch_sees_pending_effects_over_the_store(make().as_ref());
     parts_commit_as_their_concatenation(make().as_ref(), make().as_ref());
+    compaction_keeps_the_newest_entry_of_each_record_and_origin(make().as_ref());
+}
+
+/// Rewrites of the same records from two origins, compacted: the log keeps
+/// exactly the newest entry of each (record, origin) whose successor is past
+/// the horizon, in order; numbering goes on above the removed entries, and a
+/// reader after any position sees what it must.
+fn compaction_keeps_the_newest_entry_of_each_record_and_origin(store: &dyn Store) {
+    let origin = |o: &str, at_ms| ChangeOrigin {
+        origin: o.into(),
+        origin_seq: Some(at_ms),
+        committed_at_ms: at_ms,
+        logged_at_ms: at_ms,
+    };
+    let mut newest = BTreeMap::new();
+    for round in 1..=20u64 {
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            let o = if i == 2 && round % 2 == 0 { "us-east" } else { "eu-west" };
+            let rec = record(MergeKind::GCounter, &Op::Incr(round), round);
+            let c =
+                store.commit(&puts(vec![put("page_views", id, &rec, origin(o, round))])).unwrap();
+            newest.insert((id.to_string(), o.to_owned()), c.first_seq);
+        }
+    }
+    // One more write of `a`, newer than the horizon: `a`'s round-20 entry stays too.
+    let late = record(MergeKind::GCounter, &Op::Incr(1), 99);
+    let late_seq = store.commit(&puts(vec![put("page_views", "a", &late, origin("eu-west", 99))]));
+    let late_seq = late_seq.unwrap().first_seq;
+    assert_eq!(store.log_entries().unwrap(), 61);
+
+    let done = store.compact_log(20, 2).unwrap();
+    assert_eq!(done, crate::Compacted { scanned: 61, removed: 61 - 5, young: 1 });
+    let log = store.log_after(0, usize::MAX).unwrap();
+    let mut kept: Vec<u64> = newest.values().copied().collect();
+    kept.push(late_seq);
+    kept.sort_unstable();
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), kept);
+    assert_eq!(store.log_entries().unwrap(), 5);
+    assert_eq!(store.log_after(kept[1], 10).unwrap()[0].seq, kept[2], "past a gap");
+    assert_eq!(store.compact_log(20, 2).unwrap().removed, 0, "a second pass finds nothing");
+    let c = store.commit(&puts(vec![put("page_views", "d", &late, origin("eu-west", 100))]));
+    assert_eq!(c.unwrap().first_seq, late_seq + 1, "numbers are never reused");
 }
 
 /// `commit_all` of several parts is one `commit` of their concatenation:

@@ -21,5 +21,5 @@ pub use tandem_engine::model::{
     decode, encode, ChangeOrigin, LogEntry, PeerCursor, Snapshot, StoredRecord, FORMAT_VERSION,
     SUBJECT_ENTITY,
 };
-pub use tandem_engine::store::{Committed, Effects, Put, RecordKey, Store};
+pub use tandem_engine::store::{Committed, Compacted, Effects, Put, RecordKey, Store};
 pub use tandem_engine::StoreError;

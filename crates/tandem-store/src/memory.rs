@@ -6,8 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use tandem_engine::compaction::Superseded;
+use tandem_engine::model::LogHead;
+
 use crate::{
-    Committed, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store, StoreError, StoredRecord,
+    Committed, Compacted, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store, StoreError,
+    StoredRecord,
 };
 
 #[derive(Default)]
@@ -82,6 +86,35 @@ impl Store for MemoryStore {
 
     fn durable_seq(&self) -> Result<u64, StoreError> {
         Ok(self.inner.lock().expect("store lock").next_seq - 1)
+    }
+
+    fn log_entries(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.lock().expect("store lock").log.len() as u64)
+    }
+
+    fn compact_log(&self, horizon_ms: u64, _step_max: usize) -> Result<Compacted, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock");
+        let mut walk = Superseded::new(horizon_ms);
+        let mut removable = Vec::new();
+        for e in inner.log.values().rev() {
+            let head = LogHead {
+                seq: e.seq,
+                origin: &e.origin,
+                origin_seq: e.origin_seq,
+                committed_at_ms: e.committed_at_ms,
+                logged_at_ms: e.logged_at_ms,
+                entity: &e.entity,
+                id: &e.id,
+            };
+            if walk.removable(&head) {
+                removable.push(e.seq);
+            }
+        }
+        let scanned = inner.log.len() as u64;
+        for seq in &removable {
+            inner.log.remove(seq);
+        }
+        Ok(Compacted { scanned, removed: removable.len() as u64, young: walk.young() })
     }
 
     fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {

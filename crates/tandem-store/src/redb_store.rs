@@ -35,13 +35,14 @@ use redb::{
     TableDefinition,
 };
 
-use tandem_engine::model::{encode_into, LogEntryRef};
+use tandem_engine::compaction::Superseded;
+use tandem_engine::model::{encode_into, LogEntryRef, LogHead};
 
 use crate::backend_error::{backend, OrBackend};
 use crate::wal::{FrameBuilder, FrameIndex, Wal};
 use crate::{
-    decode, encode, Committed, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store,
-    StoreError, StoredRecord, FORMAT_VERSION,
+    decode, encode, Committed, Compacted, Effects, LogEntry, PeerCursor, RecordKey, Snapshot,
+    Store, StoreError, StoredRecord, FORMAT_VERSION,
 };
 
 pub(crate) const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
@@ -173,9 +174,14 @@ pub struct RedbStore {
     failures: RwLock<Arc<Failures>>,
     /// Set when a write failed: redb needs the file reopened.
     poisoned: AtomicBool,
+    /// The failed write was for want of room: commits answer `Full` until
+    /// `recover` (a checkpoint that found no room poisons the file too).
+    poisoned_by_full: AtomicBool,
     /// The log, held for the whole of a commit (there is one committer).
     log: Mutex<LogState>,
     checkpoint_bytes: AtomicU64,
+    /// Restores so far: a compaction pass decided before one removes nothing.
+    restores: AtomicU64,
     open_backend: BackendFactory,
     open_wal: BackendFactory,
     region: String,
@@ -303,8 +309,10 @@ impl RedbStore {
             db: RwLock::new(Some(db)),
             failures: RwLock::new(failures),
             poisoned: AtomicBool::new(false),
+            poisoned_by_full: AtomicBool::new(false),
             log: Mutex::new(LogState { wal: Some(wal), next_seq, buf: Vec::new() }),
             checkpoint_bytes: AtomicU64::new(CHECKPOINT_BYTES_DEFAULT),
+            restores: AtomicU64::new(0),
             open_backend,
             open_wal,
             region: region.to_owned(),
@@ -389,6 +397,7 @@ impl RedbStore {
             StoreError::Fatal(e.to_string())
         } else if failures.no_space.load(Ordering::SeqCst) {
             self.poisoned.store(true, Ordering::SeqCst);
+            self.poisoned_by_full.store(true, Ordering::SeqCst);
             StoreError::Full(e.to_string())
         } else {
             e
@@ -558,6 +567,59 @@ impl Store for RedbStore {
         })
     }
 
+    fn log_entries(&self) -> Result<u64, StoreError> {
+        self.log_len()
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.wal_bytes()
+    }
+
+    fn compact_log(&self, horizon_ms: u64, step_max: usize) -> Result<Compacted, StoreError> {
+        let restores = self.restores.load(Ordering::SeqCst);
+        // Decide over one read snapshot, newest entry first, reading only
+        // each entry's head. Entries committed meanwhile are newer: they
+        // can only make more of the older ones removable, never fewer.
+        let (scanned, young, removable) = self.with_db(|db| {
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(LOG).bk()?;
+            let mut walk = Superseded::new(horizon_ms);
+            let (mut scanned, mut removable) = (0u64, Vec::new());
+            for item in table.iter().bk()?.rev() {
+                let (seq, v) = item.bk()?;
+                scanned += 1;
+                if walk.removable(&LogHead::decode(v.value())?) {
+                    removable.push(seq.value());
+                }
+            }
+            Ok((scanned, walk.young(), removable))
+        })?;
+        let mut removed = 0u64;
+        for step in removable.chunks(step_max.max(1)) {
+            // One step at a time, between commits. Not through the
+            // write-ahead log: a crash before the next checkpoint can only
+            // bring removed entries back, which the next pass removes again.
+            let _log = self.log.lock().expect("log lock");
+            if self.restores.load(Ordering::SeqCst) != restores {
+                break; // the log was replaced: its sequence numbers mean other entries
+            }
+            let result = self.with_db(|db| {
+                let mut txn = db.begin_write().bk()?;
+                txn.set_durability(Durability::None).bk()?;
+                {
+                    let mut log = txn.open_table(LOG).bk()?;
+                    for seq in step {
+                        log.remove(*seq).bk()?;
+                    }
+                }
+                txn.commit().bk()
+            });
+            result.map_err(|e| self.classify(e))?;
+            removed += step.len() as u64;
+        }
+        Ok(Compacted { scanned, removed, young })
+    }
+
     fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().bk()?;
@@ -571,6 +633,11 @@ impl Store for RedbStore {
 
     fn commit_all(&self, parts: &[&Effects]) -> Result<Committed, StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
+            if self.poisoned_by_full.load(Ordering::SeqCst) {
+                return Err(StoreError::Full(
+                    "the disk is full: the store reopens once there is room".into(),
+                ));
+            }
             return Err(StoreError::Closed);
         }
         let mut guard = self.log.lock().expect("log lock");
@@ -653,6 +720,7 @@ impl Store for RedbStore {
         log.wal = Some(wal);
         log.next_seq = next_seq;
         self.poisoned.store(false, Ordering::SeqCst);
+        self.poisoned_by_full.store(false, Ordering::SeqCst);
         tracing::warn!(path = %self.path.display(), "store reopened at its last commit");
         Ok(())
     }
@@ -696,6 +764,7 @@ impl Store for RedbStore {
             });
         }
         let mut log = self.log.lock().expect("log lock");
+        self.restores.fetch_add(1, Ordering::SeqCst);
         let epoch = log.wal.as_ref().ok_or(StoreError::Closed)?.epoch() + 1;
         let next = seq_floor.max(snapshot.last_seq + 1);
         let result = self.with_db(|db| {

@@ -64,7 +64,8 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_space_returns() {
     let (_, metrics) = node.get_text("/metrics");
     assert!(
         metrics.lines().any(|l| l.starts_with("tandem_storage_full{") && l.ends_with(" 1")),
-        "{metrics}"
+        "{metrics}\n{}",
+        node.stderr()
     );
 
     // Space returns: writes are taken again without a restart.

@@ -78,12 +78,17 @@ pub async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
 
 pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
     let last_seq = node.store.durable_seq().map_err(|e| store_error(&e))?;
+    let entries = node.store.log_entries().map_err(|e| store_error(&e))?;
     Ok(Json(json!({
         "region": node.region,
         "jurisdiction": node.jurisdiction,
         "uptime_seconds": node.started.elapsed().as_secs_f64(),
         "hlc": node.clock.last(),
-        "log": { "last_seq": last_seq },
+        "log": {
+            "last_seq": last_seq,
+            "entries": entries,
+            "compacted_entries": node.metrics.log_compacted_entries.get(),
+        },
         "writer": {
             "queue_depth": node.writer.queue_depth(),
             "queue_capacity": node.writer.capacity(),
@@ -94,6 +99,7 @@ pub async fn status(State(node): State<AppState>) -> Result<Json<Value>, ApiErro
             "full_since_ms": node.disk.full_since_ms(),
             "free_bytes": node.disk.free_bytes(),
             "ballast_bytes": node.disk.ballast_bytes(),
+            "store_bytes": crate::compaction::store_bytes(&node),
         },
         "budgets": *node.budgets.lock().expect("budgets lock"),
         "peers": peers_status(&node),
