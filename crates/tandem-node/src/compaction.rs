@@ -22,7 +22,7 @@ pub const COMPACTION_CHECK: Duration = Duration::from_secs(1);
 /// A log smaller than this is left alone.
 pub const COMPACTION_MIN_ENTRIES: u64 = 1024;
 /// Removals per write transaction (a commit waits for one step at most).
-pub const COMPACTION_STEP_MAX: usize = 4096;
+pub const COMPACTION_STEP_MAX: usize = 512;
 /// Superseding entries younger than this do not supersede yet; at least
 /// four forward delays, so that forwarding always finds an entry old enough
 /// to send (docs/STORAGE.md, Compaction).

