@@ -18,8 +18,18 @@
 //! removes what it says, in bounded steps.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::model::LogHead;
+
+/// Superseding entries younger than this do not supersede yet.
+pub const HORIZON_MIN: Duration = Duration::from_secs(2);
+
+/// The horizon for a forward delay of `forward_delay`: at least four forward
+/// delays, so that forwarding always finds an entry old enough to send.
+pub fn horizon(forward_delay: Duration) -> Duration {
+    HORIZON_MIN.max(forward_delay * 4)
+}
 
 /// The walk, newest entry first.
 #[derive(Debug)]
@@ -70,6 +80,12 @@ mod tests {
 
     fn head<'a>(seq: u64, id: &'a str, origin: &'a str, logged_at_ms: u64) -> LogHead<'a> {
         LogHead { seq, origin, origin_seq: seq, committed_at_ms: 0, logged_at_ms, entity: "e", id }
+    }
+
+    #[test]
+    fn the_horizon_covers_the_forward_delay() {
+        assert_eq!(horizon(Duration::from_millis(500)), Duration::from_secs(2));
+        assert_eq!(horizon(Duration::from_secs(3)), Duration::from_secs(12));
     }
 
     #[test]

@@ -23,10 +23,6 @@ pub const COMPACTION_CHECK: Duration = Duration::from_secs(1);
 pub const COMPACTION_MIN_ENTRIES: u64 = 1024;
 /// Removals per write transaction (a commit waits for one step at most).
 pub const COMPACTION_STEP_MAX: usize = 512;
-/// Superseding entries younger than this do not supersede yet; at least
-/// four forward delays, so that forwarding always finds an entry old enough
-/// to send (docs/STORAGE.md, Compaction).
-pub const COMPACTION_HORIZON_MIN: Duration = Duration::from_secs(2);
 
 /// Whether a pass is due: the log holds `entries`, and held `after_last`
 /// when the last pass ended; `follow_up` when the last pass asked for one
@@ -41,16 +37,11 @@ pub fn wants_follow_up(young: u64, left: u64) -> bool {
     young > 0 && young.saturating_mul(4) >= left
 }
 
-/// The horizon for a forward delay of `forward_delay`.
-pub fn horizon(forward_delay: Duration) -> Duration {
-    COMPACTION_HORIZON_MIN.max(forward_delay * 4)
-}
-
 pub async fn run(node: Arc<Node>) {
     let mut shutdown = node.shutdown.subscribe();
     let mut after_last = 0u64;
     let mut follow_up_at: Option<Instant> = None;
-    let horizon = horizon(node.replication.timings.forward_delay);
+    let horizon = tandem_engine::compaction::horizon(node.replication.timings.forward_delay);
     let horizon_ms = horizon.as_millis() as u64;
     loop {
         tokio::select! {
@@ -132,11 +123,5 @@ mod tests {
         assert!(wants_follow_up(250, 1000));
         assert!(!wants_follow_up(249, 1000));
         assert!(!wants_follow_up(0, 0));
-    }
-
-    #[test]
-    fn the_horizon_covers_the_forward_delay() {
-        assert_eq!(horizon(Duration::from_millis(500)), Duration::from_secs(2));
-        assert_eq!(horizon(Duration::from_secs(3)), Duration::from_secs(12));
     }
 }

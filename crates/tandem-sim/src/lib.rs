@@ -7,7 +7,9 @@
 //! writes, `tandem_router::decide` for routing) while the simulator loses,
 //! duplicates, re-orders and delays messages, cuts links (both ways, one way,
 //! partially), kills and restarts regions and the router, skews clocks and
-//! drains regions. After the faults stop and everything heals, a checker that
+//! drains regions; every region compacts its replication log as the node does
+//! (`tandem_engine::compaction`, every 500 ms of simulated time), so catch-up
+//! and forwarding run against compacted logs. After the faults stop and everything heals, a checker that
 //! reads only the history and the regions' state judges the invariants of
 //! DESIGN.md (see `check`). A failing seed replays exactly: `run(seed, ..)`
 //! is a pure function of its arguments.
@@ -116,6 +118,8 @@ pub struct Report {
     pub deliveries: usize,
     pub faults: usize,
     pub simulated_ms: u64,
+    /// Log entries compacted away, all regions.
+    pub compacted: u64,
     /// The minimal history of the failing records (empty when nothing failed).
     pub minimal_history: String,
     /// The command that replays this run.
@@ -226,6 +230,7 @@ pub fn run(seed: u64, opts: &Options) -> Report {
             .filter(|e| matches!(e, history::Event::Fault { .. }))
             .count(),
         simulated_ms: sim.now_ms(),
+        compacted: sim.compacted,
         minimal_history: minimal,
         violations,
     }

@@ -273,6 +273,15 @@ impl Region {
         out
     }
 
+    /// One compaction pass over this region's log, with the node's horizon
+    /// (`tandem_engine::compaction::horizon`): entries removed.
+    pub fn compact(&self, config: &Config) -> u64 {
+        let forward_delay = Timings::from_config(&config.replication).forward_delay;
+        let horizon = tandem_engine::compaction::horizon(forward_delay);
+        let before = self.physical_ms().saturating_sub(horizon.as_millis() as u64);
+        self.store.compact_log(before, usize::MAX).expect("compaction").removed
+    }
+
     /// The whole replication log.
     pub fn log(&self) -> Vec<LogEntry> {
         self.store.log_after(0, usize::MAX).expect("reads")

@@ -34,6 +34,8 @@ const FORWARD_INTERVAL_MS: u64 = 100;
 const RETRY_MS: u64 = 200;
 /// How often writes acknowledged early become durable (`AckBeforeDurable`).
 const FLUSH_MS: u64 = 300;
+/// How often each region compacts its replication log.
+const COMPACT_MS: u64 = 500;
 /// Most simulated time the heal phase may take before the run is called stuck.
 pub const QUIESCE_MAX_MS: u64 = 60_000;
 /// Quiet time (no log growth, every cursor caught up) that ends the run.
@@ -74,6 +76,8 @@ pub struct Sim {
     faults_on: bool,
     /// Set when the heal phase did not reach quiescence.
     pub stuck: Option<String>,
+    /// Log entries removed by compaction, all regions (a seed's report).
+    pub compacted: u64,
 }
 
 impl Sim {
@@ -110,6 +114,7 @@ impl Sim {
             restart_router_at: None,
             faults_on: false,
             stuck: None,
+            compacted: 0,
             world,
             opts,
         }
@@ -259,6 +264,13 @@ impl Sim {
         if self.opts.mutation == Mutation::AckBeforeDurable && self.now.is_multiple_of(FLUSH_MS) {
             for r in self.regions.values_mut().filter(|r| r.up) {
                 r.flush();
+            }
+        }
+        // Log compaction, as the node runs it in the background (more
+        // often here, so that catch-up and forwarding meet compacted logs).
+        if self.now.is_multiple_of(COMPACT_MS) {
+            for r in self.regions.values().filter(|r| r.up) {
+                self.compacted += r.compact(&self.world.config);
             }
         }
         for m in self.net.due(self.now) {

@@ -83,19 +83,20 @@ fn many_seeds_hold_every_invariant() {
     let opts = options();
     let started = Instant::now();
     let reports = run_seeds(base, seeds, &opts);
-    let (mut ops, mut acked, mut deliveries, mut faults) = (0, 0, 0, 0);
+    let (mut ops, mut acked, mut deliveries, mut faults, mut compacted) = (0, 0, 0, 0, 0);
     let mut failures = Vec::new();
     for r in reports {
         ops += r.ops;
         acked += r.acked;
         deliveries += r.deliveries;
         faults += r.faults;
+        compacted += r.compacted;
         if !r.ok() {
             failures.push(r);
         }
     }
     println!(
-        "{seeds} seeds from {base:#x} in {:.1} s: {ops} client operations ({acked} acknowledged), {deliveries} batches delivered, {faults} faults",
+        "{seeds} seeds from {base:#x} in {:.1} s: {ops} client operations ({acked} acknowledged), {deliveries} batches delivered, {faults} faults, {compacted} log entries compacted away",
         started.elapsed().as_secs_f64()
     );
     assert!(
@@ -106,6 +107,10 @@ fn many_seeds_hold_every_invariant() {
         explain_all(&failures)
     );
     assert!(acked > 0 && faults > 0, "the runs did nothing");
+    assert!(
+        compacted > 0,
+        "no run compacted a log: the invariants were not checked against compaction"
+    );
 }
 
 #[test]
