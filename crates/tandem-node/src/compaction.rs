@@ -8,7 +8,7 @@
 //! pass follows once the horizon has passed, so a log stops at about one
 //! entry per record after the writes stop.
 //! Removal goes in steps of `COMPACTION_STEP_MAX` entries between commits.
-//! The same loop keeps the log and store size gauges current.
+//! The same loop keeps the log, store size and free space gauges current.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,7 +81,12 @@ fn step(
     follow_up: bool,
     horizon_ms: u64,
 ) -> Result<Option<(Compacted, u64, Duration)>, StoreError> {
-    node.metrics.store_bytes.set(i64::try_from(store_bytes(node)).unwrap_or(i64::MAX));
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    node.metrics.store_bytes.set(gauge(store_bytes(node)));
+    if let Some((total, free)) = node.disk.space() {
+        node.metrics.storage_filesystem_bytes.set(gauge(total));
+        node.metrics.storage_free_bytes.set(gauge(free));
+    }
     let entries = node.store.log_entries()?;
     node.metrics.log_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
     if !due(entries, after_last, follow_up) || node.disk.is_full() {

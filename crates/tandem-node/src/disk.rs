@@ -91,6 +91,11 @@ impl DiskGuard {
     }
 
     /// Free bytes of the data directory's filesystem.
+    /// (filesystem size, free bytes), `None` without a data directory.
+    pub fn space(&self) -> Option<(u64, u64)> {
+        filesystem_space(self.ballast.as_ref()?.parent()?)
+    }
+
     pub fn free_bytes(&self) -> Option<u64> {
         let dir = self.ballast.as_ref()?.parent()?;
         filesystem_space(dir).map(|(_, free)| free)

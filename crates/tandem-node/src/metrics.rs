@@ -79,6 +79,9 @@ pub struct Metrics {
     pub log_compacted_entries: Counter,
     /// Bytes of the region's store on disk (data file and write-ahead log).
     pub store_bytes: Gauge,
+    /// Free and total bytes of the filesystem the store is on.
+    pub storage_free_bytes: Gauge,
+    pub storage_filesystem_bytes: Gauge,
 }
 
 /// The reasons `residency_denials_total` counts.
@@ -150,6 +153,8 @@ impl Metrics {
             log_entries: Gauge::default(),
             log_compacted_entries: Counter::default(),
             store_bytes: Gauge::default(),
+            storage_free_bytes: Gauge::default(),
+            storage_filesystem_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,6 +246,16 @@ impl Metrics {
             "tandem_store_bytes",
             "Bytes of the region's store on disk (data file and write-ahead log)",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "tandem_storage_free_bytes",
+            "Free bytes of the filesystem the region's store is on (0 in memory)",
+            m.storage_free_bytes.clone(),
+        );
+        registry.register(
+            "tandem_storage_filesystem_bytes",
+            "Size of the filesystem the region's store is on (0 in memory)",
+            m.storage_filesystem_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

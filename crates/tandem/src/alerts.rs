@@ -5,7 +5,8 @@
 //!
 //! Rules: conflict rate above 0.1% of writes, conflict age above 60 s, any
 //! conflict on a `conflicts = "never"` type, each data class's lag over its
-//! budget, the node's own budget evaluation, and a region down at the router.
+//! budget, the node's own budget evaluation, a region down at the router, a
+//! full disk and a filesystem under 10 % free.
 
 use std::fmt::Write;
 
@@ -143,6 +144,24 @@ pub fn rules_yaml(config: &Config) -> String {
         severity: "page",
         summary: "Region {{ $labels.region }} is down at the router".into(),
         description: "The router's health probes fail; its users are failed over inside their jurisdiction or refused.".into(),
+    });
+    let _ = writeln!(out, "  - name: tandem-storage");
+    let _ = writeln!(out, "    rules:");
+    push(&mut out, &Rule {
+        name: "TandemDiskFull".into(),
+        expr: "max by (region) (tandem_storage_full) == 1".into(),
+        for_: "0m",
+        severity: "page",
+        summary: "{{ $labels.region }}'s disk is full: its writes answer 507".into(),
+        description: "Reads and replication go on; writes go to other regions of the jurisdiction. Free space (docs/OPERATIONS.md, A full disk); writes resume by themselves.".into(),
+    });
+    push(&mut out, &Rule {
+        name: "TandemDiskSpaceLow".into(),
+        expr: "min by (region) (tandem_storage_free_bytes / tandem_storage_filesystem_bytes) < 0.1".into(),
+        for_: "10m",
+        severity: "ticket",
+        summary: "{{ $labels.region }}'s filesystem has under 10% free".into(),
+        description: "{{ $value | humanizePercentage }} free. The replication log is compacted to about one entry per record; look at tandem_store_bytes and at what else fills the disk.".into(),
     });
     out
 }
