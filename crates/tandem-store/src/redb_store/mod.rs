@@ -23,27 +23,37 @@
 //! write or a resize is `StoreError::Full` (the frame is taken back out of the
 //! log; `recover` reopens the file and replays the log, which needs no room),
 //! and anything else, a failed sync above all, is `StoreError::Fatal`.
+//!
+//! Here: the store, its commits, reads, snapshot and restore. `backend`: the
+//! storage under the files and how its failures are told apart. `open`:
+//! opening the data file and replaying the log (the one path by which frame
+//! bytes reach redb). `compact`: log compaction in bounded steps.
 
-use std::io;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
-    TableDefinition,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use tandem_engine::compaction::Superseded;
-use tandem_engine::model::{encode_into, LogEntryRef, LogHead};
+use tandem_engine::model::{encode_into, LogEntryRef};
 
-use crate::backend_error::{backend, OrBackend};
-use crate::wal::{FrameBuilder, FrameIndex, Wal};
+use crate::backend_error::OrBackend;
+use crate::wal::{FrameBuilder, Wal};
 use crate::{
     decode, encode, Committed, Compacted, Effects, LogEntry, PeerCursor, RecordKey, Snapshot,
     Store, StoreError, StoredRecord, FORMAT_VERSION,
 };
+
+mod backend;
+mod compact;
+mod open;
+
+pub use backend::BackendFactory;
+use backend::{file_backend, is_no_space, Failures};
+pub(crate) use open::meta_u64;
+use open::{apply_frame, next_seq, open_database, replay, wal_error};
 
 pub(crate) const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -70,108 +80,6 @@ pub const WAL_FILE: &str = "tandem.wal";
 /// every 6 s (p99 15 ms), 8 MiB 13 ms every 0.6 s (p99 6 ms), 2 MiB 5 ms
 /// every 0.15 s (p99 6 ms, fewer writes/s). It also bounds the replay at open.
 pub const CHECKPOINT_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
-
-/// Opens the storage under a database: the region's file, or (in tests) a
-/// backend that fails on demand.
-pub type BackendFactory = Box<dyn Fn() -> io::Result<Box<dyn StorageBackend>> + Send + Sync>;
-
-/// Which calls of the backend failed since the file was opened.
-#[derive(Debug, Default)]
-struct Failures {
-    no_space: AtomicBool,
-    other: AtomicBool,
-}
-
-/// Out of space (or of quota): the write can be tried again later.
-fn is_no_space(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(122) // EDQUOT
-}
-
-#[derive(Debug)]
-struct TrackedBackend {
-    inner: Box<dyn StorageBackend>,
-    failures: Arc<Failures>,
-}
-
-impl TrackedBackend {
-    fn note<T>(&self, r: io::Result<T>, may_be_space: bool) -> io::Result<T> {
-        if let Err(e) = &r {
-            if may_be_space && is_no_space(e) {
-                self.failures.no_space.store(true, Ordering::SeqCst);
-            } else {
-                self.failures.other.store(true, Ordering::SeqCst);
-            }
-        }
-        r
-    }
-}
-
-impl StorageBackend for TrackedBackend {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.inner.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.note(self.inner.set_len(len), true)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        // A failed sync is never "just" a full disk: what reached the disk is unknown.
-        self.note(self.inner.sync_data(), false)
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.note(self.inner.write(offset, data), true)
-    }
-
-    fn close(&self) -> io::Result<()> {
-        self.inner.close()
-    }
-
-    fn try_lock_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.inner.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.inner.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
-        self.inner.lock_range(start, end)
-    }
-
-    fn lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<(), redb::BackendError> {
-        self.inner.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
-        self.inner.unlock_range(start, end)
-    }
-
-    fn query_lock_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.inner.query_lock_range(start, end)
-    }
-}
 
 pub struct RedbStore {
     /// `None` after a failed write, until `recover` reopens the file.
@@ -201,83 +109,6 @@ struct LogState {
     next_seq: u64,
     /// The frame being built, reused from commit to commit.
     buf: Vec<u8>,
-}
-
-/// An I/O error of the log as the store's error.
-fn wal_error(e: &io::Error, doing: &str) -> StoreError {
-    if is_no_space(e) {
-        StoreError::Full(format!("write-ahead log: {doing}: {e}"))
-    } else {
-        StoreError::Fatal(format!("write-ahead log: {doing}: {e}"))
-    }
-}
-
-fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, StoreError> {
-    std::str::from_utf8(bytes).map_err(|e| StoreError::Decode { what, message: e.to_string() })
-}
-
-/// Apply one frame (its bytes in `bytes`) in the write transaction `txn`:
-/// the same code for a commit and for a replay at open. `next_seq` only ever
-/// moves forward, so replaying a frame redb already holds changes nothing.
-fn apply_frame(
-    txn: &redb::WriteTransaction,
-    bytes: &[u8],
-    frame: &FrameIndex,
-) -> Result<(), StoreError> {
-    let mut records = txn.open_table(RECORDS).bk()?;
-    let mut log = txn.open_table(LOG).bk()?;
-    for (i, put) in frame.puts.iter().enumerate() {
-        let entity = utf8(&bytes[put.entity.clone()], "entity")?;
-        let id = utf8(&bytes[put.id.clone()], "id")?;
-        records.insert((entity, id), &bytes[put.record.clone()]).bk()?;
-        log.insert(frame.first_seq + i as u64, &bytes[put.entry.clone()]).bk()?;
-    }
-    let mut cursors = txn.open_table(CURSORS).bk()?;
-    for (key, value) in &frame.cursors {
-        cursors.insert(utf8(&bytes[key.clone()], "cursor key")?, &bytes[value.clone()]).bk()?;
-    }
-    let mut meta = txn.open_table(META).bk()?;
-    if frame.next_seq() > next_seq(&meta)? {
-        meta.insert("next_seq", frame.next_seq().to_le_bytes().as_slice()).bk()?;
-    }
-    Ok(())
-}
-
-/// Replay the log of `db`: its frames of the epoch redb names, applied again
-/// without a sync (they are durable in the log; the next checkpoint puts them
-/// in the data file), and the log goes on after the last whole frame. So
-/// opening, or reopening after a failed write, needs no room on the disk
-/// beyond what redb buffers. Returns the log and the next sequence number.
-fn replay(db: &Database, open_wal: &BackendFactory) -> Result<(Wal, u64), StoreError> {
-    let epoch = {
-        let txn = db.begin_read().bk()?;
-        meta_u64(&txn.open_table(META).bk()?, "wal_epoch")?.unwrap_or(0)
-    };
-    let backend = open_wal().map_err(|e| StoreError::Backend(format!("open the log: {e}")))?;
-    let (mut wal, found) =
-        Wal::open(backend, epoch).map_err(|e| StoreError::Backend(format!("read the log: {e}")))?;
-    if !found.header_ok {
-        // A new log (a new or upgraded directory), or one of the epoch
-        // before the last checkpoint, which the data file holds entirely.
-        wal.reset(epoch).map_err(|e| wal_error(&e, "start"))?;
-    } else if found.torn_bytes > 0 {
-        wal.cut_tail().map_err(|e| wal_error(&e, "cut a torn tail"))?;
-    }
-    let mut txn = db.begin_write().bk()?;
-    txn.set_durability(Durability::None).bk()?;
-    for frame in &found.frames {
-        apply_frame(&txn, &found.bytes, frame)?;
-    }
-    let next = next_seq(&txn.open_table(META).bk()?)?;
-    txn.commit().bk()?;
-    if !found.frames.is_empty() || found.torn_bytes > 0 {
-        tracing::info!(
-            frames = found.frames.len(),
-            torn_bytes = found.torn_bytes,
-            "replayed the write-ahead log (a torn tail is a write that was never acknowledged)"
-        );
-    }
-    Ok((wal, next))
 }
 
 impl RedbStore {
@@ -418,85 +249,6 @@ impl RedbStore {
     }
 }
 
-/// Opens `path` as a redb file backend (a lock on the file keeps a second
-/// process out).
-fn file_backend(path: PathBuf) -> BackendFactory {
-    Box::new(move || {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        let backend = redb::backends::FileBackend::new(file).map_err(io::Error::other)?;
-        Ok(Box::new(backend) as Box<dyn StorageBackend>)
-    })
-}
-
-/// Open the database and check (or set) its layout version and owner.
-fn open_database(
-    open_backend: &BackendFactory,
-    failures: &Arc<Failures>,
-    region: &str,
-) -> Result<Database, StoreError> {
-    let tracked = TrackedBackend {
-        inner: open_backend().map_err(|e| StoreError::Backend(format!("open: {e}")))?,
-        failures: failures.clone(),
-    };
-    let db = redb::Builder::new().create_with_backend(tracked).map_err(|e| match e {
-        redb::DatabaseError::UpgradeRequired(v) => StoreError::Backend(format!(
-            "the data file is in redb file format {v}, which this build cannot open; start the \
-             node on it so that it upgrades the file first (see docs/STORAGE.md)"
-        )),
-        other => backend(other),
-    })?;
-    let txn = db.begin_write().bk()?;
-    {
-        txn.open_table(RECORDS).bk()?;
-        txn.open_table(LOG).bk()?;
-        txn.open_table(CURSORS).bk()?;
-        let mut meta = txn.open_table(META).bk()?;
-        match meta_u64(&meta, "format_version")? {
-            // Layout 2 is layout 3 with an empty log.
-            Some(2) => {
-                meta.insert("format_version", LAYOUT_VERSION.to_le_bytes().as_slice()).bk()?;
-            }
-            Some(v) if v != LAYOUT_VERSION => {
-                return Err(StoreError::IncompatibleFormat { found: v, expected: LAYOUT_VERSION })
-            }
-            Some(_) => {}
-            None => {
-                meta.insert("format_version", LAYOUT_VERSION.to_le_bytes().as_slice()).bk()?;
-                meta.insert("next_seq", 1u64.to_le_bytes().as_slice()).bk()?;
-            }
-        }
-        let owner =
-            meta.get("region").bk()?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
-        match owner {
-            Some(r) if r != region => {
-                return Err(StoreError::WrongRegion { found: r, expected: region.to_owned() })
-            }
-            Some(_) => {}
-            None => {
-                meta.insert("region", region.as_bytes()).bk()?;
-            }
-        }
-    }
-    txn.commit().bk()?;
-    Ok(db)
-}
-
-pub(crate) fn meta_u64<T: ReadableTable<&'static str, &'static [u8]>>(
-    t: &T,
-    key: &str,
-) -> Result<Option<u64>, StoreError> {
-    Ok(t.get(key).bk()?.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
-}
-
-fn next_seq<T: ReadableTable<&'static str, &'static [u8]>>(t: &T) -> Result<u64, StoreError> {
-    Ok(meta_u64(t, "next_seq")?.expect("layout 2 always has next_seq"))
-}
-
 impl Store for RedbStore {
     fn get_many(&self, keys: &[RecordKey]) -> Result<Vec<Option<StoredRecord>>, StoreError> {
         self.with_db(|db| {
@@ -581,52 +333,7 @@ impl Store for RedbStore {
     }
 
     fn compact_log(&self, horizon_ms: u64, step_max: usize) -> Result<Compacted, StoreError> {
-        let restores = self.restores.load(Ordering::SeqCst);
-        // Decide over one read snapshot, newest entry first, reading only
-        // each entry's head. Entries committed meanwhile are newer: they
-        // can only make more of the older ones removable, never fewer.
-        let (scanned, young, removable) = self.with_db(|db| {
-            let txn = db.begin_read().bk()?;
-            let table = txn.open_table(LOG).bk()?;
-            let mut walk = Superseded::new(horizon_ms);
-            let (mut scanned, mut removable) = (0u64, Vec::new());
-            for item in table.iter().bk()?.rev() {
-                let (seq, v) = item.bk()?;
-                scanned += 1;
-                if walk.removable(&LogHead::decode(v.value())?) {
-                    removable.push(seq.value());
-                }
-            }
-            Ok((scanned, walk.young(), removable))
-        })?;
-        let mut removed = 0u64;
-        for step in removable.chunks(step_max.max(1)) {
-            // One step at a time, between commits. Not through the
-            // write-ahead log: a crash before the next checkpoint can only
-            // bring removed entries back, which the next pass removes again.
-            let _log = self.log.lock().expect("log lock");
-            if self.restores.load(Ordering::SeqCst) != restores {
-                break; // the log was replaced: its sequence numbers mean other entries
-            }
-            let result = self.with_db(|db| {
-                let mut txn = db.begin_write().bk()?;
-                txn.set_durability(Durability::None).bk()?;
-                {
-                    let mut log = txn.open_table(LOG).bk()?;
-                    for seq in step {
-                        log.remove(*seq).bk()?;
-                    }
-                }
-                txn.commit().bk()
-            });
-            result.map_err(|e| self.classify(e))?;
-            removed += step.len() as u64;
-            drop(_log);
-            // The lock is not fair: without a pause the next step could take
-            // it again before the waiting committer does.
-            std::thread::sleep(COMPACTION_STEP_PAUSE);
-        }
-        Ok(Compacted { scanned, removed, young })
+        self.compact_in_steps(horizon_ms, step_max)
     }
 
     fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {
