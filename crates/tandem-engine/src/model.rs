@@ -113,6 +113,21 @@ pub struct LogHead<'a> {
     pub id: &'a str,
 }
 
+impl LogEntry {
+    /// Its head (what `LogHead::decode` reads from its stored bytes).
+    pub fn head(&self) -> LogHead<'_> {
+        LogHead {
+            seq: self.seq,
+            origin: &self.origin,
+            origin_seq: self.origin_seq,
+            committed_at_ms: self.committed_at_ms,
+            logged_at_ms: self.logged_at_ms,
+            entity: &self.entity,
+            id: &self.id,
+        }
+    }
+}
+
 impl<'a> LogHead<'a> {
     /// The head of a tagged log entry (as `encode` wrote it).
     pub fn decode(bytes: &'a [u8]) -> Result<LogHead<'a>, StoreError> {
@@ -212,6 +227,7 @@ mod tests {
             let owned = borrowed.to_owned_entry();
             let bytes = encode(&owned);
             let head = LogHead::decode(&bytes).unwrap();
+            assert_eq!(head, owned.head());
             assert_eq!(
                 (head.seq, head.origin, head.origin_seq, head.logged_at_ms, head.entity, head.id),
                 (9, owned.origin.as_str(), owned.origin_seq, owned.logged_at_ms, "tags", "t:1")

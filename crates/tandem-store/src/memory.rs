@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use tandem_engine::compaction::Superseded;
-use tandem_engine::model::LogHead;
 
 use crate::{
     Committed, Compacted, Effects, LogEntry, PeerCursor, RecordKey, Snapshot, Store, StoreError,
@@ -97,16 +96,7 @@ impl Store for MemoryStore {
         let mut walk = Superseded::new(horizon_ms);
         let mut removable = Vec::new();
         for e in inner.log.values().rev() {
-            let head = LogHead {
-                seq: e.seq,
-                origin: &e.origin,
-                origin_seq: e.origin_seq,
-                committed_at_ms: e.committed_at_ms,
-                logged_at_ms: e.logged_at_ms,
-                entity: &e.entity,
-                id: &e.id,
-            };
-            if walk.removable(&head) {
+            if walk.removable(&e.head()) {
                 removable.push(e.seq);
             }
         }

@@ -147,31 +147,30 @@ impl<'b> FrameBuilder<'b> {
     }
 }
 
-/// Reads a frame body; `None` when it does not parse (a corrupt frame).
+/// Reads a frame body, `bytes[at..end]` of the whole file; the ranges it
+/// answers index the whole file. `None` when the body does not parse.
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
-    base: usize,
+    end: usize,
 }
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Option<Range<usize>> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len())?;
-        let r = self.at..end;
-        self.at = end;
-        Some(r.start + self.base..r.end + self.base)
+        let next = self.at.checked_add(n).filter(|&e| e <= self.end)?;
+        let r = self.at..next;
+        self.at = next;
+        Some(r)
     }
 
     fn u32(&mut self) -> Option<u32> {
         let r = self.take(4)?;
-        let b = &self.bytes[r.start - self.base..r.end - self.base];
-        Some(u32::from_le_bytes(b.try_into().ok()?))
+        Some(u32::from_le_bytes(self.bytes[r].try_into().ok()?))
     }
 
     fn u64(&mut self) -> Option<u64> {
         let r = self.take(8)?;
-        let b = &self.bytes[r.start - self.base..r.end - self.base];
-        Some(u64::from_le_bytes(b.try_into().ok()?))
+        Some(u64::from_le_bytes(self.bytes[r].try_into().ok()?))
     }
 
     fn bytes(&mut self) -> Option<Range<usize>> {
@@ -180,13 +179,14 @@ impl Reader<'_> {
     }
 }
 
-/// The index of a frame body that starts at `base` in its buffer.
-fn parse_body(body: &[u8], base: usize) -> Option<FrameIndex> {
-    let mut r = Reader { bytes: body, at: 0, base };
+/// The index of the frame body `bytes[start..end]`.
+fn parse_body(bytes: &[u8], start: usize, end: usize) -> Option<FrameIndex> {
+    let mut r = Reader { bytes, at: start, end };
+    let body_len = end - start;
     let first_seq = r.u64()?;
     let n_puts = r.u32()? as usize;
     let n_cursors = r.u32()? as usize;
-    let mut puts = Vec::with_capacity(n_puts.min(body.len() / 16));
+    let mut puts = Vec::with_capacity(n_puts.min(body_len / 16));
     for _ in 0..n_puts {
         puts.push(PutRanges {
             entity: r.bytes()?,
@@ -195,11 +195,11 @@ fn parse_body(body: &[u8], base: usize) -> Option<FrameIndex> {
             entry: r.bytes()?,
         });
     }
-    let mut cursors = Vec::with_capacity(n_cursors.min(body.len() / 8));
+    let mut cursors = Vec::with_capacity(n_cursors.min(body_len / 8));
     for _ in 0..n_cursors {
         cursors.push((r.bytes()?, r.bytes()?));
     }
-    (r.at == body.len()).then_some(FrameIndex { first_seq, puts, cursors })
+    (r.at == end).then_some(FrameIndex { first_seq, puts, cursors })
 }
 
 /// What the log held when it was opened.
@@ -314,7 +314,7 @@ fn next_frame(bytes: &[u8], at: usize) -> Option<(FrameIndex, usize)> {
     if crc32fast::hash(body) != sum {
         return None;
     }
-    Some((parse_body(body, start)?, start + len))
+    Some((parse_body(bytes, start, start + len)?, start + len))
 }
 
 #[cfg(test)]

@@ -179,6 +179,19 @@ fn refuses_zero_limits() {
 }
 
 #[test]
+fn a_write_ahead_log_checkpoint_under_64_kib_is_refused() {
+    let from = "wal_checkpoint_bytes = 8388608";
+    assert_refused(
+        &edit(EXAMPLE_TOML, from, "wal_checkpoint_bytes = 65535"),
+        "node.wal_checkpoint_bytes",
+        "at least 65536",
+    );
+    let smallest = Config::from_toml_str(&edit(EXAMPLE_TOML, from, "wal_checkpoint_bytes = 65536"));
+    assert_eq!(smallest.unwrap().node.wal_checkpoint_bytes, 65536);
+    assert_eq!(Config::example().node.wal_checkpoint_bytes, 8 * 1024 * 1024);
+}
+
+#[test]
 fn refuses_an_empty_secret_or_deployment_name() {
     let secret = edit(EXAMPLE_TOML, "# secret = \"change-me\"", "secret = \"\"");
     assert_refused(&secret, "replication.secret", "empty");
