@@ -118,6 +118,30 @@ fn a_torn_tail_of_the_log_is_dropped_and_the_log_goes_on() {
     assert_eq!(store.durable_seq().unwrap(), 11);
 }
 
+#[test]
+fn many_small_commits_of_the_same_records_keep_the_data_file_bounded() {
+    // redb frees replaced pages only at a durable commit: with a log that
+    // never reaches its checkpoint size, the commit count has to bring one
+    // (without it, this volume is full after some 1,500 commits).
+    let disk = Volume::new(6 * 1024 * 1024);
+    let store = disk.open();
+    store.set_checkpoint_bytes(u64::MAX);
+    let ids: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    for n in 0..5_000 {
+        put(&store, &ids[n % ids.len()]).unwrap_or_else(|e| panic!("commit {n}: {e}"));
+        if n % 200 == 199 {
+            store.compact_log(u64::MAX, 64).unwrap();
+        }
+    }
+    assert!(store.log_entries().unwrap() <= 300);
+    drop(store);
+    let store = disk.crash().open();
+    assert_eq!(store.durable_seq().unwrap(), 5_000);
+    for id in &ids {
+        assert!(store.get("notes", id).unwrap().is_some(), "{id}");
+    }
+}
+
 /// Every id in `acked` is stored and logged once, in order, and the cursor
 /// holds its last value.
 fn check(store: &RedbStore, acked: &[String], cursor_seq: u64) {

@@ -43,7 +43,7 @@ impl RedbStore {
             // One step at a time, between commits. Not through the
             // write-ahead log: a crash before the next checkpoint can only
             // bring removed entries back, which the next pass removes again.
-            let _log = self.log.lock().expect("log lock");
+            let mut log = self.log.lock().expect("log lock");
             if self.restores.load(Ordering::SeqCst) != restores {
                 break; // the log was replaced: its sequence numbers mean other entries
             }
@@ -60,7 +60,11 @@ impl RedbStore {
             });
             result.map_err(|e| self.classify(e))?;
             removed += step.len() as u64;
-            drop(_log);
+            // The pages this step freed are reused only after a checkpoint.
+            if log.checkpoint_due(self.checkpoint_bytes.load(Ordering::SeqCst)) {
+                self.checkpoint(&mut log)?;
+            }
+            drop(log);
             // The lock is not fair: without a pause the next step could take
             // it again before the waiting committer does.
             std::thread::sleep(COMPACTION_STEP_PAUSE);

@@ -81,6 +81,14 @@ pub const WAL_FILE: &str = "tandem.wal";
 /// every 0.15 s (p99 6 ms, fewer writes/s). It also bounds the replay at open.
 pub const CHECKPOINT_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 
+/// A checkpoint also after this many commits (log compaction's steps
+/// included), whatever the log holds. redb frees the pages a commit replaces
+/// only at its next durable commit, so the data file's working size grows with
+/// the commits between checkpoints, not the bytes: at a low write rate (one
+/// write per commit) 8 MiB of log is some 16,000 commits, hundreds of MiB of
+/// pages held. Here it is bounded by this many commits' changed pages.
+pub const CHECKPOINT_COMMITS_MAX: u32 = 1024;
+
 pub struct RedbStore {
     /// `None` after a failed write, until `recover` reopens the file.
     db: RwLock<Option<Database>>,
@@ -109,6 +117,18 @@ struct LogState {
     next_seq: u64,
     /// The frame being built, reused from commit to commit.
     buf: Vec<u8>,
+    /// Commits to the data file since the last checkpoint.
+    commits_since_checkpoint: u32,
+}
+
+impl LogState {
+    /// Count a commit to the data file; whether a checkpoint is due now
+    /// that the log holds `wal_len` bytes.
+    fn checkpoint_due(&mut self, checkpoint_bytes: u64) -> bool {
+        self.commits_since_checkpoint += 1;
+        let wal_len = self.wal.as_ref().map_or(0, Wal::len);
+        wal_len >= checkpoint_bytes || self.commits_since_checkpoint >= CHECKPOINT_COMMITS_MAX
+    }
 }
 
 impl RedbStore {
@@ -146,7 +166,12 @@ impl RedbStore {
             failures: RwLock::new(failures),
             poisoned: AtomicBool::new(false),
             poisoned_by_full: AtomicBool::new(false),
-            log: Mutex::new(LogState { wal: Some(wal), next_seq, buf: Vec::new() }),
+            log: Mutex::new(LogState {
+                wal: Some(wal),
+                next_seq,
+                buf: Vec::new(),
+                commits_since_checkpoint: 0,
+            }),
             checkpoint_bytes: AtomicU64::new(CHECKPOINT_BYTES_DEFAULT),
             restores: AtomicU64::new(0),
             open_backend,
@@ -183,6 +208,7 @@ impl RedbStore {
         // The data file names the new epoch: what the log holds is in it. A
         // log that could not start again would take frames no replay reads.
         wal.reset(epoch).map_err(|e| StoreError::Fatal(format!("write-ahead log: reset: {e}")))?;
+        log.commits_since_checkpoint = 0;
         tracing::debug!(
             epoch,
             wal_bytes,
@@ -404,8 +430,7 @@ impl Store for RedbStore {
         }
         log.next_seq = index.next_seq();
         let committed = Committed { first_seq, durable_seq: log.next_seq - 1 };
-        let wal_len = log.wal.as_ref().map_or(0, Wal::len);
-        if wal_len >= self.checkpoint_bytes.load(Ordering::SeqCst) {
+        if log.checkpoint_due(self.checkpoint_bytes.load(Ordering::SeqCst)) {
             match self.checkpoint(log) {
                 Ok(()) => {}
                 // The batch is durable in the log; the next commit finds the
