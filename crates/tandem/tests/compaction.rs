@@ -32,7 +32,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn a_region_rewriting_the_same_records_stays_flat() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let config = example_text().replace(
         "wal_checkpoint_bytes = 8388608",
         &format!("wal_checkpoint_bytes = {CHECKPOINT_BYTES}"),
@@ -86,7 +86,7 @@ fn a_region_rewriting_the_same_records_stays_flat() {
 
 #[test]
 fn an_isolated_region_catches_up_from_a_compacted_log() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = TANDEM.deployment().prefix("tandem-compact-").without_router().start();
     d.admin("us-east", "isolate");
     // eu-west rewrites 100 records 30 times while us-east hears nothing.
