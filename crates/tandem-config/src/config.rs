@@ -36,6 +36,8 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub replication: ReplicationConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Declared legal bases for moving personal data from one jurisdiction to
     /// another. Without one, personal data never leaves its jurisdiction; with
     /// one, it crosses only encrypted with a key the source jurisdiction holds.
@@ -320,6 +322,33 @@ impl Default for NodeConfig {
             request_timeout: Duration::from_secs(10),
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// `[audit]`: the audit log is kept in hash-chained segments
+/// (docs/OPERATIONS.md, Audit log). The active segment is sealed once it holds
+/// `segment_bytes`; a sealed segment whose newest entry is older than
+/// `retention` is dropped, after it was exported when `export` is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The active segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// How long sealed segments are kept on the region's disk.
+    #[serde(with = "crate::duration")]
+    pub retention: Duration,
+    /// Copy each sealed segment to the first backup destination of the
+    /// region's jurisdiction (under `audit/<region>/`) before dropping it.
+    pub export: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            segment_bytes: 16 * MIB as u64,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            export: false,
         }
     }
 }

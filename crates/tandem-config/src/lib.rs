@@ -10,7 +10,7 @@ mod subject;
 mod validate;
 
 pub use config::{
-    reference_lag_budgets, AnalyticsProjection, Config, ConflictPolicy, DataClass,
+    reference_lag_budgets, AnalyticsProjection, AuditConfig, Config, ConflictPolicy, DataClass,
     DeploymentConfig, EntityConfig, JurisdictionConfig, LinkConfig, NodeConfig, OnBreach,
     RegionConfig, ReplicationConfig, RouterConfig, TransferConfig, WritePolicy,
 };

@@ -14,6 +14,8 @@ const DATA_CLASS_NAME_LEN_MAX: usize = 64;
 const LINK_LATENCY_MS_MAX: u64 = 60_000;
 /// Smallest write-ahead log checkpoint size (`node.wal_checkpoint_bytes`).
 const WAL_CHECKPOINT_BYTES_MIN: u64 = 64 * 1024;
+/// Smallest audit segment (`audit.segment_bytes`): a few entries.
+const AUDIT_SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 
 impl Config {
     /// Checks the rules a parsed config must follow; the first broken rule is
@@ -29,6 +31,7 @@ impl Config {
         self.validate_entities()?;
         self.validate_node()?;
         self.validate_replication()?;
+        self.validate_audit()?;
         self.validate_transfers()?;
         self.validate_jurisdictions()?;
         self.validate_analytics()
@@ -390,6 +393,38 @@ impl Config {
                 "replication.secret",
                 "must not be empty; leave the key out instead",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let audit = &self.audit;
+        if audit.segment_bytes < AUDIT_SEGMENT_BYTES_MIN {
+            return Err(ConfigError::invalid(
+                "audit.segment_bytes",
+                format!(
+                    "must be at least {AUDIT_SEGMENT_BYTES_MIN} (4 KiB), got {}",
+                    audit.segment_bytes
+                ),
+            ));
+        }
+        non_zero_duration("audit.retention", audit.retention)?;
+        if audit.export {
+            for region in &self.regions {
+                let declared = self
+                    .jurisdictions
+                    .get(&region.jurisdiction)
+                    .is_some_and(|j| !j.backup_destinations.is_empty());
+                if !declared {
+                    return Err(ConfigError::invalid(
+                        "audit.export",
+                        format!(
+                            "region {} is in {}, which declares no backup destinations to export its audit segments to",
+                            region.name, region.jurisdiction
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

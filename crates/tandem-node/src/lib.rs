@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod audit_upkeep;
 pub mod auth;
 pub mod backup;
 pub mod budget;

@@ -82,6 +82,14 @@ pub struct Metrics {
     /// Free and total bytes of the filesystem the store is on.
     pub storage_free_bytes: Gauge,
     pub storage_filesystem_bytes: Gauge,
+    /// The audit log's retained segments (the active one included) and bytes.
+    pub audit_segments: Gauge,
+    pub audit_bytes: Gauge,
+    /// Sealed audit segments exported and dropped since start.
+    pub audit_segments_exported: Counter,
+    pub audit_segments_dropped: Counter,
+    /// Rounds of audit upkeep (export or drop) that failed since start.
+    pub audit_upkeep_failures: Counter,
 }
 
 /// The reasons `residency_denials_total` counts.
@@ -155,6 +163,11 @@ impl Metrics {
             store_bytes: Gauge::default(),
             storage_free_bytes: Gauge::default(),
             storage_filesystem_bytes: Gauge::default(),
+            audit_segments: Gauge::default(),
+            audit_bytes: Gauge::default(),
+            audit_segments_exported: Counter::default(),
+            audit_segments_dropped: Counter::default(),
+            audit_upkeep_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -256,6 +269,31 @@ impl Metrics {
             "tandem_storage_filesystem_bytes",
             "Size of the filesystem the region's store is on (0 in memory)",
             m.storage_filesystem_bytes.clone(),
+        );
+        registry.register(
+            "tandem_audit_segments",
+            "Segments of the audit log on the region's disk, the active one included",
+            m.audit_segments.clone(),
+        );
+        registry.register(
+            "tandem_audit_bytes",
+            "Bytes of the audit log on the region's disk",
+            m.audit_bytes.clone(),
+        );
+        registry.register(
+            "tandem_audit_segments_exported",
+            "Sealed audit segments copied to the jurisdiction's backup destination",
+            m.audit_segments_exported.clone(),
+        );
+        registry.register(
+            "tandem_audit_segments_dropped",
+            "Sealed audit segments dropped from the region's disk after their retention",
+            m.audit_segments_dropped.clone(),
+        );
+        registry.register(
+            "tandem_audit_upkeep_failures",
+            "Audit segment exports or drops that failed (retried at the next round)",
+            m.audit_upkeep_failures.clone(),
         );
         Metrics { registry, ..m }
     }

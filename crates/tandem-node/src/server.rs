@@ -155,8 +155,11 @@ pub async fn run(
         own_have: store.own_have()?,
     };
     let audit = match opts.backend {
-        StoreBackend::Redb => crate::audit::AuditLog::open(&data_dir.join(&opts.region))
-            .context("opening the audit log (run `tandem audit verify` to see what is wrong)")?,
+        StoreBackend::Redb => crate::audit::AuditLog::open(
+            &data_dir.join(&opts.region),
+            opts.config.audit.segment_bytes,
+        )
+        .context("opening the audit log (run `tandem audit verify` to see what is wrong)")?,
         StoreBackend::Memory => crate::audit::AuditLog::disabled(),
     };
     let node = Arc::new(Node {
@@ -191,6 +194,7 @@ pub async fn run(
     let mut tasks = crate::replication::receiver::start(&node);
     tasks.push(tokio::spawn(watch_disk(node.clone())));
     tasks.push(tokio::spawn(crate::compaction::run(node.clone())));
+    tasks.push(tokio::spawn(crate::audit_upkeep::run(node.clone())));
     tasks.push(tokio::spawn(crate::reload::watch(node.clone())));
     let app = crate::api::router(node.clone());
     let stopping = node.clone();

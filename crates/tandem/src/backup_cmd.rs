@@ -174,8 +174,11 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     })?;
     // The audit log must verify before anything is replaced: a restore is
     // never done without its entry.
-    let audit = tandem_node::audit::AuditLog::open(&data_dir.join(&region.name))
-        .context("the region's audit log does not verify; nothing was restored")?;
+    let audit = tandem_node::audit::AuditLog::open(
+        &data_dir.join(&region.name),
+        config.audit.segment_bytes,
+    )
+    .context("the region's audit log does not verify; nothing was restored")?;
     // New changes number above anything handed out before, so peers that saw
     // changes made after the backup still take the new ones.
     let floor =

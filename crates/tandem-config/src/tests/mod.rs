@@ -154,6 +154,7 @@ fn example_node_and_replication_sections_show_the_defaults() {
     let config = Config::example();
     assert_eq!(config.node, NodeConfig::default());
     assert_eq!(config.replication, ReplicationConfig::default());
+    assert_eq!(config.audit, crate::AuditConfig::default());
     let minimal = Config::from_toml_str(MINIMAL).unwrap();
     assert_eq!(config.router.probe_interval, minimal.router.probe_interval);
     assert_eq!(

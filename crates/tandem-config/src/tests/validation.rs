@@ -243,3 +243,27 @@ fn analytics_projections_and_jurisdictions_are_checked() {
     let bad = EXAMPLE_TOML.replace("\"s3://tandem-backups-us/\"", "\"ftp://x\"");
     assert_refused(&bad, "jurisdictions.US.backup_destinations[1]", "URL prefix");
 }
+
+#[test]
+fn audit_segments_under_4_kib_and_an_export_without_destinations_are_refused() {
+    let from = "segment_bytes = 16777216";
+    assert_refused(
+        &edit(EXAMPLE_TOML, from, "segment_bytes = 4095"),
+        "audit.segment_bytes",
+        "at least 4096",
+    );
+    assert_refused(
+        &edit(EXAMPLE_TOML, "retention = \"30days\"", "retention = \"0s\""),
+        "audit.retention",
+        "",
+    );
+    let exporting = edit(EXAMPLE_TOML, "export = false", "export = true");
+    assert!(Config::from_toml_str(&exporting).unwrap().audit.export);
+    let eu =
+        "backup_destinations = [\"file:///var/backups/tandem/eu/\", \"s3://tandem-backups-eu/\"]";
+    assert_refused(
+        &edit(&exporting, eu, "backup_destinations = []"),
+        "audit.export",
+        "eu-west is in EU, which declares no backup destinations",
+    );
+}
