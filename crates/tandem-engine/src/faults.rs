@@ -16,6 +16,9 @@ pub struct Faults {
     pub skip_residency_when_applying: bool,
     /// A batch's writes are acknowledged before the batch is durable.
     pub ack_before_durable: bool,
+    /// The stability horizon is taken from the regions that have reported,
+    /// leaving out those that are silent.
+    pub horizon_ignores_silent_regions: bool,
 }
 
 impl Faults {
@@ -25,5 +28,6 @@ impl Faults {
         skip_residency_when_serving: false,
         skip_residency_when_applying: false,
         ack_before_durable: false,
+        horizon_ignores_silent_regions: false,
     };
 }

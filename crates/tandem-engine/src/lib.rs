@@ -34,6 +34,7 @@ pub mod receive;
 pub mod residency;
 pub mod seal;
 pub mod serve;
+pub mod stability;
 pub mod store;
 pub mod wire;
 pub mod write;

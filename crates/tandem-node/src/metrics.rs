@@ -90,6 +90,8 @@ pub struct Metrics {
     pub audit_segments_dropped: Counter,
     /// Rounds of audit upkeep (export or drop) that failed since start.
     pub audit_upkeep_failures: Counter,
+    /// Age of the stability horizon (the oldest acknowledgement in it).
+    pub stability_horizon_age_seconds: Gauge<f64, AtomicU64>,
 }
 
 /// The reasons `residency_denials_total` counts.
@@ -168,6 +170,7 @@ impl Metrics {
             audit_segments_exported: Counter::default(),
             audit_segments_dropped: Counter::default(),
             audit_upkeep_failures: Counter::default(),
+            stability_horizon_age_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -294,6 +297,11 @@ impl Metrics {
             "tandem_audit_upkeep_failures",
             "Audit segment exports or drops that failed (retried at the next round)",
             m.audit_upkeep_failures.clone(),
+        );
+        registry.register(
+            "tandem_stability_horizon_age_seconds",
+            "Age of the stability horizon: since the oldest peer acknowledgement it rests on (since start before the first)",
+            m.stability_horizon_age_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

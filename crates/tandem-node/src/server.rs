@@ -138,6 +138,7 @@ pub async fn run(
             .unwrap_or_else(|| format!("{scheme}://{}", peer.listen));
         peer_urls.insert(peer.name.clone(), url.trim_end_matches('/').to_owned());
     }
+    let links_names: Vec<String> = links.keys().cloned().collect();
     let replication = Replication {
         isolated: watch::channel(false).0,
         durable_seq,
@@ -153,6 +154,11 @@ pub async fn run(
         ),
         timings: Timings::from_config(&opts.config.replication),
         own_have: store.own_have()?,
+        stability: std::sync::Mutex::new(tandem_engine::stability::Stability::new(
+            &opts.region,
+            // The regions it replicates with, and itself.
+            links_names.into_iter().chain([opts.region.clone()]),
+        )),
     };
     let audit = match opts.backend {
         StoreBackend::Redb => crate::audit::AuditLog::open(

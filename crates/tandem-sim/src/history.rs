@@ -68,6 +68,15 @@ pub enum Event {
         at_ms: u64,
         what: String,
     },
+    /// A region's stability horizon after a tick, beside what every region
+    /// had durably applied then: `applied[(p, o)]` is `p`'s direct cursor
+    /// into `o`'s log, or `o`'s own durable position when `p == o`.
+    Horizon {
+        at_ms: u64,
+        region: String,
+        horizon: std::collections::BTreeMap<String, u64>,
+        applied: std::collections::BTreeMap<(String, String), u64>,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -119,6 +128,7 @@ impl History {
                 Event::Fault { at_ms, what } => {
                     let _ = writeln!(out, "{at_ms:>6} ms  fault: {what}");
                 }
+                Event::Horizon { .. } => {}
             }
         }
         out

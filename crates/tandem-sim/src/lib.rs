@@ -50,6 +50,8 @@ pub enum Mutation {
     /// The router fails over to any region when none is left in the
     /// subject's jurisdiction.
     RouteAnywhere,
+    /// The stability horizon leaves out regions silent for 2 s.
+    HorizonIgnoresSilentRegions,
 }
 
 impl Mutation {
@@ -66,6 +68,7 @@ impl Mutation {
                 f.skip_residency_when_applying = true;
             }
             Mutation::AckBeforeDurable => f.ack_before_durable = true,
+            Mutation::HorizonIgnoresSilentRegions => f.horizon_ignores_silent_regions = true,
         }
         f
     }
@@ -120,6 +123,8 @@ pub struct Report {
     pub simulated_ms: u64,
     /// Log entries compacted away, all regions.
     pub compacted: u64,
+    /// Stability horizons recorded (and checked), all regions.
+    pub horizons: usize,
     /// The minimal history of the failing records (empty when nothing failed).
     pub minimal_history: String,
     /// The command that replays this run.
@@ -231,6 +236,12 @@ pub fn run(seed: u64, opts: &Options) -> Report {
             .count(),
         simulated_ms: sim.now_ms(),
         compacted: sim.compacted,
+        horizons: sim
+            .history
+            .events
+            .iter()
+            .filter(|e| matches!(e, history::Event::Horizon { .. }))
+            .count(),
         minimal_history: minimal,
         violations,
     }

@@ -23,6 +23,8 @@ pub enum Payload {
     ForwardRequest { after: u64, have: BTreeMap<String, u64>, limit: usize },
     /// A batch (or, empty, a heartbeat) and the position it covers.
     Batch { path: Path, next_seq: u64, entries: Vec<LogEntry> },
+    /// `POST /v1/replication/ack`: the sender's durable positions.
+    Ack { report: tandem_engine::stability::Report },
 }
 
 #[derive(Debug, Clone)]

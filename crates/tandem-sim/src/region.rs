@@ -15,6 +15,7 @@ use tandem_config::Config;
 use tandem_engine::apply::RemoteBatch;
 use tandem_engine::receive::forward_have;
 use tandem_engine::serve::{ForwardAsk, Served};
+use tandem_engine::stability::{Report, Stability};
 use tandem_engine::write::{home_region_of, LocalWrite};
 use tandem_engine::{
     Command, Engine, Faults, LogEntry, Outcome, Refusal as EngineRefusal, Store, Timings,
@@ -75,6 +76,11 @@ pub struct Region {
     /// Writes acknowledged but not yet durable (only under
     /// `Faults::ack_before_durable`): a crash loses them.
     pub unflushed: Vec<LocalWrite>,
+    /// The stability horizon from the peers' acknowledgements (in memory,
+    /// like the node's: a crash forgets it).
+    stability: Stability,
+    /// Every region of the world (for a fresh `Stability` after a crash).
+    regions: Vec<String>,
 }
 
 impl Region {
@@ -87,8 +93,10 @@ impl Region {
     ) -> Region {
         let time = ManualTime::new(EPOCH_MS);
         let clock = HlcClock::new(Arc::new(time.clone()), max_clock_offset_ms);
+        let regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
         let mut engine = Engine::new(config, name, name);
         engine.faults = faults;
+        let stability = new_stability(name, &regions, faults);
         Region {
             name: name.to_owned(),
             jurisdiction: engine.jurisdiction.clone(),
@@ -99,6 +107,8 @@ impl Region {
             time,
             clock,
             unflushed: Vec::new(),
+            stability,
+            regions,
         }
     }
 
@@ -120,6 +130,7 @@ impl Region {
     pub fn crash(&mut self) {
         self.up = false;
         self.unflushed.clear();
+        self.stability = new_stability(&self.name, &self.regions, self.engine.faults);
     }
 
     /// Start again, possibly with another clock skew; the HLC restarts from
@@ -286,4 +297,40 @@ impl Region {
     pub fn log(&self) -> Vec<LogEntry> {
         self.store.log_after(0, usize::MAX).expect("reads")
     }
+
+    /// What this region acknowledges to its peers, as the node's `ack` loop
+    /// does: its durable direct cursors and its durable log position.
+    pub fn own_report(&self) -> Report {
+        let cursors = self
+            .regions
+            .iter()
+            .filter(|p| **p != self.name)
+            .map(|p| (p.clone(), self.cursor(p, Path::Direct)))
+            .collect();
+        Report { cursors, durable_seq: self.last_seq() }
+    }
+
+    /// A peer's acknowledgement arrived.
+    pub fn receive_ack(&mut self, from: &str, report: Report) {
+        let now = self.physical_ms();
+        self.stability.report(from, report, now);
+    }
+
+    /// Take a snapshot and mature what can be (the `ack` loop's tick).
+    pub fn tick_stability(&mut self) {
+        let own = self.own_report();
+        let now = self.physical_ms();
+        self.stability.tick(&own, now);
+    }
+
+    /// The stability horizon, once one has matured.
+    pub fn horizon(&self) -> Option<&BTreeMap<String, u64>> {
+        self.stability.horizon()
+    }
+}
+
+fn new_stability(name: &str, regions: &[String], faults: Faults) -> Stability {
+    let mut s = Stability::new(name, regions.iter().cloned());
+    s.ignore_silent = faults.horizon_ignores_silent_regions;
+    s
 }

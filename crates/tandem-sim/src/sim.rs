@@ -36,6 +36,9 @@ const RETRY_MS: u64 = 200;
 const FLUSH_MS: u64 = 300;
 /// How often each region compacts its replication log.
 const COMPACT_MS: u64 = 500;
+/// How often regions acknowledge their positions and take a stability
+/// snapshot (the node's `stability::ACK_INTERVAL`).
+const ACK_MS: u64 = 500;
 /// Most simulated time the heal phase may take before the run is called stuck.
 pub const QUIESCE_MAX_MS: u64 = 60_000;
 /// Quiet time (no log growth, every cursor caught up) that ends the run.
@@ -273,6 +276,9 @@ impl Sim {
                 self.compacted += r.compact(&self.world.config);
             }
         }
+        if self.now.is_multiple_of(ACK_MS) {
+            self.acknowledge();
+        }
         for m in self.net.due(self.now) {
             self.deliver(m);
         }
@@ -286,6 +292,41 @@ impl Sim {
         }
         if self.faults_on && self.now.is_multiple_of(100) {
             crate::faults::maybe_inject(self);
+        }
+    }
+
+    /// Every region that is up ticks its stability horizon (recorded beside
+    /// what every region had applied then) and acknowledges its positions to
+    /// each peer over the link it pulls that peer on.
+    fn acknowledge(&mut self) {
+        let names: Vec<String> = self.world.regions.clone();
+        let mut applied = BTreeMap::new();
+        for p in &names {
+            let region = &self.regions[p];
+            for o in &names {
+                let at = if o == p { region.last_seq() } else { region.cursor(o, Path::Direct) };
+                applied.insert((p.clone(), o.clone()), at);
+            }
+        }
+        for r in &names {
+            if !self.regions[r].up {
+                continue;
+            }
+            let region = self.regions.get_mut(r).expect("region");
+            region.tick_stability();
+            if let Some(h) = region.horizon() {
+                self.history.events.push(Event::Horizon {
+                    at_ms: self.now,
+                    region: r.clone(),
+                    horizon: h.clone(),
+                    applied: applied.clone(),
+                });
+            }
+            let report = region.own_report();
+            for p in names.iter().filter(|p| *p != r) {
+                let payload = Payload::Ack { report: report.clone() };
+                self.send(r, p, (p.clone(), r.clone()), payload);
+            }
         }
     }
 
@@ -361,6 +402,9 @@ impl Sim {
                     sender.serve_forward(&config, &m.from, after, &have, limit);
                 let payload = Payload::Batch { path: Path::Forward, next_seq, entries };
                 self.send(&m.to, &m.from, m.link, payload);
+            }
+            Payload::Ack { report } => {
+                self.regions.get_mut(&m.to).expect("region").receive_ack(&m.from, report);
             }
             Payload::Batch { path, next_seq, entries } => {
                 let receiver = self.regions.get_mut(&m.to).expect("region");

@@ -84,6 +84,7 @@ fn many_seeds_hold_every_invariant() {
     let started = Instant::now();
     let reports = run_seeds(base, seeds, &opts);
     let (mut ops, mut acked, mut deliveries, mut faults, mut compacted) = (0, 0, 0, 0, 0);
+    let mut horizons = 0;
     let mut failures = Vec::new();
     for r in reports {
         ops += r.ops;
@@ -91,12 +92,13 @@ fn many_seeds_hold_every_invariant() {
         deliveries += r.deliveries;
         faults += r.faults;
         compacted += r.compacted;
+        horizons += r.horizons;
         if !r.ok() {
             failures.push(r);
         }
     }
     println!(
-        "{seeds} seeds from {base:#x} in {:.1} s: {ops} client operations ({acked} acknowledged), {deliveries} batches delivered, {faults} faults, {compacted} log entries compacted away",
+        "{seeds} seeds from {base:#x} in {:.1} s: {ops} client operations ({acked} acknowledged), {deliveries} batches delivered, {faults} faults, {compacted} log entries compacted away, {horizons} stability horizons checked",
         started.elapsed().as_secs_f64()
     );
     assert!(
@@ -111,6 +113,7 @@ fn many_seeds_hold_every_invariant() {
         compacted > 0,
         "no run compacted a log: the invariants were not checked against compaction"
     );
+    assert!(horizons > 0, "no stability horizon matured: its check checked nothing");
 }
 
 #[test]
@@ -182,6 +185,11 @@ fn the_checker_catches_an_acknowledgement_before_durability() {
 #[test]
 fn the_checker_catches_failover_outside_the_jurisdiction() {
     caught(Mutation::RouteAnywhere, "failover", 200);
+}
+
+#[test]
+fn the_checker_catches_a_stability_horizon_that_leaves_out_silent_regions() {
+    caught(Mutation::HorizonIgnoresSilentRegions, "stability", 200);
 }
 
 /// A stronger liveness property than invariant 1: after the faults, some

@@ -163,6 +163,22 @@ pub fn rules_yaml(config: &Config) -> String {
         summary: "{{ $labels.region }}'s filesystem has under 10% free".into(),
         description: "{{ $value | humanizePercentage }} free. The replication log is compacted to about one entry per record; look at tandem_store_bytes and at what else fills the disk.".into(),
     });
+    push(&mut out, &Rule {
+        name: "TandemStabilityHorizonStuck".into(),
+        expr: "max by (region) (tandem_stability_horizon_age_seconds) > 900".into(),
+        for_: "5m",
+        severity: "ticket",
+        summary: "{{ $labels.region }}'s stability horizon has not moved for 15 minutes".into(),
+        description: "Some region has not acknowledged its positions to {{ $labels.region }} (down, isolated or cut off): see stability.acked_ms_ago in /v1/status. What waits on the horizon waits for that region.".into(),
+    });
+    push(&mut out, &Rule {
+        name: "TandemAuditUpkeepFailing".into(),
+        expr: "max by (region) (increase(tandem_audit_upkeep_failures_total[15m])) > 0".into(),
+        for_: "15m",
+        severity: "ticket",
+        summary: "{{ $labels.region }} cannot export or drop its sealed audit segments".into(),
+        description: "Sealed segments stay on the region's disk until the backup destination takes them (an unexported segment is never dropped); see the node's log.".into(),
+    });
     out
 }
 

@@ -202,11 +202,13 @@ fn replication_is_served_to_region_certificates_only() {
     };
     let mismatches_before = mismatches();
     run_cases(&d, cases);
-    assert_eq!(mismatches(), mismatches_before + 2.0, "each impersonation is counted");
+    // One impersonation per replication endpoint.
+    let endpoints = 3.0;
+    assert_eq!(mismatches(), mismatches_before + endpoints, "each impersonation is counted");
     // Every impersonation is in eu-west's audit log, with both names.
     let refused: Vec<_> =
         d.audit("eu-west").into_iter().filter(|e| e["kind"] == "identity_refused").collect();
-    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert_eq!(refused.len() as f64, endpoints, "{refused:#?}");
     for e in &refused {
         let text = e.to_string();
         assert!(text.contains("us-east") && text.contains("eu-central"), "{e}");
@@ -388,7 +390,8 @@ fn deployment(insecure: bool) -> Deployment {
 }
 
 /// Call `each` with a maker of cases for each replication endpoint of `n`
-/// (the stream, and the forward with `forward` as its body).
+/// (the stream, and the forward and the acknowledgement with `forward` as
+/// their body).
 fn on_replication_paths(
     n: &str,
     forward: &[u8],
@@ -397,6 +400,7 @@ fn on_replication_paths(
     for (path, method, body) in [
         ("/v1/replication/stream?after=0", "GET", None),
         ("/v1/replication/forward", "POST", Some(forward)),
+        ("/v1/replication/ack", "POST", Some(forward)),
     ] {
         let mk = |what: &str, status: u16, code: &'static str| {
             case(

@@ -56,7 +56,8 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/status", get(ops::status))
         .route("/v1/digest", get(ops::digest))
         .route("/v1/replication/stream", get(crate::replication::sender::stream))
-        .route("/v1/replication/forward", post(crate::replication::sender::forward));
+        .route("/v1/replication/forward", post(crate::replication::sender::forward))
+        .route("/v1/replication/ack", post(crate::replication::ack::receive));
     Router::new()
         .merge(data_plane)
         .merge(operators)

@@ -244,6 +244,9 @@ impl AuditLog {
 
     /// Entries after `after`, at most `limit`, across the retained segments.
     pub fn read(&self, after: u64, limit: usize) -> Vec<AuditEntry> {
+        if !self.enabled() {
+            return Vec::new();
+        }
         let mut paths: Vec<PathBuf> = segments::sealed(&self.dir)
             .unwrap_or_default()
             .into_iter()

@@ -71,6 +71,9 @@ pub struct Upkeep {
 impl AuditLog {
     /// The sealed segments on disk now, oldest first.
     pub fn sealed(&self) -> Vec<Sealed> {
+        if !self.enabled() {
+            return Vec::new();
+        }
         segments::sealed(self.dir()).unwrap_or_default()
     }
 
@@ -137,6 +140,9 @@ impl AuditLog {
     /// Bytes the retained segments take on disk, and how many there are
     /// (the active one included).
     pub fn disk_usage(&self) -> (u64, u64) {
+        if !self.enabled() {
+            return (0, 0);
+        }
         let sealed = self.sealed();
         let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
         let bytes: u64 = sealed.iter().map(|s| len(&s.path)).sum::<u64>()

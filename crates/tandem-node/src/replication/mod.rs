@@ -19,7 +19,11 @@
 //! through the group-commit writer together with the cursor advance, so apply
 //! is idempotent and survives crashes. Regions prove who they are with their
 //! certificates (with `--insecure`, with the shared secret; see `auth`).
+//! Each region also acknowledges its durable positions to every peer
+//! (`POST /v1/replication/ack`, see `ack`), from which each keeps the
+//! stability horizon.
 
+pub mod ack;
 pub mod receiver;
 pub mod sender;
 
@@ -46,6 +50,8 @@ pub struct Replication {
     pub timings: Timings,
     /// After a restore: how far this region's own changes went in the backup.
     pub own_have: Option<u64>,
+    /// The stability horizon, from the peers' acknowledgements (`ack`).
+    pub stability: Mutex<tandem_engine::stability::Stability>,
 }
 
 impl Replication {

@@ -23,7 +23,7 @@ const REFUSAL_MAX_BYTES: usize = 64 * 1024;
 type HttpClient = tandem_http::client::HttpClient<Full<Bytes>>;
 
 /// The pooled client for `peer`, verifying it by its region's name.
-fn client_for(node: &AppState, peer: &str) -> HttpClient {
+pub(super) fn client_for(node: &AppState, peer: &str) -> HttpClient {
     node.replication.clients.get(&tandem_http::identity::region_server_name(peer))
 }
 
@@ -35,6 +35,7 @@ pub fn start(node: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         tasks.push(tokio::spawn(forward_loop(node.clone(), peer.clone())));
     }
     tasks.push(tokio::spawn(metrics_loop(node.clone())));
+    tasks.push(tokio::spawn(super::ack::run(node.clone())));
     tasks
 }
 
@@ -121,7 +122,12 @@ async fn direct_loop(node: AppState, peer: String) {
 
 /// A request to a peer: it names this region (the peer checks the name
 /// against the certificate); with `--insecure`, the shared secret proves it.
-fn request(node: &AppState, method: &str, url: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
+pub(super) fn request(
+    node: &AppState,
+    method: &str,
+    url: &str,
+    body: Bytes,
+) -> hyper::Request<Full<Bytes>> {
     let mut b =
         hyper::Request::builder().method(method).uri(url).header(PEER_HEADER, node.region.as_str());
     if let crate::auth::Security::Insecure { replication_secret: Some(secret) } = &node.security {

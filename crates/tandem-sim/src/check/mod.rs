@@ -9,11 +9,14 @@
 //! - `residency`: invariant 3, no personal record held by or sent to a region
 //!   outside its jurisdiction;
 //! - `failover`: invariant 4, routing never leaves the jurisdiction, and 503
-//!   only when no region of it was available.
+//!   only when no region of it was available;
+//! - `stability`: the stability horizon never claims a position some region
+//!   had not applied.
 
 pub mod convergence;
 pub mod failover;
 pub mod residency;
+pub mod stability;
 pub mod writes;
 
 use std::collections::BTreeMap;
@@ -60,6 +63,7 @@ pub fn check(
     out.extend(check_writes(world, regions, history));
     out.extend(residency::check(world, regions, history));
     out.extend(failover::check(world, history));
+    out.extend(stability::check(history));
     out.sort();
     out.dedup();
     out
