@@ -125,7 +125,10 @@ impl Engine {
                 continue;
             }
             let now_ms = clock.physical_ms();
-            let relay = state == e.state || e.entity == SEALED_ENTITY;
+            // A repair's states carry no log position of their origin: what
+            // they change is this region's own change, streamed to every peer.
+            let relay =
+                batch.path != Path::Repair && (state == e.state || e.entity == SEALED_ENTITY);
             let origin = if relay {
                 ChangeOrigin {
                     origin: e.origin.clone(),

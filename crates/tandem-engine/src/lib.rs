@@ -31,6 +31,7 @@ pub mod link;
 pub mod model;
 pub mod protocol;
 pub mod receive;
+pub mod repair;
 pub mod residency;
 pub mod seal;
 pub mod serve;

@@ -25,6 +25,9 @@ pub enum Path {
     Direct,
     /// Changes the peer received from third regions.
     Forward,
+    /// Full states of records from an anti-entropy repair (`repair`): no
+    /// cursor; whatever changes here is logged as this region's own.
+    Repair,
 }
 
 impl Path {
@@ -33,6 +36,7 @@ impl Path {
         match self {
             Path::Direct => format!("{peer}/direct"),
             Path::Forward => format!("{peer}/forward"),
+            Path::Repair => format!("{peer}/repair"),
         }
     }
 }

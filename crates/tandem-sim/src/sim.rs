@@ -352,7 +352,7 @@ impl Sim {
                     if let Some(since) = pull.outstanding_since {
                         let timeout = match path {
                             Path::Direct => DIRECT_TIMEOUT_MS + HEARTBEAT_MS,
-                            Path::Forward => FORWARD_TIMEOUT_MS,
+                            Path::Forward | Path::Repair => FORWARD_TIMEOUT_MS,
                         };
                         if self.now - since < timeout {
                             continue;
@@ -367,7 +367,7 @@ impl Sim {
                     let region = &self.regions[r];
                     let after = region.cursor(p, path);
                     let payload = match path {
-                        Path::Direct => Payload::DirectRequest { after },
+                        Path::Direct | Path::Repair => Payload::DirectRequest { after },
                         Path::Forward => Payload::ForwardRequest {
                             after,
                             have: region.have(&names),
@@ -430,7 +430,7 @@ impl Sim {
                 pull.next_at = match path {
                     Path::Direct => self.now,
                     Path::Forward if full => self.now,
-                    Path::Forward => self.now + FORWARD_INTERVAL_MS,
+                    Path::Forward | Path::Repair => self.now + FORWARD_INTERVAL_MS,
                 };
             }
         }

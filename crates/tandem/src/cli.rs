@@ -26,6 +26,8 @@ pub enum Command {
     Backup(crate::backup_cmd::BackupArgs),
     /// Restore a stopped region from a backup (verified before anything changes).
     Restore(crate::backup_cmd::RestoreArgs),
+    /// Anti-entropy between a region and every peer, both ways (digest trees).
+    Repair(crate::repair_cmd::RepairArgs),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCommand),
@@ -67,6 +69,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => crate::backup_cmd::backup(args),
         Command::Restore(args) => crate::backup_cmd::restore(args),
         Command::Audit(cmd) => crate::audit_cmd::run(cmd),
+        Command::Repair(args) => crate::repair_cmd::run(args),
         Command::Drill(args) => crate::drill::run(args),
         Command::Load(args) => crate::load::command(&args),
         Command::Certs(cmd) => crate::certs_cmd::run(cmd),

@@ -12,6 +12,7 @@ mod drill;
 mod load;
 mod node_cmd;
 mod proxy;
+mod repair_cmd;
 mod router_cmd;
 mod status_cmd;
 mod up;

@@ -203,7 +203,7 @@ fn replication_is_served_to_region_certificates_only() {
     let mismatches_before = mismatches();
     run_cases(&d, cases);
     // One impersonation per replication endpoint.
-    let endpoints = 3.0;
+    let endpoints = 5.0;
     assert_eq!(mismatches(), mismatches_before + endpoints, "each impersonation is counted");
     // Every impersonation is in eu-west's audit log, with both names.
     let refused: Vec<_> =
@@ -390,8 +390,8 @@ fn deployment(insecure: bool) -> Deployment {
 }
 
 /// Call `each` with a maker of cases for each replication endpoint of `n`
-/// (the stream, and the forward and the acknowledgement with `forward` as
-/// their body).
+/// (the stream, and the forward, acknowledgement, digests and states
+/// endpoints with `forward` as their body).
 fn on_replication_paths(
     n: &str,
     forward: &[u8],
@@ -401,6 +401,8 @@ fn on_replication_paths(
         ("/v1/replication/stream?after=0", "GET", None),
         ("/v1/replication/forward", "POST", Some(forward)),
         ("/v1/replication/ack", "POST", Some(forward)),
+        ("/v1/replication/digests", "POST", Some(forward)),
+        ("/v1/replication/states", "POST", Some(forward)),
     ] {
         let mk = |what: &str, status: u16, code: &'static str| {
             case(

@@ -1,6 +1,6 @@
 //! Admin endpoints of a node (the admin token or the operator's certificate,
 //! checked by the router layer in `api`): isolate the region from its peers
-//! and let it rejoin, and the snapshot for backups. Isolation stops every
+//! and let it rejoin, the snapshot for backups, and an anti-entropy repair. Isolation stops every
 //! replication exchange in both directions while the region keeps serving
 //! local traffic.
 
@@ -80,4 +80,37 @@ pub async fn snapshot(
         tandem_store::encode(&snap),
     )
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairQuery {
+    /// Repair from this peer only; every peer when absent.
+    peer: Option<String>,
+}
+
+/// `POST /v1/admin/repair[?peer=P]`: anti-entropy from each peer (or one):
+/// this region pulls and merges what differs in what both may hold
+/// (`replication::repair`). Answers each peer's report, and the errors of
+/// peers that could not be repaired from.
+pub async fn repair(
+    State(node): State<AppState>,
+    query: Result<axum::extract::Query<RepairQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = query?;
+    let peers: Vec<String> = match q.peer {
+        Some(p) if node.replication.links.contains_key(&p) => vec![p],
+        Some(p) => {
+            return Err(ApiError::bad_request(format!("`{p}` is not a peer of {}", node.region)))
+        }
+        None => node.replication.links.keys().cloned().collect(),
+    };
+    let (mut reports, mut errors) = (Vec::new(), Vec::new());
+    for peer in peers {
+        match crate::replication::repair::repair_with(&node, &peer).await {
+            Ok(r) => reports.push(r),
+            Err(e) => errors.push(json!({ "peer": peer, "error": e })),
+        }
+    }
+    Ok(Json(json!({ "region": node.region, "repairs": reports, "errors": errors })))
 }

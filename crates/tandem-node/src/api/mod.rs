@@ -47,6 +47,7 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/admin/isolate", post(admin::isolate))
         .route("/v1/admin/rejoin", post(admin::rejoin))
         .route("/v1/admin/snapshot", get(admin::snapshot))
+        .route("/v1/admin/repair", post(admin::repair))
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), guard_admin));
     // Open: health and metrics for probes and Prometheus, counts and digests;
     // replication authenticates the peer region itself.
@@ -57,7 +58,9 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/digest", get(ops::digest))
         .route("/v1/replication/stream", get(crate::replication::sender::stream))
         .route("/v1/replication/forward", post(crate::replication::sender::forward))
-        .route("/v1/replication/ack", post(crate::replication::ack::receive));
+        .route("/v1/replication/ack", post(crate::replication::ack::receive))
+        .route("/v1/replication/digests", post(crate::replication::repair::digests))
+        .route("/v1/replication/states", post(crate::replication::repair::states));
     Router::new()
         .merge(data_plane)
         .merge(operators)

@@ -25,6 +25,7 @@
 
 pub mod ack;
 pub mod receiver;
+pub mod repair;
 pub mod sender;
 
 use std::collections::BTreeMap;
