@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tandem_store::Store;
 use tandem_testkit::config::ALL;
-use tandem_testkit::{Deployment, Tandem};
+use tandem_testkit::{Deployment, Method, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
@@ -96,4 +96,58 @@ fn repair_brings_back_what_a_store_lost_and_sends_only_what_both_may_hold() {
         again.lines().filter(|l| l.contains(" from ")).all(|l| l.contains("0 records received")),
         "{again}"
     );
+}
+
+/// A record deleted while a region is isolated stays deleted after that
+/// region returns with its old state, after the logs are compacted and after
+/// a repair exchanges the full states of both sides.
+#[test]
+fn a_record_deleted_while_a_region_was_away_stays_deleted_through_compaction_and_repair() {
+    let d = TANDEM.deployment().prefix("tandem-repair-del-").without_router().start();
+    let within = Duration::from_secs(60);
+    for i in 0..20 {
+        d.put_record("eu-west", "article", &format!("d{i}"), json!({"title": format!("old{i}")}));
+    }
+    d.wait_converged("article", &ALL, within);
+    d.admin("us-east", "isolate");
+    for i in 0..10 {
+        let answer =
+            d.direct(Method::DELETE, "eu-west", &format!("/v1/records/article/d{i}"), None, &[]);
+        assert!(answer.status < 300, "delete d{i}: {answer:?}");
+    }
+    // Rewrites while us-east is away, so that eu-west's log has something to
+    // compact, and us-east still holds every old value.
+    for _ in 0..150 {
+        for i in 10..20 {
+            d.put_record("eu-west", "article", &format!("d{i}"), json!({"title": "new"}));
+        }
+    }
+    d.wait_converged("article", &["eu-west", "eu-central"], within);
+    let compacted = || {
+        tandem_testkit::metrics::first(
+            &d.metrics("eu-west"),
+            "tandem_log_compacted_entries_total",
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        tandem_testkit::wait_until(within, || compacted() > 1000.0),
+        "compacted {}",
+        compacted()
+    );
+    assert!(d.value("us-east", "article", "d0").is_some(), "us-east still has the old state");
+    d.admin("us-east", "rejoin");
+    d.wait_converged("article", &ALL, within);
+    let (ok, out) = repair(&d, "us-east");
+    assert!(ok, "{out}");
+    let (ok, out) = repair(&d, "eu-west");
+    assert!(ok, "{out}");
+    d.wait_converged("article", &ALL, within);
+    for region in ALL {
+        for i in 0..10 {
+            assert_eq!(d.value(region, "article", &format!("d{i}")), None, "d{i} at {region}");
+        }
+        assert_eq!(d.value(region, "article", "d15"), Some(json!({"title": "new"})), "{region}");
+    }
 }
