@@ -367,6 +367,11 @@ pub struct ReplicationConfig {
     /// Longest pause between retries against an unreachable peer.
     #[serde(with = "crate::duration")]
     pub backoff_max: Duration,
+    /// A peer that has not acknowledged for this long no longer holds the
+    /// stability horizon back; when it returns, the two resync by
+    /// anti-entropy (docs/STORAGE.md, Acknowledgements).
+    #[serde(with = "crate::duration")]
+    pub peer_retention: Duration,
     /// Shared secret that authenticates replication between regions. Never
     /// printed by `Debug`. `Serialize` writes it, so that a serialized config
     /// still works; do not log serialized configs.
@@ -381,6 +386,7 @@ impl Default for ReplicationConfig {
             batch_max: 512,
             batch_bytes_max: 4 * MIB,
             backoff_max: Duration::from_secs(2),
+            peer_retention: Duration::from_secs(24 * 3600),
             secret: None,
         }
     }
@@ -393,6 +399,7 @@ impl fmt::Debug for ReplicationConfig {
             .field("batch_max", &self.batch_max)
             .field("batch_bytes_max", &self.batch_bytes_max)
             .field("backoff_max", &self.backoff_max)
+            .field("peer_retention", &self.peer_retention)
             .field("secret", &self.secret.as_ref().map(|_| Redacted))
             .finish()
     }

@@ -388,6 +388,7 @@ impl Config {
         non_zero("replication.batch_max", replication.batch_max as u64)?;
         non_zero("replication.batch_bytes_max", replication.batch_bytes_max as u64)?;
         non_zero_duration("replication.backoff_max", replication.backoff_max)?;
+        non_zero_duration("replication.peer_retention", replication.peer_retention)?;
         if replication.secret.as_deref().is_some_and(|secret| secret.trim().is_empty()) {
             return Err(ConfigError::invalid(
                 "replication.secret",

@@ -16,8 +16,8 @@ pub struct Faults {
     pub skip_residency_when_applying: bool,
     /// A batch's writes are acknowledged before the batch is durable.
     pub ack_before_durable: bool,
-    /// The stability horizon is taken from the regions that have reported,
-    /// leaving out those that are silent.
+    /// The stability horizon evicts regions silent for 2 s, without the
+    /// resync that must come with an eviction.
     pub horizon_ignores_silent_regions: bool,
 }
 

@@ -64,10 +64,13 @@ pub struct Stability {
     horizon: Option<BTreeMap<String, u64>>,
     /// When the newest matured snapshot was taken.
     matured_at_ms: Option<u64>,
-    /// A deliberate bug for the simulation (`Faults`): snapshots leave out
-    /// the regions that have not reported for 2 s (an eviction without the
-    /// resync that must come with it).
-    pub ignore_silent: bool,
+    /// A peer that has not reported for this long is evicted: left out of
+    /// new snapshots (`[replication] peer_retention`; it must resync when it
+    /// returns).
+    retention_ms: u64,
+    /// When this view started (a peer never heard from is evicted once the
+    /// retention has passed since then).
+    started_ms: u64,
 }
 
 impl Stability {
@@ -83,8 +86,29 @@ impl Stability {
             pending: VecDeque::new(),
             horizon: None,
             matured_at_ms: None,
-            ignore_silent: false,
+            retention_ms: u64::MAX,
+            started_ms: 0,
         }
+    }
+
+    /// Evict peers silent for `retention_ms`, counted from `now_ms` for a
+    /// peer never heard from.
+    pub fn set_retention(&mut self, retention_ms: u64, now_ms: u64) {
+        self.retention_ms = retention_ms;
+        self.started_ms = now_ms;
+    }
+
+    /// The peers evicted at `now_ms`: silent for longer than the retention.
+    pub fn evicted(&self, now_ms: u64) -> Vec<String> {
+        self.regions
+            .iter()
+            .filter(|r| **r != self.me)
+            .filter(|r| {
+                let heard = self.reports.get(*r).map_or(self.started_ms, |(_, at)| *at);
+                now_ms.saturating_sub(heard) > self.retention_ms
+            })
+            .cloned()
+            .collect()
     }
 
     /// A peer's report arrived (reports of unknown regions are ignored).
@@ -122,15 +146,10 @@ impl Stability {
         let mut views: Vec<(&str, &Report)> = vec![(self.me.as_str(), own)];
         // As old as the oldest report in it: a silent peer makes it old.
         let mut at_ms = now_ms;
+        let evicted = self.evicted(now_ms);
         for r in &self.regions {
-            if *r != self.me {
-                let report = self.reports.get(r);
-                // The deliberate bug: a region silent for 2 s is left out.
-                let silent = report.is_none_or(|(_, at)| now_ms.saturating_sub(*at) > 2_000);
-                if self.ignore_silent && silent {
-                    continue;
-                }
-                let (report, received_ms) = report?;
+            if *r != self.me && !evicted.contains(r) {
+                let (report, received_ms) = self.reports.get(r)?;
                 views.push((r.as_str(), report));
                 at_ms = at_ms.min(*received_ms);
             }
@@ -138,7 +157,6 @@ impl Stability {
         let horizon = self
             .regions
             .iter()
-            .filter(|o| views.iter().any(|(p, _)| *p == o.as_str()))
             .map(|o| {
                 let least = views
                     .iter()
@@ -241,6 +259,34 @@ mod tests {
         assert_eq!(s.horizon().map(|h| h["a"]), Some(10));
         assert!(s.pending() <= PENDING_MAX);
         assert!(s.age_ms(100_000).unwrap() > 90_000);
+    }
+
+    #[test]
+    fn a_peer_silent_past_the_retention_is_evicted_and_no_longer_holds_the_horizon() {
+        let mut s = stability();
+        s.set_retention(10_000, 0);
+        s.report("b", report(&[("a", 10), ("c", 5)], 5), 0);
+        s.report("c", report(&[("a", 10), ("b", 5)], 5), 0);
+        let own = report(&[("b", 5), ("c", 5)], 10);
+        s.tick(&own, 0);
+        s.tick(&own, 1);
+        assert_eq!(s.horizon().map(|h| h["a"]), Some(10));
+        // c goes silent; a writes on to 50 and b applies it.
+        for t in 1..=30u64 {
+            s.report("b", report(&[("a", 50), ("c", 5)], 5), t * 500);
+            s.tick(&report(&[("b", 5), ("c", 5)], 50), t * 500);
+        }
+        assert_eq!(s.evicted(15_000), vec!["c".to_owned()]);
+        // Held back by c until its retention passed, then past it.
+        assert_eq!(s.horizon().map(|h| h["a"]), Some(50));
+        // c's own changes: what b and a have applied of them.
+        assert_eq!(s.horizon().map(|h| h["c"]), Some(5));
+        // Back: it holds the horizon again.
+        s.report("c", report(&[("a", 20), ("b", 5)], 5), 15_500);
+        assert!(s.evicted(15_500).is_empty());
+        s.tick(&report(&[("b", 5), ("c", 5)], 60), 15_500);
+        s.tick(&report(&[("b", 5), ("c", 5)], 60), 16_000);
+        assert_eq!(s.horizon().map(|h| h["a"]), Some(50), "never moves back");
     }
 
     proptest! {

@@ -92,6 +92,10 @@ pub struct Metrics {
     pub audit_upkeep_failures: Counter,
     /// Age of the stability horizon (the oldest acknowledgement in it).
     pub stability_horizon_age_seconds: Gauge<f64, AtomicU64>,
+    /// Peers evicted from the stability horizon (silent past the retention).
+    pub stability_evicted_peers: Gauge,
+    /// Resyncs by anti-entropy with peers back from eviction.
+    pub peer_resyncs: Counter,
 }
 
 /// The reasons `residency_denials_total` counts.
@@ -171,6 +175,8 @@ impl Metrics {
             audit_segments_dropped: Counter::default(),
             audit_upkeep_failures: Counter::default(),
             stability_horizon_age_seconds: Gauge::default(),
+            stability_evicted_peers: Gauge::default(),
+            peer_resyncs: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -302,6 +308,16 @@ impl Metrics {
             "tandem_stability_horizon_age_seconds",
             "Age of the stability horizon: since the oldest peer acknowledgement it rests on (since start before the first)",
             m.stability_horizon_age_seconds.clone(),
+        );
+        registry.register(
+            "tandem_stability_evicted_peers",
+            "Peers silent past replication.peer_retention, evicted from the stability horizon",
+            m.stability_evicted_peers.clone(),
+        );
+        registry.register(
+            "tandem_peer_resyncs",
+            "Anti-entropy resyncs with peers back from eviction",
+            m.peer_resyncs.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -154,11 +154,16 @@ pub async fn run(
         ),
         timings: Timings::from_config(&opts.config.replication),
         own_have: store.own_have()?,
-        stability: std::sync::Mutex::new(tandem_engine::stability::Stability::new(
-            &opts.region,
-            // The regions it replicates with, and itself.
-            links_names.into_iter().chain([opts.region.clone()]),
-        )),
+        stability: std::sync::Mutex::new({
+            let mut s = tandem_engine::stability::Stability::new(
+                &opts.region,
+                // The regions it replicates with, and itself.
+                links_names.into_iter().chain([opts.region.clone()]),
+            );
+            let retention = opts.config.replication.peer_retention.as_millis();
+            s.set_retention(u64::try_from(retention).unwrap_or(u64::MAX), clock.physical_ms());
+            s
+        }),
     };
     let audit = match opts.backend {
         StoreBackend::Redb => crate::audit::AuditLog::open(

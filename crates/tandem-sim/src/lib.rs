@@ -50,7 +50,8 @@ pub enum Mutation {
     /// The router fails over to any region when none is left in the
     /// subject's jurisdiction.
     RouteAnywhere,
-    /// The stability horizon leaves out regions silent for 2 s.
+    /// The stability horizon evicts regions silent for 2 s, and nothing
+    /// resyncs them.
     HorizonIgnoresSilentRegions,
 }
 

@@ -96,7 +96,7 @@ impl Region {
         let regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
         let mut engine = Engine::new(config, name, name);
         engine.faults = faults;
-        let stability = new_stability(name, &regions, faults);
+        let stability = new_stability(name, &regions, faults, EPOCH_MS);
         Region {
             name: name.to_owned(),
             jurisdiction: engine.jurisdiction.clone(),
@@ -130,7 +130,8 @@ impl Region {
     pub fn crash(&mut self) {
         self.up = false;
         self.unflushed.clear();
-        self.stability = new_stability(&self.name, &self.regions, self.engine.faults);
+        self.stability =
+            new_stability(&self.name, &self.regions, self.engine.faults, self.physical_ms());
     }
 
     /// Start again, possibly with another clock skew; the HLC restarts from
@@ -329,8 +330,12 @@ impl Region {
     }
 }
 
-fn new_stability(name: &str, regions: &[String], faults: Faults) -> Stability {
+fn new_stability(name: &str, regions: &[String], faults: Faults, now_ms: u64) -> Stability {
     let mut s = Stability::new(name, regions.iter().cloned());
-    s.ignore_silent = faults.horizon_ignores_silent_regions;
+    // The product's default retention (a day) never passes in a run; the
+    // deliberate bug evicts after 2 s, and nothing resyncs in the simulation.
+    if faults.horizon_ignores_silent_regions {
+        s.set_retention(2_000, now_ms);
+    }
     s
 }

@@ -76,3 +76,45 @@ fn the_stability_horizon_follows_writes_and_stops_at_an_isolated_region() {
     });
     assert!(fresh, "{}", stability(&d, "eu-west"));
 }
+
+/// A region silent past `[replication] peer_retention` is evicted: the
+/// horizon moves on without it; when it returns, it and its peers resync by
+/// anti-entropy, and every acknowledged increment is everywhere.
+#[test]
+fn a_region_silent_past_its_retention_is_evicted_and_resynced_on_return() {
+    let config = tandem_testkit::config::example_text().replacen(
+        "peer_retention = \"1day\"",
+        "peer_retention = \"3s\"",
+        1,
+    );
+    assert_ne!(config, tandem_testkit::config::example_text(), "the example sets the retention");
+    let d =
+        TANDEM.deployment().prefix("tandem-evict-").config_text(&config).without_router().start();
+    let within = Duration::from_secs(30);
+    write(&d, 20, "e");
+    d.admin("us-east", "isolate");
+    write(&d, 40, "f");
+    let written = last_seq(&d, "eu-west");
+    let evicted = wait_until(within, || stability(&d, "eu-west")["evicted"] == json!(["us-east"]));
+    assert!(evicted, "{}", stability(&d, "eu-west"));
+    // Without us-east holding it back, the horizon covers what the others have.
+    let moved = wait_until(within, || horizon(&d, "eu-west", "eu-west") >= Some(written));
+    assert!(moved, "{}", stability(&d, "eu-west"));
+    let gauge = first(&d.metrics("eu-west"), "tandem_stability_evicted_peers", &[]);
+    assert_eq!(gauge, Some(1.0));
+
+    d.admin("us-east", "rejoin");
+    let resynced =
+        |region: &str| first(&d.metrics(region), "tandem_peer_resyncs_total", &[]).unwrap_or(0.0);
+    let both = wait_until(within, || resynced("eu-west") >= 1.0 && resynced("us-east") >= 2.0);
+    assert!(both, "resyncs: eu-west {}, us-east {}", resynced("eu-west"), resynced("us-east"));
+    assert!(wait_until(within, || stability(&d, "eu-west")["evicted"] == json!([])));
+    d.wait_converged("likes", &ALL, within);
+    for region in ALL {
+        // e0..e19 once each, f0..f19 twice each.
+        for i in 0..20 {
+            assert_eq!(d.value(region, "likes", &format!("e{i}")), Some(json!(1)), "{region}");
+            assert_eq!(d.value(region, "likes", &format!("f{i}")), Some(json!(2)), "{region}");
+        }
+    }
+}

@@ -267,3 +267,14 @@ fn audit_segments_under_4_kib_and_an_export_without_destinations_are_refused() {
         "eu-west is in EU, which declares no backup destinations",
     );
 }
+
+#[test]
+fn a_zero_peer_retention_is_refused_and_the_default_is_a_day() {
+    assert_refused(
+        &edit(EXAMPLE_TOML, "peer_retention = \"1day\"", "peer_retention = \"0s\""),
+        "replication.peer_retention",
+        "",
+    );
+    let config = Config::example();
+    assert_eq!(config.replication.peer_retention, std::time::Duration::from_secs(24 * 3600));
+}

@@ -120,6 +120,8 @@ fn stability_status(node: &AppState) -> Value {
         "horizon": s.horizon(),
         "age_ms": s.age_ms(now),
         "pending_snapshots": s.pending(),
+        "evicted": s.evicted(now),
+        "resyncs": node.metrics.peer_resyncs.get(),
         "acked_ms_ago": acked,
     })
 }

@@ -5,7 +5,10 @@
 //! horizon's age. A peer's report is taken only from its certificate's
 //! identity, like every replication call, and not while this region is
 //! isolated. Reports are kept in memory: after a restart the horizon starts
-//! again from the peers' next reports.
+//! again from the peers' next reports. A peer silent for longer than
+//! `[replication] peer_retention` is evicted from the horizon; when its
+//! reports come back, this region resyncs from it by anti-entropy
+//! (`repair::repair_with`), and it does the same towards this region.
 
 use std::time::Duration;
 
@@ -60,6 +63,7 @@ pub fn own_report(node: &AppState) -> Report {
 pub async fn run(node: AppState) {
     let started_ms = node.now_ms();
     let mut shutdown = node.shutdown.subscribe();
+    let mut evicted: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ACK_INTERVAL) => {}
@@ -67,19 +71,45 @@ pub async fn run(node: AppState) {
         }
         let own = own_report(&node);
         let now = node.now_ms();
-        let age_ms = {
+        let (age_ms, now_evicted) = {
             let mut s = node.replication.stability.lock().expect("stability lock");
             s.tick(&own, now);
             // Before a first horizon: as old as the process.
-            s.age_ms(now).unwrap_or(now.saturating_sub(started_ms))
+            (s.age_ms(now).unwrap_or(now.saturating_sub(started_ms)), s.evicted(now))
         };
         node.metrics.stability_horizon_age_seconds.set(age_ms as f64 / 1000.0);
+        node.metrics.stability_evicted_peers.set(now_evicted.len() as i64);
+        for peer in now_evicted.iter().filter(|p| !evicted.contains(p)) {
+            tracing::warn!(%peer, "peer silent past replication.peer_retention: evicted from the stability horizon; it is resynced when it returns");
+        }
+        // A peer back from eviction: resync by anti-entropy (it does the
+        // same towards this region), while streaming goes on.
+        for peer in evicted.iter().filter(|p| !now_evicted.contains(p)) {
+            tokio::spawn(resync(node.clone(), peer.clone()));
+        }
+        evicted = now_evicted;
         if node.replication.is_isolated() {
             continue;
         }
         let body = Bytes::from(wire::encode_message(&own));
         let sends = node.replication.links.keys().map(|peer| send(&node, peer, body.clone()));
         futures_util::future::join_all(sends).await;
+    }
+}
+
+/// The anti-entropy resync with a peer back from eviction.
+async fn resync(node: AppState, peer: String) {
+    tracing::info!(%peer, "peer back after eviction: resyncing by anti-entropy");
+    match super::repair::repair_with(&node, &peer).await {
+        Ok(r) => {
+            node.metrics.peer_resyncs.inc();
+            tracing::info!(%peer, received = r.records_received, changed = r.records_changed, "resync after eviction done");
+        }
+        Err(e) => {
+            // The horizon is held by the peer again; `tandem repair` can
+            // run the resync by hand.
+            tracing::warn!(%peer, error = %e, "resync after eviction failed; run tandem repair");
+        }
     }
 }
 
