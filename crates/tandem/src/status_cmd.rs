@@ -202,20 +202,39 @@ fn render(config: &tandem_config::Config, report: &Value, color: bool) -> String
     }
     out.push_str("\nSTORAGE\n");
     out.push_str(&format!(
-        "{:<12} {:>12} {:>14} {:>12} {:>12}  {}\n",
-        "REGION", "LOG ENTRIES", "LOG POSITION", "STORE MiB", "FREE MiB", "DISK"
+        "{:<12} {:>12} {:>14} {:>12} {:>12} {:>10} {:>12}  {}\n",
+        "REGION",
+        "LOG ENTRIES",
+        "LOG POSITION",
+        "STORE MiB",
+        "FREE MiB",
+        "AUDIT MiB",
+        "HORIZON AGE",
+        "DISK"
     ));
     let mib = |v: &Value| v.as_f64().map_or("-".to_owned(), |b| format!("{:.1}", b / 1048576.0));
     for (name, r) in &regions {
         let full = r["storage"]["full"] == true;
+        let evicted: Vec<&str> = r["stability"]["evicted"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut disk = if full { format!("{red}FULL{reset}") } else { "ok".to_owned() };
+        if !evicted.is_empty() {
+            disk.push_str(&format!(", evicted: {}", evicted.join(", ")));
+        }
         out.push_str(&format!(
-            "{:<12} {:>12} {:>14} {:>12} {:>12}  {}\n",
+            "{:<12} {:>12} {:>14} {:>12} {:>12} {:>10} {:>12}  {}\n",
             name,
             r["log"]["entries"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
             r["log"]["last_seq"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
             mib(&r["storage"]["store_bytes"]),
             mib(&r["storage"]["free_bytes"]),
-            if full { format!("{red}FULL{reset}") } else { "ok".to_owned() }
+            mib(&r["audit"]["bytes"]),
+            r["stability"]["age_ms"]
+                .as_u64()
+                .map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            disk
         ));
     }
     out
