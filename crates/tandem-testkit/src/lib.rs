@@ -34,6 +34,7 @@ pub mod config;
 pub mod deployment;
 pub mod endpoint;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod node;
 pub mod ports;

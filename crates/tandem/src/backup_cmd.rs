@@ -115,19 +115,16 @@ async fn fetch_snapshot(
     token: &str,
     destination: &str,
 ) -> anyhow::Result<Vec<u8>> {
-    use http_body_util::BodyExt;
-    let client: tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>> =
-        connection.client(crate::connect::limits(std::time::Duration::from_secs(5)));
     let dest: String = url::form_urlencoded::byte_serialize(destination.as_bytes()).collect();
-    let req = hyper::Request::get(format!("{base}/v1/admin/snapshot?destination={dest}"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(http_body_util::Empty::new())?;
-    let resp = client
-        .request(req)
-        .await
-        .with_context(|| format!("asking {base} for a snapshot: is the region running?"))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let url = format!("{base}/v1/admin/snapshot?destination={dest}");
+    let (status, body) = crate::connect::admin_call(
+        connection,
+        hyper::Method::GET,
+        &url,
+        token,
+        "asking for a snapshot",
+    )
+    .await?;
     if !status.is_success() {
         bail!("{base} refused the snapshot ({status}): {}", String::from_utf8_lossy(&body));
     }

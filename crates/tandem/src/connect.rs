@@ -110,3 +110,29 @@ pub fn limits(connect_timeout: std::time::Duration) -> ClientLimits {
         pool_max_idle_per_host: 64,
     }
 }
+
+/// One admin call (the admin token; the operator's certificate with TLS)
+/// with an empty body: the answer's status and body. `doing` names the call
+/// in the error when the region does not answer.
+pub async fn admin_call(
+    connection: &Connection,
+    method: hyper::Method,
+    url: &str,
+    token: &str,
+    doing: &str,
+) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+    use http_body_util::BodyExt;
+    let client: tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>> =
+        connection.client(limits(std::time::Duration::from_secs(5)));
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())?;
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("{doing} at {url}: is the region running?"))?;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}

@@ -80,18 +80,15 @@ async fn call(
     token: &str,
     query: &str,
 ) -> anyhow::Result<Value> {
-    use http_body_util::BodyExt;
-    let client: tandem_http::client::HttpClient<http_body_util::Empty<bytes::Bytes>> =
-        connection.client(crate::connect::limits(std::time::Duration::from_secs(5)));
-    let req = hyper::Request::post(format!("{base}/v1/admin/repair{query}"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(http_body_util::Empty::new())?;
-    let resp = client
-        .request(req)
-        .await
-        .with_context(|| format!("asking {base} to repair: is the region running?"))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let url = format!("{base}/v1/admin/repair{query}");
+    let (status, body) = crate::connect::admin_call(
+        connection,
+        hyper::Method::POST,
+        &url,
+        token,
+        "asking to repair",
+    )
+    .await?;
     if !status.is_success() {
         anyhow::bail!("{base} refused the repair ({status}): {}", String::from_utf8_lossy(&body));
     }

@@ -4,7 +4,6 @@
 //! there; a region isolated while its peer compacts away the entries it has
 //! not received catches up from the compacted log to the same values.
 
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 /// Distinct records rewritten.
 const KEYS: u64 = 1000;
 /// Seconds of load per phase.
-const PHASE_SECS: &str = "6";
+const PHASE_SECS: u64 = 6;
 /// Load generator clients.
 const CLIENTS: u64 = 16;
 
@@ -129,17 +128,7 @@ fn an_isolated_region_catches_up_from_a_compacted_log() {
 /// Run the load generator's counter increments over `KEYS` records at `url`
 /// for a phase; the writes acknowledged (it fails on any refused one).
 fn load(url: &str) -> u64 {
-    let out = Command::new(TANDEM.path())
-        .args(["load", "--target", url, "--insecure", "--workload", "incr", "--entity"])
-        .args(["likes", "--keys", &KEYS.to_string(), "--clients", &CLIENTS.to_string()])
-        .args(["--warmup-secs", "0"])
-        .args(["--duration-secs", PHASE_SECS, "--json"])
-        .output()
-        .expect("run tandem load");
-    assert!(out.status.success(), "tandem load: {}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-    assert_eq!(report["requests_failed"], json!(0), "{report}");
-    report["requests_ok"].as_u64().expect("requests_ok")
+    tandem_testkit::load::increments(TANDEM, url, "likes", KEYS, CLIENTS, PHASE_SECS)
 }
 
 /// Wait until a compaction pass after the load has run and the log has

@@ -8,10 +8,8 @@
 //! otherwise grow with the writes). Every acknowledged increment is there.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use tandem_testkit::config::{example_text, ALL};
 use tandem_testkit::metrics::first;
 use tandem_testkit::{wait_until, Deployment, Tandem};
@@ -86,16 +84,7 @@ fn phase(d: &Deployment) -> u64 {
 }
 
 fn load(url: &str) -> u64 {
-    let out = Command::new(TANDEM.path())
-        .args(["load", "--target", url, "--insecure", "--workload", "incr"])
-        .args(["--entity", "likes", "--keys", &KEYS.to_string(), "--clients", &CLIENTS.to_string()])
-        .args(["--warmup-secs", "0", "--duration-secs", "20", "--json"])
-        .output()
-        .expect("run tandem load");
-    assert!(out.status.success(), "tandem load: {}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-    assert_eq!(report["requests_failed"], json!(0), "{report}");
-    report["requests_ok"].as_u64().expect("requests_ok")
+    tandem_testkit::load::increments(TANDEM, url, "likes", KEYS, CLIENTS, 20)
 }
 
 /// A region directory's bytes: all of it, the write-ahead log, the ballast.

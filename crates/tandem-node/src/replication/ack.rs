@@ -36,8 +36,7 @@ pub async fn receive(
     connection: Option<Extension<Peer>>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
-    let peer = super::sender::authenticate(&node, &headers, &connection)?;
+    let (peer, _) = super::sender::calling_peer(&node, &headers, connection)?;
     let bytes = read_body(body, ACK_BYTES_MAX, &node.drain).await?;
     let report: Report = wire::decode_message(&bytes, ACK_BYTES_MAX)
         .map_err(|e| ApiError::bad_request(format!("bad acknowledgement: {e}")))?;

@@ -65,8 +65,7 @@ pub async fn digests(
     connection: Option<Extension<Peer>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
-    let peer = super::sender::authenticate(&node, &headers, &connection)?;
+    let (peer, _) = super::sender::calling_peer(&node, &headers, connection)?;
     let req: DigestRequest = decode(&node, body).await?;
     if req.tops.len() > TOPS_PER_REQUEST_MAX {
         return Err(ApiError::bad_request(format!(
@@ -93,8 +92,7 @@ pub async fn states(
     connection: Option<Extension<Peer>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
-    let peer = super::sender::authenticate(&node, &headers, &connection)?;
+    let (peer, _) = super::sender::calling_peer(&node, &headers, connection)?;
     let req: StatesRequest = decode(&node, body).await?;
     if req.leaves.len() > LEAVES_PER_REQUEST_MAX {
         return Err(ApiError::bad_request(format!(

@@ -39,6 +39,18 @@ pub fn authenticate(node: &AppState, headers: &HeaderMap, peer: &Peer) -> Result
     Ok(name)
 }
 
+/// The peer region calling a replication endpoint, with its connection's
+/// identity (see `authenticate`).
+pub fn calling_peer(
+    node: &AppState,
+    headers: &HeaderMap,
+    connection: Option<Extension<Peer>>,
+) -> Result<(String, Peer), ApiError> {
+    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
+    let name = authenticate(node, headers, &connection)?;
+    Ok((name, connection))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
@@ -52,8 +64,7 @@ pub async fn stream(
     connection: Option<Extension<Peer>>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
-    let peer = authenticate(&node, &headers, &connection)?;
+    let (peer, connection) = calling_peer(&node, &headers, connection)?;
     let Query(q) = query?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(produce(node, peer, connection.serial, q.after, tx));
@@ -220,8 +231,7 @@ pub async fn forward(
     connection: Option<Extension<Peer>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let connection = connection.map(|Extension(p)| p).unwrap_or_default();
-    let peer = authenticate(&node, &headers, &connection)?;
+    let (peer, _) = calling_peer(&node, &headers, connection)?;
     let bytes = read_body(body, node.config.node.max_body_bytes, &node.drain).await?;
     let req: ForwardRequest = wire::decode_message(&bytes, node.config.node.max_body_bytes)
         .map_err(|e| ApiError::bad_request(format!("bad forward request: {e}")))?;
