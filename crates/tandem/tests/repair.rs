@@ -132,7 +132,9 @@ fn a_record_deleted_while_a_region_was_away_stays_deleted_through_compaction_and
         .unwrap_or(0.0)
     };
     assert!(
-        tandem_testkit::wait_until(within, || compacted() > 1000.0),
+        // At least one pass over the 1,500 rewrites (how many it removes
+        // depends on how many were older than the horizon at that moment).
+        tandem_testkit::wait_until(within, || compacted() > 400.0),
         "compacted {}",
         compacted()
     );
