@@ -29,6 +29,11 @@ pub const FANOUT: usize = 256;
 pub const TOPS_PER_REQUEST_MAX: usize = 64;
 /// Most leaves one states request may name.
 pub const LEAVES_PER_REQUEST_MAX: usize = 4096;
+/// Most records in one states page (also bounded by
+/// `replication.batch_bytes_max`). Each request scans the store once, so
+/// pages are large: at 512 records a page, a resync of 100,000 records ran
+/// at 3,200-3,500 records/s.
+pub const STATES_PAGE_MAX: usize = 8192;
 
 pub type Hash = [u8; 32];
 const ZERO: Hash = [0; 32];

@@ -164,6 +164,7 @@ pub async fn run(
             s.set_retention(u64::try_from(retention).unwrap_or(u64::MAX), clock.physical_ms());
             s
         }),
+        resyncs: std::sync::Mutex::default(),
     };
     let audit = match opts.backend {
         StoreBackend::Redb => crate::audit::AuditLog::open(

@@ -122,6 +122,14 @@ fn stability_status(node: &AppState) -> Value {
         "pending_snapshots": s.pending(),
         "evicted": s.evicted(now),
         "resyncs": node.metrics.peer_resyncs.get(),
+        "last_resyncs": node
+            .replication
+            .resyncs
+            .lock()
+            .expect("resyncs lock")
+            .iter()
+            .map(|(p, (r, ms))| (p.clone(), json!({ "report": r, "ms": ms })))
+            .collect::<serde_json::Map<String, Value>>(),
         "acked_ms_ago": acked,
     })
 }

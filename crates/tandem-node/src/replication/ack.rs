@@ -99,10 +99,13 @@ pub async fn run(node: AppState) {
 /// The anti-entropy resync with a peer back from eviction.
 async fn resync(node: AppState, peer: String) {
     tracing::info!(%peer, "peer back after eviction: resyncing by anti-entropy");
+    let started = std::time::Instant::now();
     match super::repair::repair_with(&node, &peer).await {
         Ok(r) => {
+            let ms = started.elapsed().as_millis() as u64;
             node.metrics.peer_resyncs.inc();
-            tracing::info!(%peer, received = r.records_received, changed = r.records_changed, "resync after eviction done");
+            tracing::info!(%peer, received = r.records_received, changed = r.records_changed, ms, "resync after eviction done");
+            node.replication.resyncs.lock().expect("resyncs lock").insert(peer, (r, ms));
         }
         Err(e) => {
             // The horizon is held by the peer again; `tandem repair` can

@@ -53,6 +53,9 @@ pub struct Replication {
     pub own_have: Option<u64>,
     /// The stability horizon, from the peers' acknowledgements (`ack`).
     pub stability: Mutex<tandem_engine::stability::Stability>,
+    /// The newest resync after an eviction, per peer: what it did and how
+    /// long it took (ms).
+    pub resyncs: Mutex<BTreeMap<String, (tandem_engine::repair::RepairReport, u64)>>,
 }
 
 impl Replication {

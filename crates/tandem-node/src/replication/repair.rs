@@ -22,7 +22,7 @@ use tandem_engine::apply::RemoteBatch;
 use tandem_engine::protocol::{frame_bytes_max, Path};
 use tandem_engine::repair::{
     self, differing, DigestRequest, DigestResponse, RepairReport, StatesRequest, StatesResponse,
-    Tree, LEAVES_PER_REQUEST_MAX, TOPS_PER_REQUEST_MAX,
+    Tree, LEAVES_PER_REQUEST_MAX, STATES_PAGE_MAX, TOPS_PER_REQUEST_MAX,
 };
 use tandem_engine::{wire, LogEntry};
 use tandem_http::identity::Peer;
@@ -100,7 +100,7 @@ pub async fn states(
             req.leaves.len()
         )));
     }
-    let limit = (req.limit as usize).clamp(1, node.config.replication.batch_max);
+    let limit = (req.limit as usize).clamp(1, STATES_PAGE_MAX);
     let bytes_max = node.config.replication.batch_bytes_max;
     let n = node.clone();
     let page = tokio::task::spawn_blocking(move || {
@@ -201,7 +201,7 @@ pub async fn repair_with(node: &AppState, peer: &str) -> Result<RepairReport, St
         }
     }
     report.leaves_differing = leaves.len();
-    let limit = node.config.replication.batch_max as u32;
+    let limit = STATES_PAGE_MAX as u32;
     for chunk in leaves.chunks(LEAVES_PER_REQUEST_MAX) {
         let mut after = None;
         loop {
