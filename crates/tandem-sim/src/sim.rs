@@ -21,6 +21,8 @@ use crate::workload;
 use crate::world::World;
 use crate::{Mutation, Options};
 
+mod acks;
+
 pub const TICK_MS: u64 = 10;
 /// The direct stream's heartbeat: a held long poll is answered after this.
 const HEARTBEAT_MS: u64 = 250;
@@ -292,41 +294,6 @@ impl Sim {
         }
         if self.faults_on && self.now.is_multiple_of(100) {
             crate::faults::maybe_inject(self);
-        }
-    }
-
-    /// Every region that is up ticks its stability horizon (recorded beside
-    /// what every region had applied then) and acknowledges its positions to
-    /// each peer over the link it pulls that peer on.
-    fn acknowledge(&mut self) {
-        let names: Vec<String> = self.world.regions.clone();
-        let mut applied = BTreeMap::new();
-        for p in &names {
-            let region = &self.regions[p];
-            for o in &names {
-                let at = if o == p { region.last_seq() } else { region.cursor(o, Path::Direct) };
-                applied.insert((p.clone(), o.clone()), at);
-            }
-        }
-        for r in &names {
-            if !self.regions[r].up {
-                continue;
-            }
-            let region = self.regions.get_mut(r).expect("region");
-            region.tick_stability();
-            if let Some(h) = region.horizon() {
-                self.history.events.push(Event::Horizon {
-                    at_ms: self.now,
-                    region: r.clone(),
-                    horizon: h.clone(),
-                    applied: applied.clone(),
-                });
-            }
-            let report = region.own_report();
-            for p in names.iter().filter(|p| *p != r) {
-                let payload = Payload::Ack { report: report.clone() };
-                self.send(r, p, (p.clone(), r.clone()), payload);
-            }
         }
     }
 
