@@ -23,14 +23,7 @@ pub async fn run(node: Arc<Node>) {
     }
     let audit = node.config.audit.clone();
     let target = if audit.export {
-        let url = node
-            .config
-            .jurisdictions
-            .get(&node.jurisdiction)
-            .and_then(|j| j.backup_destinations.first())
-            .cloned()
-            .unwrap_or_default();
-        match ExportTarget::new(&url, &node.region) {
+        match ExportTarget::for_region(&node.config, &node.region) {
             Ok(t) => Some(t),
             Err(e) => {
                 // Nothing is dropped unexported: segments stay until fixed.

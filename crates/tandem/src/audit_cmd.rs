@@ -27,9 +27,9 @@ pub enum AuditCommand {
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     let AuditCommand::Verify { config, region, data_dir } = cmd;
     let config = crate::config_cmd::load_or_example(config.as_deref())?;
-    let Some(region_cfg) = config.region(&region) else {
+    if config.region(&region).is_none() {
         anyhow::bail!("region `{region}` is not in the config");
-    };
+    }
     let dir = data_dir.unwrap_or_else(|| config.deployment.data_dir.clone()).join(&region);
     let retained = match verify_dir(&dir) {
         Ok(v) => v,
@@ -58,13 +58,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let url = config
-        .jurisdictions
-        .get(&region_cfg.jurisdiction)
-        .and_then(|j| j.backup_destinations.first())
-        .cloned()
-        .unwrap_or_default();
-    let target = match ExportTarget::new(&url, &region) {
+    let target = match ExportTarget::for_region(&config, &region) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("tandem: audit export: {e}");
@@ -82,7 +76,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match chain::verify_export(&parts, &retained.anchor) {
         Ok(exported) => {
             println!(
-                "{url}: {} exported segments intact (entries 1 to {}), joining the retained chain at entry {}",
+                "{}: {} exported segments intact (entries 1 to {}), joining the retained chain at entry {}",
+                target.url,
                 parts.len(),
                 exported.last.seq,
                 retained.anchor.seq
@@ -90,7 +85,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("tandem: {url}: {e}");
+            eprintln!("tandem: {}: {e}", target.url);
             Ok(ExitCode::from(1))
         }
     }

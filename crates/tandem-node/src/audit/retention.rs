@@ -35,6 +35,20 @@ impl ExportTarget {
         Ok(ExportTarget { store, prefix, url: url.to_owned() })
     }
 
+    /// The target of `region`'s exports in `config`: the first backup
+    /// destination of its jurisdiction.
+    pub fn for_region(
+        config: &tandem_config::Config,
+        region: &str,
+    ) -> Result<ExportTarget, String> {
+        let url = config
+            .jurisdiction_of(region)
+            .and_then(|j| config.jurisdictions.get(j))
+            .and_then(|j| j.backup_destinations.first())
+            .ok_or_else(|| format!("{region}'s jurisdiction declares no backup destination"))?;
+        ExportTarget::new(url, region)
+    }
+
     /// The exported segments, oldest first, with their texts.
     pub async fn read_all(&self) -> Result<Vec<(String, String)>, String> {
         let listed = self

@@ -295,22 +295,17 @@ async fn forward_loop(node: AppState, peer: String) {
     }
 }
 
-/// One forward pull. Returns the new cursor and whether more may be waiting.
-async fn forward_once(
+/// POST one message to a peer's replication endpoint `path` and decode its
+/// answer (bounded by the frame limit); a refusal by its status and code.
+pub(super) async fn post_message<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
     node: &AppState,
     peer: &str,
     client: &HttpClient,
-    after: u64,
-) -> Result<(u64, bool), PullError> {
-    let cursors = node
-        .replication
-        .links
-        .iter()
-        .map(|(p, l)| (p.clone(), l.lock().expect("link lock").cursor));
-    let have = forward_have(cursors, &node.region, node.replication.own_have);
-    let limit = node.config.replication.batch_max as u32;
-    let body = wire::encode_message(&ForwardRequest { after, have, limit });
-    let url = format!("{}/v1/replication/forward", node.replication.peer_urls[peer]);
+    path: &str,
+    req: &Q,
+) -> Result<A, PullError> {
+    let url = format!("{}{path}", node.replication.peer_urls[peer]);
+    let body = wire::encode_message(req);
     let t = &node.replication.timings;
     let resp = tokio::time::timeout(
         t.link_timeout * 4,
@@ -326,7 +321,22 @@ async fn forward_once(
     if !status.is_success() {
         return Err(refusal(status, &bytes));
     }
-    let resp: ForwardResponse = wire::decode_message(&bytes, max)?;
+    Ok(wire::decode_message(&bytes, max)?)
+}
+
+/// One forward pull. Returns the new cursor and whether more may be waiting.
+async fn forward_once(
+    node: &AppState,
+    peer: &str,
+    client: &HttpClient,
+    after: u64,
+) -> Result<(u64, bool), PullError> {
+    let cursors = super::ack::own_report(node).cursors;
+    let have = forward_have(cursors, &node.region, node.replication.own_have);
+    let limit = node.config.replication.batch_max as u32;
+    let req = ForwardRequest { after, have, limit };
+    let resp: ForwardResponse =
+        post_message(node, peer, client, "/v1/replication/forward", &req).await?;
     if node.replication.is_isolated() {
         return Ok((after, false));
     }

@@ -14,12 +14,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_engine::apply::RemoteBatch;
-use tandem_engine::protocol::{frame_bytes_max, Path};
+use tandem_engine::protocol::Path;
 use tandem_engine::repair::{
     self, differing, DigestRequest, DigestResponse, RepairReport, StatesRequest, StatesResponse,
     Tree, LEAVES_PER_REQUEST_MAX, STATES_PAGE_MAX, TOPS_PER_REQUEST_MAX,
@@ -108,14 +106,13 @@ pub async fn states(
         let mut found = Vec::new();
         n.store
             .for_each(&mut |entity, id, rec| {
-                let key = (entity.to_owned(), id.to_owned());
-                if req.after.as_ref().is_some_and(|a| key <= *a)
-                    || !leaves.contains(&repair::leaf_of(entity, id))
-                    || !repair::shared(&n.config, &n.region, &peer, entity)
+                let past = |(e, i): &(String, String)| (entity, id) > (e.as_str(), i.as_str());
+                if leaves.contains(&repair::leaf_of(entity, id))
+                    && req.after.as_ref().is_none_or(past)
+                    && repair::shared(&n.config, &n.region, &peer, entity)
                 {
-                    return;
+                    found.push((entity.to_owned(), id.to_owned(), rec.state.clone()));
                 }
-                found.push((key.0, key.1, rec.state.clone()));
             })
             .map_err(|e| crate::writer::store_error(&e))?;
         found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -144,29 +141,10 @@ async fn ask<Q: Serialize, A: DeserializeOwned>(
     path: &str,
     req: &Q,
 ) -> Result<A, String> {
-    let url = format!("{}{path}", node.replication.peer_urls[peer]);
-    let body = Bytes::from(wire::encode_message(req));
     let client = super::receiver::client_for(node, peer);
-    let t = &node.replication.timings;
-    let resp = tokio::time::timeout(
-        t.link_timeout * 4,
-        client.request(super::receiver::request(node, "POST", &url, body)),
-    )
-    .await
-    .map_err(|_| format!("{peer}: {path} timed out"))?
-    .map_err(|e| format!("{peer}: {path}: {e}"))?;
-    let status = resp.status();
-    let max = frame_bytes_max(&node.config.replication);
-    let bytes = http_body_util::Limited::new(resp.into_body(), max)
-        .collect()
+    super::receiver::post_message(node, peer, &client, path, req)
         .await
-        .map_err(|e| format!("{peer}: {path}: {e}"))?
-        .to_bytes();
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-        return Err(format!("{peer} answered {status} to {path}: {text}"));
-    }
-    wire::decode_message(&bytes, max).map_err(|e| format!("{peer}: {path}: {e}"))
+        .map_err(|e| format!("{peer}: {path}: {e}"))
 }
 
 /// Pull from `peer` every record of what both may hold that differs here,
