@@ -153,3 +153,96 @@ fn a_record_deleted_while_a_region_was_away_stays_deleted_through_compaction_and
         assert_eq!(d.value(region, "article", "d15"), Some(json!({"title": "new"})), "{region}");
     }
 }
+
+/// Hostile repair traffic is refused with the documented status and code,
+/// and changes nothing stored.
+#[test]
+fn bad_repair_and_acknowledgement_requests_are_refused_and_change_nothing() {
+    use tandem_testkit::refusals::{case, run_cases};
+    let d = TANDEM.deployment().prefix("tandem-repair-bad-").start();
+    d.put_record("eu-west", "article", "b1", json!({"title": "kept"}));
+    let n = d.url("eu-west").to_owned();
+    let too_many_tops =
+        tandem_engine::wire::encode_message(&tandem_engine::repair::DigestRequest {
+            tops: (0..=255).collect(),
+        });
+    let too_many_leaves =
+        tandem_engine::wire::encode_message(&tandem_engine::repair::StatesRequest {
+            leaves: (0..5000).collect(),
+            after: None,
+            limit: 10,
+        });
+    let big = vec![0u8; 65 * 1024];
+    let mut cases = Vec::new();
+    for path in ["/v1/replication/digests", "/v1/replication/states", "/v1/replication/ack"] {
+        let url = format!("{n}{path}");
+        cases.push(
+            case(
+                &format!("{path}: garbage"),
+                "POST",
+                url.clone(),
+                Some(b"\x01garbage"),
+                400,
+                "bad_request",
+            )
+            .as_holder("eu-central"),
+        );
+        cases.push(
+            case(
+                &format!("{path}: over 64 KiB"),
+                "POST",
+                url,
+                Some(&big),
+                413,
+                "payload_too_large",
+            )
+            .as_holder("eu-central"),
+        );
+    }
+    cases.push(
+        case(
+            "256 tops",
+            "POST",
+            format!("{n}/v1/replication/digests"),
+            Some(&too_many_tops),
+            400,
+            "bad_request",
+        )
+        .as_holder("eu-central"),
+    );
+    cases.push(
+        case(
+            "5,000 leaves",
+            "POST",
+            format!("{n}/v1/replication/states"),
+            Some(&too_many_leaves),
+            400,
+            "bad_request",
+        )
+        .as_holder("eu-central"),
+    );
+    cases.push(
+        case(
+            "repair from a region that is not a peer",
+            "POST",
+            format!("{n}/v1/admin/repair?peer=mars"),
+            None,
+            400,
+            "bad_request",
+        )
+        .as_holder("operator"),
+    );
+    cases.push(
+        case(
+            "repair with an unknown query key",
+            "POST",
+            format!("{n}/v1/admin/repair?from=eu-central"),
+            None,
+            400,
+            "bad_request",
+        )
+        .as_holder("operator"),
+    );
+    run_cases(&d, cases);
+    assert_eq!(d.value("eu-west", "article", "b1"), Some(json!({"title": "kept"})));
+}
