@@ -38,6 +38,9 @@ pub struct Config {
     pub replication: ReplicationConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The Redis protocol front end: the entity types keys without ':' map to.
+    #[serde(default)]
+    pub resp: RespConfig,
     /// Declared legal bases for moving personal data from one jurisdiction to
     /// another. Without one, personal data never leaves its jurisdiction; with
     /// one, it crosses only encrypted with a key the source jurisdiction holds.
@@ -84,6 +87,10 @@ pub struct RegionConfig {
     #[serde(default)]
     pub jurisdiction: String,
     pub listen: SocketAddr,
+    /// Where the region speaks the Redis protocol (RESP2/RESP3); none when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_listen: Option<SocketAddr>,
 }
 
 /// `[router]`: the global routing layer.
@@ -351,6 +358,23 @@ impl Default for AuditConfig {
             export: false,
         }
     }
+}
+
+/// `[resp]`: for keys without ':' (`myset`, `myhash`, as `redis-benchmark`
+/// uses them), the entity type each family of commands addresses: strings
+/// (`lww`), counters (`g-counter`/`pn-counter`), sets (`or-set`) and hashes
+/// (`lww-fields`). A family without one refuses such keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RespConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strings: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sets: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hashes: Option<String>,
 }
 
 /// `[replication]`: how regions pull each other's logs.

@@ -32,9 +32,33 @@ impl Config {
         self.validate_node()?;
         self.validate_replication()?;
         self.validate_audit()?;
+        self.validate_resp()?;
         self.validate_transfers()?;
         self.validate_jurisdictions()?;
         self.validate_analytics()
+    }
+
+    fn validate_resp(&self) -> Result<(), ConfigError> {
+        use crate::MergeKind as K;
+        let families: [(&str, &Option<String>, &[K]); 4] = [
+            ("resp.strings", &self.resp.strings, &[K::Lww]),
+            ("resp.counters", &self.resp.counters, &[K::GCounter, K::PnCounter]),
+            ("resp.sets", &self.resp.sets, &[K::OrSet]),
+            ("resp.hashes", &self.resp.hashes, &[K::LwwFields]),
+        ];
+        for (key, entity, kinds) in families {
+            let Some(entity) = entity else { continue };
+            let Some(cfg) = self.entities.get(entity) else {
+                return Err(ConfigError::invalid(key, format!("no entity type {entity:?}")));
+            };
+            if !kinds.contains(&cfg.merge) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("entity type {entity:?} merges as `{}`, not as this family", cfg.merge),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_jurisdictions(&self) -> Result<(), ConfigError> {
@@ -234,7 +258,10 @@ impl Config {
             .regions
             .iter()
             .enumerate()
-            .map(|(index, region)| (format!("regions[{index}].listen"), region.listen))
+            .flat_map(|(index, region)| {
+                let resp = region.resp_listen.map(|a| (format!("regions[{index}].resp_listen"), a));
+                std::iter::once((format!("regions[{index}].listen"), region.listen)).chain(resp)
+            })
             .chain(std::iter::once(("router.listen".to_owned(), self.router.listen)));
         let mut seen: BTreeMap<u16, String> = BTreeMap::new();
         for (key, addr) in listeners {

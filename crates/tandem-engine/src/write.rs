@@ -25,6 +25,21 @@ pub struct LocalWrite {
     /// (`X-Tandem-Failover`); honoured only for that home, inside its
     /// jurisdiction.
     pub failover_for: Option<String>,
+    /// Apply only if the record is absent (`Some(false)`) or present
+    /// (`Some(true)`), decided in the writer's batch (`SET NX`/`XX`).
+    pub only_if_present: Option<bool>,
+}
+
+impl LocalWrite {
+    pub fn new(entity: &str, id: &str, op: Op) -> LocalWrite {
+        LocalWrite {
+            entity: entity.to_owned(),
+            id: id.to_owned(),
+            op,
+            failover_for: None,
+            only_if_present: None,
+        }
+    }
 }
 
 /// What a durable local write answers.
@@ -34,6 +49,22 @@ pub struct Ack {
     pub version: VersionVector,
     /// The index of its put in the batch's effects (`None`: nothing changed).
     pub put: Option<usize>,
+    /// What the write found and left, for answers that report it (the Redis
+    /// protocol's replies).
+    pub outcome: Outcome,
+}
+
+/// What a local write found and left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The visible value before, as JSON text (`None`: absent).
+    pub previous: Option<String>,
+    /// Members added or removed (`State::members_changed`).
+    pub members_changed: usize,
+    /// A counter's total after the write.
+    pub total: Option<i64>,
+    /// `false` when `only_if_present` did not hold: nothing was written.
+    pub applied: bool,
 }
 
 /// The home region recorded in a subject registry record, if any.
@@ -111,6 +142,13 @@ impl Engine {
         };
         let mut state = current.map(|r| r.state).unwrap_or_else(|| State::new(cfg.merge));
         let hlc = clock.now();
+        let present = state.is_present();
+        if w.only_if_present.is_some_and(|want| want != present) {
+            let outcome = Outcome { previous: state.value_json(), ..Outcome::default() };
+            return Ok(Ok(Ack { hlc, version: state.version(), put: None, outcome }));
+        }
+        let previous = matches!(w.op, Op::Put(_)).then(|| state.value_json()).flatten();
+        let members_changed = State::members_changed(&state, &w.op);
         // Removing what is not there changes nothing: answer without logging a change.
         let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
         let before = may_be_noop.then(|| state.clone());
@@ -121,8 +159,10 @@ impl Engine {
             }
             return Ok(Err(r));
         }
+        let outcome =
+            Outcome { previous, members_changed, total: state.counter_total(), applied: true };
         if before.as_ref() == Some(&state) {
-            return Ok(Ok(Ack { hlc, version: state.version(), put: None }));
+            return Ok(Ok(Ack { hlc, version: state.version(), put: None, outcome }));
         }
         let now_ms = clock.physical_ms();
         let version = state.version();
@@ -151,7 +191,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Ok(Ack { hlc, version, put: Some(put) }))
+        Ok(Ok(Ack { hlc, version, put: Some(put), outcome }))
     }
 
     /// A change first written here, at local time `now_ms`.

@@ -273,6 +273,54 @@ impl State {
         }
     }
 
+    /// Whether the record is present (written and not deleted).
+    pub fn is_present(&self) -> bool {
+        match self {
+            State::Lww(r) => r.value().is_some(),
+            State::LwwFields(f) => f.live().next().is_some(),
+            State::GCounter { ops, .. } | State::PnCounter { ops, .. } => !ops.is_empty(),
+            State::OrSet { set, .. } => !set.is_empty(),
+        }
+    }
+
+    /// Whether `member` is a live element (`or-set`) or field (`lww-fields`).
+    pub fn has_member(&self, member: &str) -> bool {
+        match self {
+            State::OrSet { set, .. } => set.contains(member),
+            State::LwwFields(f) => f.fields().get(member).is_some_and(|r| r.value().is_some()),
+            _ => false,
+        }
+    }
+
+    /// A counter's total (`None` for the other types).
+    pub fn counter_total(&self) -> Option<i64> {
+        match self {
+            State::GCounter { counter, .. } => Some(clamp_i64(counter.total())),
+            State::PnCounter { counter, .. } => Some(clamp_i64(counter.total())),
+            _ => None,
+        }
+    }
+
+    /// How many members (elements, fields) `op` will add or remove when
+    /// applied to `before`; for a delete, 1 when the record is present.
+    pub fn members_changed(before: &State, op: &Op) -> usize {
+        match op {
+            Op::Add(elements) => {
+                let mut seen = std::collections::BTreeSet::new();
+                elements.iter().filter(|e| seen.insert(*e) && !before.has_member(e)).count()
+            }
+            Op::Remove(elements) => {
+                let mut seen = std::collections::BTreeSet::new();
+                elements.iter().filter(|e| seen.insert(*e) && before.has_member(e)).count()
+            }
+            Op::Patch(changes) => {
+                changes.iter().filter(|(k, v)| before.has_member(k) != v.is_some()).count()
+            }
+            Op::Delete => usize::from(before.is_present()),
+            Op::Put(_) | Op::Incr(_) | Op::Decr(_) => 0,
+        }
+    }
+
     /// The materialized value as JSON.
     pub fn value(&self) -> Option<serde_json::Value> {
         self.value_json().map(|s| serde_json::from_str(&s).expect("stored JSON is valid"))

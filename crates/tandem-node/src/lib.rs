@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod reload;
 pub mod replication;
+pub mod resp;
 pub mod server;
 pub mod startup;
 pub mod validate;

@@ -201,9 +201,25 @@ pub async fn run(
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(region = %opts.region, %local, "node listening");
+    // Bound before the listening line, so that whoever waits for it can connect.
+    let resp = match region_cfg.resp_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (resp_listen)"))?,
+        ),
+        None => None,
+    };
     println!("tandem node {} listening on {scheme}://{local}", opts.region);
+    if let Some(resp) = &resp {
+        let tls = if node.security.is_tls() { "TLS" } else { "plaintext" };
+        println!("tandem node {} speaking RESP on {} ({tls})", opts.region, resp.local_addr()?);
+    }
 
     let mut tasks = crate::replication::receiver::start(&node);
+    if let Some(resp) = resp {
+        tasks.push(tokio::spawn(crate::resp::serve(node.clone(), resp)));
+    }
     tasks.push(tokio::spawn(watch_disk(node.clone())));
     tasks.push(tokio::spawn(crate::compaction::run(node.clone())));
     tasks.push(tokio::spawn(crate::audit_upkeep::run(node.clone())));

@@ -55,6 +55,16 @@ pub struct Writer {
 impl Writer {
     /// Queue a write and wait until it is durable (or refused).
     pub async fn write(&self, w: LocalWrite) -> Result<Ack, ApiError> {
+        self.submit(w)?.await
+    }
+
+    /// Queue a write now (in call order: writes queued one after another
+    /// apply in that order, and may share a commit) and return what waits
+    /// for it to be durable.
+    pub fn submit(
+        &self,
+        w: LocalWrite,
+    ) -> Result<impl std::future::Future<Output = Result<Ack, ApiError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
         let queued = Queued { command: Command::Local(w), reply: Reply::Local(reply) };
         match self.tx.try_send(queued) {
@@ -69,7 +79,9 @@ impl Writer {
                 return Err(ApiError::unavailable("the node is shutting down"))
             }
         }
-        rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        Ok(async move {
+            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        })
     }
 
     /// Queue replicated changes (waiting for room: replication backs off

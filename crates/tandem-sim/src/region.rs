@@ -170,6 +170,7 @@ impl Region {
             id: id.to_owned(),
             op: op.clone(),
             failover_for: failover_for.map(str::to_owned),
+            only_if_present: None,
         };
         let (outcome, early) = self.execute(Command::Local(w.clone()));
         let Outcome::Local(result) = outcome else { unreachable!("a local outcome") };

@@ -52,6 +52,7 @@ impl World {
                 name: "us-west".into(),
                 jurisdiction: "US".into(),
                 listen: "127.0.0.1:7104".parse().expect("address"),
+                resp_listen: None,
             });
             for (other, ms) in [("us-east", 30), ("eu-west", 70), ("eu-central", 75)] {
                 config

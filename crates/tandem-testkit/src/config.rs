@@ -36,11 +36,15 @@ pub fn parse(text: &str) -> Config {
 /// `config` with every region and the router on free loopback ports and
 /// its data under `data_dir`.
 pub fn on_free_ports(mut config: Config, data_dir: &Path) -> Config {
-    let ports = free_ports(config.regions.len() + 1);
-    for (region, port) in config.regions.iter_mut().zip(&ports) {
-        region.listen = SocketAddr::from(([127, 0, 0, 1], *port));
+    let n = config.regions.len();
+    let ports = free_ports(2 * n + 1);
+    for (i, region) in config.regions.iter_mut().enumerate() {
+        region.listen = SocketAddr::from(([127, 0, 0, 1], ports[i]));
+        if region.resp_listen.is_some() {
+            region.resp_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[n + i])));
+        }
     }
-    config.router.listen = SocketAddr::from(([127, 0, 0, 1], ports[ports.len() - 1]));
+    config.router.listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * n]));
     config.deployment.data_dir = data_dir.to_owned();
     config
 }

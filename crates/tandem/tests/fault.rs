@@ -148,6 +148,7 @@ fn four_regions() -> Config {
         name: "us-west".into(),
         jurisdiction: "US".into(),
         listen: "127.0.0.1:1".parse().expect("addr"),
+        resp_listen: None,
     });
     for (other, ms) in [("us-east", 30), ("eu-west", 70), ("eu-central", 75)] {
         config.links.push(tandem_config::LinkConfig {

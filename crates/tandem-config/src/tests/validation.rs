@@ -278,3 +278,18 @@ fn a_zero_peer_retention_is_refused_and_the_default_is_a_day() {
     let config = Config::example();
     assert_eq!(config.replication.peer_retention, std::time::Duration::from_secs(24 * 3600));
 }
+
+#[test]
+fn refuses_resp_defaults_of_another_merge_type_or_unknown_and_a_taken_resp_port() {
+    let example = crate::EXAMPLE_TOML;
+    let sets_lww = edit(example, "sets = \"set\"", "sets = \"article\"");
+    assert_refused(&sets_lww, "resp.sets", "merges as `lww`");
+    let unknown = edit(example, "hashes = \"hash\"", "hashes = \"nope\"");
+    assert_refused(&unknown, "resp.hashes", "no entity type \"nope\"");
+    let taken =
+        edit(example, "resp_listen = \"127.0.0.1:7112\"", "resp_listen = \"127.0.0.1:7101\"");
+    assert_refused(&taken, "regions[1].resp_listen", "duplicate listen port 7101");
+    let cfg = crate::Config::example();
+    assert_eq!(cfg.region("eu-west").and_then(|r| r.resp_listen).map(|a| a.port()), Some(7111));
+    assert_eq!(cfg.resp.counters.as_deref(), Some("counter"));
+}

@@ -100,6 +100,7 @@ pub fn local(entity: &str, id: &str, op: Op, failover: Option<&str>) -> Command 
         id: id.into(),
         op,
         failover_for: failover.map(Into::into),
+        only_if_present: None,
     })
 }
 

@@ -245,7 +245,7 @@ pub async fn write(
     op: Op,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let failover_for = crate::auth::failover_for(node, headers, peer);
-    let w = LocalWrite { entity: entity.to_owned(), id: id.to_owned(), op, failover_for };
+    let w = LocalWrite { failover_for, ..LocalWrite::new(entity, id, op) };
     let ack = node.writer.write(w).await?;
     Ok(Json(WriteResponse { region: node.region.clone(), hlc: ack.hlc, version: ack.version }))
 }
