@@ -130,7 +130,7 @@ pub fn error_reply(e: &ApiError) -> Reply {
             format!("READSHALTED {} {}", extra("fresh_region").unwrap_or("?"), e.message)
         }
         "overloaded" => format!("OVERLOADED {}", e.message),
-        "no_region" => format!("NOREGION {}", e.message),
+        "no_region" | "no_region_available" => format!("NOREGION {}", e.message),
         "wrong_merge_type" => format!("WRONGTYPE {}", e.message),
         "unauthorized" => format!("NOAUTH {}", e.message),
         _ => format!("ERR {}", e.message),
