@@ -46,6 +46,14 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RespLabels {
+    /// A command tandem answers (lowercase), or `unknown`.
+    pub command: String,
+    /// `ok`, or the error code (`WRONGTYPE`, `RESIDENCY`, `ERR`, ...).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
     pub status: String,
@@ -73,6 +81,8 @@ pub struct Metrics {
     pub storage_full: Gauge,
     /// Calls refused for want of a key, a certificate or a token, by reason.
     pub auth_refusals: Family<ReasonLabels, Counter>,
+    pub resp_commands: Family<RespLabels, Counter>,
+    pub resp_connections: Gauge,
     /// Entries in the replication log now (after compaction).
     pub log_entries: Gauge,
     /// Log entries removed by compaction since start.
@@ -164,6 +174,8 @@ impl Metrics {
             hlc_offset_rejections: Counter::default(),
             storage_full: Gauge::default(),
             auth_refusals: Family::default(),
+            resp_commands: Family::default(),
+            resp_connections: Gauge::default(),
             log_entries: Gauge::default(),
             log_compacted_entries: Counter::default(),
             store_bytes: Gauge::default(),
@@ -183,6 +195,16 @@ impl Metrics {
             "tandem_auth_refusals",
             "Calls refused for want of an API key, a certificate or the admin token, by reason",
             m.auth_refusals.clone(),
+        );
+        registry.register(
+            "tandem_resp_commands",
+            "Redis-protocol commands answered, by command and outcome (ok or the error code)",
+            m.resp_commands.clone(),
+        );
+        registry.register(
+            "tandem_resp_connections",
+            "Open Redis-protocol connections",
+            m.resp_connections.clone(),
         );
         registry.register(
             "tandem_storage_full",

@@ -53,7 +53,16 @@ impl Tandem {
             .tempdir()
             .expect("create a temporary directory");
         let config = dir.path().join("tandem.toml");
-        std::fs::write(&config, config_toml).expect("write the config");
+        // Fixed RESP ports (the example's 7111...) would collide between
+        // tests running at once: each gets a free one.
+        let config_toml: String = config_toml
+            .lines()
+            .map(|line| match line.trim_start().strip_prefix("resp_listen = \"127.0.0.1:") {
+                Some(_) => format!("resp_listen = \"127.0.0.1:{}\"\n", crate::ports::free_port()),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&config, &config_toml).expect("write the config");
         let insecure = extra_args.contains(&"--insecure");
         let endpoint = if insecure {
             Endpoint::new("")

@@ -6,7 +6,8 @@
 //! pipelines; raw bytes show that hostile input (an oversized bulk, a
 //! 2^31-element header, a truncated frame, 10,000 pipelined commands
 //! without reading) is answered with an error or a closed connection and
-//! stores nothing.
+//! stores nothing; and `kill -9` of a region under pipelined INCR and SADD
+//! load loses none of the writes whose replies its clients had read.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -193,6 +194,14 @@ fn redis_cli_drives_every_command_family_with_tandem_merge_types_and_rules() {
     assert_eq!(r(&["GET", "counter:piped1"]), "1000");
     let used = commits(&d) - before;
     assert!(used <= 250.0, "1,000 pipelined writes took {used} commits");
+    let m = d.metrics("eu-west");
+    let count = |command: &str, outcome: &str| {
+        let labels = [("command", command), ("outcome", outcome)];
+        metrics::first(&m, "tandem_resp_commands_total", &labels).unwrap_or(0.0)
+    };
+    assert!(count("incr", "ok") >= 1000.0, "{m}");
+    assert!(count("sadd", "WRONGTYPE") >= 1.0);
+    assert!(count("unknown", "ERR") >= 1.0);
 }
 
 #[test]
@@ -276,4 +285,84 @@ fn hostile_input_is_answered_with_an_error_or_a_closed_connection_and_stores_not
         assert_eq!(d.value("eu-west", "key", id), None, "{id} was stored");
     }
     assert_eq!(d.value("eu-west", "key", "p7"), Some(json!("v")));
+}
+
+/// A command as a RESP array of bulk strings.
+fn command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// One client of the kill test: pipelines of INCRs and SADDs, recording
+/// what was acknowledged, until the connection breaks.
+fn acked_writes(d: &Deployment, client: usize) -> (u64, Vec<String>) {
+    use std::io::BufRead;
+    let addr = format!("127.0.0.1:{}", resp_port(d, "eu-west"));
+    let mut s = std::io::BufReader::new(tandem_testkit::tls::connect(d, &addr));
+    let auth = format!("AUTH {}\r\n", tandem_testkit::tls::API_KEY);
+    s.get_mut().write_all(auth.as_bytes()).unwrap();
+    let mut line = String::new();
+    s.read_line(&mut line).unwrap();
+    assert_eq!(line, "+OK\r\n");
+    let (mut increments, mut members) = (0u64, Vec::new());
+    for round in 0.. {
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..8 {
+            let m = format!("m-{client}-{round}-{i}");
+            batch.extend_from_slice(&command(&["INCR", "counter:k9"]));
+            batch.extend_from_slice(&command(&["SADD", "set:k9", &m]));
+            sent.push(m);
+        }
+        if s.get_mut().write_all(&batch).is_err() {
+            break;
+        }
+        for m in sent {
+            for kind in ["incr", "sadd"] {
+                line.clear();
+                match s.read_line(&mut line) {
+                    Ok(n) if n > 0 && line.starts_with(':') => {}
+                    _ => return (increments, members),
+                }
+                if kind == "incr" {
+                    increments += 1;
+                } else {
+                    members.push(m.clone());
+                }
+            }
+        }
+    }
+    (increments, members)
+}
+
+#[test]
+fn kill_9_under_pipelined_load_loses_no_acknowledged_write() {
+    let d = TANDEM.deployment().prefix("tandem-resp-kill-").without_router().start();
+    let results = std::thread::scope(|scope| {
+        let d = &d;
+        let running: Vec<_> = (0..4).map(|c| scope.spawn(move || acked_writes(d, c))).collect();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        d.kill("eu-west");
+        running.into_iter().map(|t| t.join().expect("client")).collect::<Vec<_>>()
+    });
+    let increments: u64 = results.iter().map(|(n, _)| n).sum();
+    let members: Vec<&String> = results.iter().flat_map(|(_, m)| m).collect();
+    assert!(increments > 100, "the load ran ({increments} acknowledged increments)");
+    d.start_region("eu-west");
+    let total = d.value("eu-west", "counter", "k9").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(total >= increments, "{increments} increments acknowledged, {total} after the restart");
+    let held = d.value("eu-west", "set", "k9").unwrap_or_default();
+    let held: Vec<&str> =
+        held.as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    let lost: Vec<&&String> = members.iter().filter(|m| !held.contains(&m.as_str())).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged members lost, e.g. {:?}",
+        lost.len(),
+        members.len(),
+        lost.first()
+    );
 }

@@ -125,11 +125,28 @@ async fn settle(slots: &mut [Slot]) {
     }
 }
 
+/// The metric label of a command: its name when tandem answers it.
+fn command_label(name: &[u8]) -> &'static str {
+    let name = String::from_utf8_lossy(name).to_lowercase();
+    COMMANDS.iter().find(|(c, _)| *c == name).map_or("unknown", |(c, _)| c)
+}
+
+/// Counts an open connection while it lives.
+struct Open<'a>(&'a Node);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.resp_connections.dec();
+    }
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Arc<Node>,
     shared: Arc<Shared>,
     mut stream: S,
 ) {
+    node.metrics.resp_connections.inc();
+    let _open = Open(node);
     let limits = limits(node);
     let idle = node.config.node.idle_timeout;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -166,8 +183,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             continue;
         }
         let mut slots = Vec::with_capacity(commands.len() + 1);
+        let mut names = Vec::with_capacity(commands.len());
         let mut close = false;
         for args in commands {
+            names.push(command_label(&args[0]));
             if !commands::queues_without_reading(&args[0]) {
                 settle(&mut slots).await;
             }
@@ -187,12 +206,23 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             close = true;
         }
         out.clear();
-        for slot in &slots {
+        for (i, slot) in slots.iter().enumerate() {
             if let Slot::Ready(r) = slot {
                 r.encode(&mut out, session.resp3);
+                let outcome = match r {
+                    Reply::Error(e) => e.split(' ').next().unwrap_or("ERR").to_owned(),
+                    _ => "ok".to_owned(),
+                };
+                let command = names.get(i).copied().unwrap_or("protocol").to_owned();
+                let labels = crate::metrics::RespLabels { command, outcome };
+                node.metrics.resp_commands.get_or_create(&labels).inc();
             }
         }
-        let written = tokio::time::timeout(idle, stream.write_all(&out)).await;
+        let send = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        let written = tokio::time::timeout(idle, send).await;
         if !matches!(written, Ok(Ok(()))) || close {
             let _ = tokio::time::timeout(idle, stream.shutdown()).await;
             return;
