@@ -98,6 +98,10 @@ pub struct RegionConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
     pub listen: SocketAddr,
+    /// Where the router also speaks RESP2/RESP3, routing each command like
+    /// the HTTP data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_listen: Option<SocketAddr>,
     /// Where a caller without `X-Tandem-Client-Region` is assumed to be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_region: Option<String>,

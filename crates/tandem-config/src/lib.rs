@@ -12,7 +12,7 @@ mod validate;
 pub use config::{
     reference_lag_budgets, AnalyticsProjection, AuditConfig, Config, ConflictPolicy, DataClass,
     DeploymentConfig, EntityConfig, JurisdictionConfig, LinkConfig, NodeConfig, OnBreach,
-    RegionConfig, ReplicationConfig, RouterConfig, TransferConfig, WritePolicy,
+    RegionConfig, ReplicationConfig, RespConfig, RouterConfig, TransferConfig, WritePolicy,
 };
 pub use error::ConfigError;
 pub use subject::{rest_of, subject_of};

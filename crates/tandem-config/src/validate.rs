@@ -262,7 +262,8 @@ impl Config {
                 let resp = region.resp_listen.map(|a| (format!("regions[{index}].resp_listen"), a));
                 std::iter::once((format!("regions[{index}].listen"), region.listen)).chain(resp)
             })
-            .chain(std::iter::once(("router.listen".to_owned(), self.router.listen)));
+            .chain(std::iter::once(("router.listen".to_owned(), self.router.listen)))
+            .chain(self.router.resp_listen.map(|a| ("router.resp_listen".to_owned(), a)));
         let mut seen: BTreeMap<u16, String> = BTreeMap::new();
         for (key, addr) in listeners {
             if addr.port() == 0 {

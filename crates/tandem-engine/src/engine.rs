@@ -42,6 +42,8 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 pub enum Command {
     Local(LocalWrite),
+    /// Local writes that apply together or not at all (MULTI ... EXEC).
+    Transaction(Vec<LocalWrite>),
     Apply(RemoteBatch),
 }
 
@@ -49,6 +51,8 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Local(Result<Ack, Refusal>),
+    /// Every write's acknowledgement, or the first refusal (nothing applied).
+    Transaction(Result<Vec<Ack>, Refusal>),
     Apply(ApplyReport),
 }
 
@@ -112,12 +116,35 @@ impl Engine {
         for cmd in cmds {
             match cmd {
                 Command::Local(w) => self.write_keys(w, &mut keys),
+                Command::Transaction(ws) => ws.iter().for_each(|w| self.write_keys(w, &mut keys)),
                 Command::Apply(a) => {
                     keys.extend(a.entries.iter().map(|e| (e.entity.clone(), e.id.clone())));
                 }
             }
         }
         keys
+    }
+
+    /// Local writes as one: each decided over the ones before it; at the
+    /// first refusal every put of the transaction is undone.
+    fn transaction(
+        &self,
+        view: &mut BatchView<'_>,
+        clock: &HlcClock,
+        writes: &[LocalWrite],
+    ) -> Result<Result<Vec<Ack>, Refusal>, StoreError> {
+        let mark = view.mark();
+        let mut acks = Vec::with_capacity(writes.len());
+        for w in writes {
+            match self.local_write(view, clock, w)? {
+                Ok(ack) => acks.push(ack),
+                Err(refusal) => {
+                    view.rollback(mark);
+                    return Ok(Err(refusal));
+                }
+            }
+        }
+        Ok(Ok(acks))
     }
 
     /// Decide a batch.
@@ -144,6 +171,9 @@ impl Engine {
         for cmd in cmds {
             outcomes.push(match cmd {
                 Command::Local(w) => Outcome::Local(self.local_write(&mut view, clock, w)?),
+                Command::Transaction(ws) => {
+                    Outcome::Transaction(self.transaction(&mut view, clock, ws)?)
+                }
                 Command::Apply(a) => Outcome::Apply(self.apply_remote(&mut view, clock, a)?),
             });
         }

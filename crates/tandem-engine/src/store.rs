@@ -166,6 +166,13 @@ pub struct BatchView<'s> {
     effects: Effects,
 }
 
+/// What [`BatchView::rollback`] returns the batch to.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    puts: usize,
+    records: BTreeMap<RecordKey, Option<StoredRecord>>,
+}
+
 impl<'s> BatchView<'s> {
     /// Fetch `keys` in one read and start a batch over them.
     pub fn fetch(store: &'s dyn Store, keys: Vec<RecordKey>) -> Result<Self, StoreError> {
@@ -238,6 +245,18 @@ impl<'s> BatchView<'s> {
             origin,
         });
         self.effects.puts.len() - 1
+    }
+
+    /// A point to roll back to: the batch as it is now.
+    pub fn mark(&self) -> Mark {
+        Mark { puts: self.effects.puts.len(), records: self.records.clone() }
+    }
+
+    /// Undo every put since `mark` (a transaction that was refused part-way).
+    pub fn rollback(&mut self, mark: Mark) {
+        assert!(mark.puts <= self.effects.puts.len(), "a mark of this batch");
+        self.effects.puts.truncate(mark.puts);
+        self.records = mark.records;
     }
 
     pub fn set_cursor(&mut self, key: &str, cursor: PeerCursor) {

@@ -165,3 +165,57 @@ fn a_restored_region_writes_under_its_new_actor() {
     assert_eq!(r.log()[0].origin, "eu-west", "the origin is the region");
     assert_eq!(r.log()[0].state.stamp().origin, "eu-west");
 }
+
+fn write(entity: &str, id: &str, op: Op) -> tandem_engine::write::LocalWrite {
+    tandem_engine::write::LocalWrite::new(entity, id, op)
+}
+
+#[test]
+fn a_transaction_applies_all_of_its_writes_in_one_plan_or_none() {
+    let central = Region::new("eu-central");
+    central.register("alice", "eu-west");
+    let before = central.log().len();
+    // Around the transaction, writes of the same batch: they stand either way.
+    let refused = vec![
+        write("likes", "t", Op::Incr(1)),
+        write("article", "t", put("\"x\"")),
+        // alice's pinned record is eu-west's: refused here.
+        write("profile", "alice:main", patch("name", "\"B\"")),
+        write("likes", "t", Op::Incr(1)),
+    ];
+    let plan = central.run(vec![
+        local("likes", "before", Op::Incr(1), None),
+        tandem_engine::Command::Transaction(refused),
+        local("likes", "t", Op::Incr(5), None),
+    ]);
+    match &plan.outcomes[1] {
+        Outcome::Transaction(Err(r)) => assert_eq!(r.status_and_code(), (421, "misdirected_write")),
+        other => panic!("{other:?}"),
+    }
+    let ids: Vec<&str> = plan.effects.puts.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["before", "t"], "nothing of the refused transaction is put");
+    assert_eq!(
+        central.value("likes", "t"),
+        Some(serde_json::json!(5)),
+        "a later write saw none of it"
+    );
+    assert_eq!(central.value("article", "t"), None);
+    assert_eq!(central.log().len(), before + 2);
+
+    let applied = vec![
+        write("likes", "u", Op::Incr(1)),
+        write("likes", "u", Op::Incr(2)),
+        write("article", "u", put("\"y\"")),
+    ];
+    let plan = central.run(vec![tandem_engine::Command::Transaction(applied)]);
+    match &plan.outcomes[0] {
+        Outcome::Transaction(Ok(acks)) => {
+            let puts: Vec<Option<usize>> = acks.iter().map(|a| a.put).collect();
+            assert_eq!(puts, [Some(0), Some(1), Some(2)], "each write over the ones before it");
+            assert_eq!(acks[1].outcome.total, Some(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(central.value("likes", "u"), Some(serde_json::json!(3)));
+    assert_eq!(central.value("article", "u"), Some(serde_json::json!("y")));
+}

@@ -37,6 +37,7 @@ pub const EXIT_STORAGE_FAILED: i32 = 3;
 
 enum Reply {
     Local(oneshot::Sender<Result<Ack, ApiError>>),
+    Transaction(oneshot::Sender<Result<Vec<Ack>, ApiError>>),
     Apply(oneshot::Sender<Result<ApplyReport, ApiError>>),
 }
 
@@ -66,7 +67,27 @@ impl Writer {
         w: LocalWrite,
     ) -> Result<impl std::future::Future<Output = Result<Ack, ApiError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let queued = Queued { command: Command::Local(w), reply: Reply::Local(reply) };
+        self.enqueue(Queued { command: Command::Local(w), reply: Reply::Local(reply) })?;
+        Ok(async move {
+            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        })
+    }
+
+    /// Queue writes that apply together in one commit or not at all, and
+    /// return what waits for them to be durable.
+    pub fn submit_transaction(
+        &self,
+        writes: Vec<LocalWrite>,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<Ack>, ApiError>>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Transaction(writes);
+        self.enqueue(Queued { command, reply: Reply::Transaction(reply) })?;
+        Ok(async move {
+            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        })
+    }
+
+    fn enqueue(&self, queued: Queued) -> Result<(), ApiError> {
         match self.tx.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -79,9 +100,7 @@ impl Writer {
                 return Err(ApiError::unavailable("the node is shutting down"))
             }
         }
-        Ok(async move {
-            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
-        })
+        Ok(())
     }
 
     /// Queue replicated changes (waiting for room: replication backs off
@@ -434,24 +453,13 @@ impl Committer {
         let mut writes: Vec<(&str, u64)> = Vec::new();
         for (cmd, outcome) in commands.iter().zip(outcomes) {
             match (cmd, outcome) {
-                (Command::Local(w), Outcome::Local(Ok(_))) => {
-                    // tandem's own entities are not data writes: they stay
-                    // out of the conflict-rate denominator.
-                    if !w.entity.starts_with('_') {
-                        match writes.iter_mut().find(|(e, _)| *e == w.entity) {
-                            Some((_, n)) => *n += 1,
-                            None => writes.push((&w.entity, 1)),
-                        }
-                    }
+                (Command::Local(w), Outcome::Local(Ok(_))) => count_write(&mut writes, w),
+                (Command::Transaction(ws), Outcome::Transaction(Ok(_))) => {
+                    ws.iter().for_each(|w| count_write(&mut writes, w));
                 }
-                (Command::Local(w), Outcome::Local(Err(r))) => {
-                    if let Some(reason) = r.residency_reason() {
-                        m.residency_denials
-                            .get_or_create(&ReasonLabels { reason: reason.into() })
-                            .inc();
-                        // The id names the subject: it stays out of this region's logs.
-                        tracing::warn!(entity = %w.entity, reason, "write refused");
-                    }
+                (Command::Local(w), Outcome::Local(Err(r))) => self.record_refusal(w, r),
+                (Command::Transaction(ws), Outcome::Transaction(Err(r))) => {
+                    self.record_refusal(&ws[0], r);
                 }
                 (Command::Apply(a), Outcome::Apply(report)) => {
                     for c in &report.conflicts {
@@ -476,6 +484,15 @@ impl Committer {
         }
         for (entity, n) in writes {
             m.writes.get_or_create(&EntityLabels { entity_type: entity.to_owned() }).inc_by(n);
+        }
+    }
+
+    fn record_refusal(&self, w: &LocalWrite, r: &tandem_engine::Refusal) {
+        if let Some(reason) = r.residency_reason() {
+            let m = &self.sinks.metrics;
+            m.residency_denials.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+            // The id names the subject: it stays out of this region's logs.
+            tracing::warn!(entity = %w.entity, reason, "write refused");
         }
     }
 
@@ -516,6 +533,17 @@ impl Committer {
     }
 }
 
+/// Count a durable write by entity type; tandem's own entities are not data
+/// writes: they stay out of the conflict-rate denominator.
+fn count_write<'a>(writes: &mut Vec<(&'a str, u64)>, w: &'a LocalWrite) {
+    if !w.entity.starts_with('_') {
+        match writes.iter_mut().find(|(e, _)| *e == w.entity) {
+            Some((_, n)) => *n += 1,
+            None => writes.push((&w.entity, 1)),
+        }
+    }
+}
+
 /// Answer each command with its outcome (the client may have gone away; a
 /// durable write stays durable).
 fn answer(replies: &mut Vec<Reply>, outcomes: &mut [Outcome]) {
@@ -523,6 +551,9 @@ fn answer(replies: &mut Vec<Reply>, outcomes: &mut [Outcome]) {
     for (reply, outcome) in replies.drain(..).zip(outcomes.iter()) {
         match (reply, outcome) {
             (Reply::Local(tx), Outcome::Local(r)) => {
+                let _ = tx.send(r.clone().map_err(ApiError::from));
+            }
+            (Reply::Transaction(tx), Outcome::Transaction(r)) => {
                 let _ = tx.send(r.clone().map_err(ApiError::from));
             }
             (Reply::Apply(tx), Outcome::Apply(report)) => {
@@ -538,6 +569,9 @@ fn refuse(replies: &mut Vec<Reply>, error: &ApiError) {
     for reply in replies.drain(..) {
         match reply {
             Reply::Local(tx) => {
+                let _ = tx.send(Err(error.clone()));
+            }
+            Reply::Transaction(tx) => {
                 let _ = tx.send(Err(error.clone()));
             }
             Reply::Apply(tx) => {

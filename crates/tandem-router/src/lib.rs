@@ -10,7 +10,8 @@
 //! `startup` builds the `state` and serves; `data_plane` turns a request into
 //! a decision and walks it; `upstream` is one exchange with a region;
 //! `home_lookup` asks the registry (through `cache`); `health` probes;
-//! `operations` is the router's own plane; `body`, `errors` and `metrics` are
+//! `operations` is the router's own plane; `resp` routes the Redis protocol
+//! by the same decisions; `body`, `errors` and `metrics` are
 //! what those share.
 
 mod auth;
@@ -27,6 +28,7 @@ pub mod metrics;
 mod operations;
 pub mod registration;
 mod reload;
+mod resp;
 pub mod retry;
 mod startup;
 pub mod state;

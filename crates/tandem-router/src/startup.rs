@@ -100,9 +100,23 @@ pub async fn run(
         idle_timeout: config.router.idle_timeout,
         ..Default::default()
     };
+    let resp = match config.router.resp_listen {
+        None => None,
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (router.resp_listen)"))?;
+            let how = if tls.is_some() { "TLS" } else { "plaintext" };
+            println!("tandem router speaking RESP on {} ({how})", l.local_addr()?);
+            Some(tokio::spawn(crate::resp::serve(state.clone(), l)))
+        }
+    };
     let reload = tokio::spawn(crate::reload::watch(state.clone()));
     tandem_http::serve(listener, routes(state), limits, tls, shutdown).await?;
     reload.abort();
+    if let Some(r) = resp {
+        r.abort();
+    }
     for p in probes {
         p.abort();
     }

@@ -37,7 +37,7 @@ pub fn parse(text: &str) -> Config {
 /// its data under `data_dir`.
 pub fn on_free_ports(mut config: Config, data_dir: &Path) -> Config {
     let n = config.regions.len();
-    let ports = free_ports(2 * n + 1);
+    let ports = free_ports(2 * n + 2);
     for (i, region) in config.regions.iter_mut().enumerate() {
         region.listen = SocketAddr::from(([127, 0, 0, 1], ports[i]));
         if region.resp_listen.is_some() {
@@ -45,6 +45,9 @@ pub fn on_free_ports(mut config: Config, data_dir: &Path) -> Config {
         }
     }
     config.router.listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * n]));
+    if config.router.resp_listen.is_some() {
+        config.router.resp_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[2 * n + 1])));
+    }
     config.deployment.data_dir = data_dir.to_owned();
     config
 }

@@ -42,6 +42,7 @@ pub mod process;
 pub mod refusals;
 pub mod search;
 pub mod tls;
+pub mod tools;
 pub mod waits;
 
 pub use deployment::{Builder, Deployment, Limits, CONVERGE_TIMEOUT};

@@ -26,7 +26,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn promtool_check_and_test_rules() {
-    let Some(promtool) = require_tool("promtool") else { return };
+    let Some(promtool) =
+        tandem_testkit::tools::require("promtool", "Debian's `prometheus` package")
+    else {
+        return;
+    };
     let dir = deploy_dir().join("prometheus");
     let checked =
         run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "rules", "alerts.yml"]));
@@ -227,7 +231,11 @@ fn alert_and_dashboard_metrics_exist() {
 
 #[test]
 fn live_prometheus_sees_the_credentials_alert_fire() {
-    let Some(prometheus) = require_tool("prometheus") else { return };
+    let Some(prometheus) =
+        tandem_testkit::tools::require("prometheus", "Debian's `prometheus` package")
+    else {
+        return;
+    };
     let up = deployment().start();
     let dir = up.root().join("prometheus");
     std::fs::create_dir_all(&dir).expect("prometheus dir");
@@ -463,34 +471,6 @@ fn deployment() -> Builder {
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
-
-/// True when running under CI (`CI` set to anything but empty, `0` or `false`).
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// An executable on `PATH` (Debian's `prometheus` package puts both tools
-/// in /usr/bin).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
-}
-
-/// The tool, or `None` after printing why the test is skipped; under CI a
-/// missing tool fails the test instead.
-fn require_tool(name: &str) -> Option<PathBuf> {
-    let found = find_tool(name);
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "`{name}` is required under CI=true: install Debian's `prometheus` package (.ci/run does)"
-        );
-        eprintln!(
-            "NOTICE: `{name}` not found; skipping this test (install Debian's `prometheus` package; with CI=true it fails instead)"
-        );
-    }
-    found
 }
 
 /// Run a command to completion; panics with its output unless it succeeds.

@@ -19,19 +19,8 @@ use tandem_testkit::{metrics, Deployment, Tandem};
 
 const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// `name` on PATH; under CI its absence fails the test, elsewhere it is skipped.
 fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file());
-    if found.is_none() {
-        assert!(!in_ci(), "{name} is missing (.ci/run installs it)");
-        eprintln!("skipped: {name} is not installed");
-    }
-    found
+    tandem_testkit::tools::require(name, "Debian's `redis-tools`")
 }
 
 fn resp_port(d: &Deployment, region: &str) -> u16 {
@@ -206,17 +195,7 @@ fn redis_cli_drives_every_command_family_with_tandem_merge_types_and_rules() {
 
 #[test]
 fn redis_py_speaks_resp3_and_pipelines() {
-    let python = std::env::var("TANDEM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_redis =
-        Command::new(&python).args(["-c", "import redis"]).status().is_ok_and(|s| s.success());
-    if !has_redis {
-        assert!(
-            !in_ci(),
-            "{python} has no `redis` module (.ci/run makes a virtual environment with it)"
-        );
-        eprintln!("skipped: {python} has no `redis` module");
-        return;
-    }
+    let Some(python) = tandem_testkit::tools::python_with_redis() else { return };
     let d = TANDEM.deployment().prefix("tandem-resp-py-").without_router().start();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/resp_client.py");
     let out = Command::new(&python)

@@ -1,7 +1,8 @@
 """redis-py against a tandem node's RESP port (run by tests/resp.rs):
 RESP3 through HELLO, TLS with the deployment's CA, AUTH with an API key,
 every family, WRONGTYPE as an exception, a pipeline of 1,000 INCRs whose
-replies count 1..1000, and scan_iter."""
+replies count 1..1000, scan_iter, and a MULTI/EXEC transaction
+(redis-py's transactional pipeline)."""
 import argparse
 import sys
 
@@ -44,4 +45,11 @@ for _ in range(1000):
 check("pipeline", pipe.execute(), list(range(1, 1001)))
 check("scan_iter", sorted(r.scan_iter(match="*:py")), ["counter:py", "hash:py", "key:py", "set:py"])
 check("dbsize", r.dbsize(), 5)
+tx = r.pipeline(transaction=True)
+tx.set("key:tx", "1")
+tx.incr("counter:tx")
+tx.incr("counter:tx")
+tx.sadd("set:tx", "a", "b")
+check("multi/exec", tx.execute(), [True, 1, 2, 2])
+check("after exec", (r.get("key:tx"), r.get("counter:tx"), r.scard("set:tx")), ("1", "2", 2))
 print("redis-py: all checks passed")

@@ -24,7 +24,7 @@ const TANDEM: Tandem = Tandem::at(env!("CARGO_BIN_EXE_tandem"));
 fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
     let dir = tempfile::tempdir().unwrap();
     let blackhole = Blackhole::start();
-    let ports = free_ports(3);
+    let ports = free_ports(6);
     let (eu_west, eu_central, router) = (ports[0], ports[1], ports[2]);
     let slow_west = SlowProxy::start(eu_west);
     let slow_central = SlowProxy::start(eu_central);
@@ -33,6 +33,9 @@ fn a_starting_router_waits_for_its_first_probes_instead_of_refusing() {
         .replace("127.0.0.1:7102", &slow_central.addr.to_string())
         .replace("127.0.0.1:7103", &blackhole.addr.to_string())
         .replace("127.0.0.1:7100", &format!("127.0.0.1:{router}"))
+        .replace("127.0.0.1:7110", &format!("127.0.0.1:{}", ports[3]))
+        .replace("127.0.0.1:7111", &format!("127.0.0.1:{}", ports[4]))
+        .replace("127.0.0.1:7112", &format!("127.0.0.1:{}", ports[5]))
         .replace("probe_interval = \"200ms\"", "probe_interval = \"2s\"");
     assert!(config.contains("probe_interval = \"2s\""), "the example's probe interval moved");
     let config_path = dir.path().join("tandem.toml");

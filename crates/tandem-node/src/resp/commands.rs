@@ -103,12 +103,49 @@ fn arity(args: &Args, min: usize, even_tail: bool) -> Result<(), Reply> {
     Ok(())
 }
 
-/// Run one command.
+/// Run one command (between MULTI and EXEC: queue it).
 pub async fn execute(node: &Arc<Node>, session: &mut Session, args: Args) -> Step {
+    let control = ["EXEC", "DISCARD", "MULTI", "QUIT"];
+    if session.multi.is_some()
+        && !control.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(&args[0]))
+    {
+        return super::multi::queue(session, &args);
+    }
     match run(node, session, &args).await {
         Ok(step) => step,
         Err(reply) => Step::Now(reply),
     }
+}
+
+/// `TANDEM FAILOVER <home> <command...>`: the router runs a command whose
+/// writes stand in for the home region it names (what `X-Tandem-Failover`
+/// is on HTTP); taken only on the router's connection (or with
+/// `--insecure`), like that header.
+async fn tandem(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Step, Reply> {
+    let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+    if sub.as_deref() != Some("FAILOVER") || args.len() < 4 {
+        return Err(Reply::err("TANDEM takes FAILOVER <home region> <command...>"));
+    }
+    if !session.router {
+        return Err(Reply::err("TANDEM FAILOVER is taken only from the router"));
+    }
+    let inner: Args = args[3..].to_vec();
+    if inner[0].eq_ignore_ascii_case(b"TANDEM") {
+        return Err(Reply::err("TANDEM FAILOVER does not nest"));
+    }
+    session.failover_for = Some(String::from_utf8_lossy(&args[2]).into_owned());
+    let step = Box::pin(run(node, session, &inner)).await;
+    session.failover_for = None;
+    step
+}
+
+/// `run`, boxed: EXEC runs its queued commands through it.
+pub fn run_boxed<'a>(
+    node: &'a Arc<Node>,
+    session: &'a mut Session,
+    args: &'a Args,
+) -> Pin<Box<dyn Future<Output = Result<Step, Reply>> + Send + 'a>> {
+    Box::pin(run(node, session, args))
 }
 
 async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Step, Reply> {
@@ -141,13 +178,13 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
             }
             now(Reply::Array(out))
         }
-        "SET" => set(node, args),
+        "SET" => set(node, session, args),
         "SETNX" => {
             arity(args, 3, false)?;
             let t = keys::target(node, &args[1], Family::Strings)?;
             no_false_lock(node, &t, "SETNX")?;
             let op = Op::Put(json_text(&args[2])?);
-            queue(node, vec![conditional(&t, op, Some(false))], Finish::AppliedFlag)
+            queue(node, session, vec![conditional(&t, op, Some(false))], Finish::AppliedFlag)
         }
         "MSET" => {
             arity(args, 3, true)?;
@@ -156,7 +193,7 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
                 let t = keys::target(node, &pair[0], Family::Strings)?;
                 writes.push(LocalWrite::new(&t.entity, &t.id, Op::Put(json_text(&pair[1])?)));
             }
-            queue(node, writes, Finish::Ok)
+            queue(node, session, writes, Finish::Ok)
         }
         "DEL" | "UNLINK" => {
             arity(args, 2, false)?;
@@ -174,7 +211,7 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
             if writes.is_empty() {
                 return now(Reply::Int(0));
             }
-            queue(node, writes, Finish::Count)
+            queue(node, session, writes, Finish::Count)
         }
         "EXISTS" => {
             arity(args, 2, false)?;
@@ -189,13 +226,13 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
             let t = present_target(node, &args[1]).await?;
             now(Reply::Simple(t.map_or("none", |t| keys::type_name(t.kind))))
         }
-        "INCR" | "DECR" | "INCRBY" | "DECRBY" => counter(node, &name, args),
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" => counter(node, session, &name, args),
         "SADD" | "SREM" => {
             arity(args, 3, false)?;
             let t = keys::target(node, &args[1], Family::Sets)?;
             let elements = members(&args[2..])?;
             let op = if name == "SADD" { Op::Add(elements) } else { Op::Remove(elements) };
-            queue(node, vec![LocalWrite::new(&t.entity, &t.id, op)], Finish::Count)
+            queue(node, session, vec![LocalWrite::new(&t.entity, &t.id, op)], Finish::Count)
         }
         "SMEMBERS" | "SCARD" | "SISMEMBER" | "SMISMEMBER" => set_read(node, &name, args).await,
         "HSET" | "HMSET" => {
@@ -209,7 +246,12 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
                 return Err(Reply::err(format!("at most {PATCH_FIELDS_MAX} fields per command")));
             }
             let finish = if name == "HSET" { Finish::Count } else { Finish::Ok };
-            queue(node, vec![LocalWrite::new(&t.entity, &t.id, Op::Patch(changes))], finish)
+            queue(
+                node,
+                session,
+                vec![LocalWrite::new(&t.entity, &t.id, Op::Patch(changes))],
+                finish,
+            )
         }
         "HSETNX" => Err(not_yet(&name, "field conditions (HSET works)")),
         "HDEL" => {
@@ -222,7 +264,12 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
             if changes.len() > PATCH_FIELDS_MAX {
                 return Err(Reply::err(format!("at most {PATCH_FIELDS_MAX} fields per command")));
             }
-            queue(node, vec![LocalWrite::new(&t.entity, &t.id, Op::Patch(changes))], Finish::Count)
+            queue(
+                node,
+                session,
+                vec![LocalWrite::new(&t.entity, &t.id, Op::Patch(changes))],
+                Finish::Count,
+            )
         }
         "HGET" | "HMGET" | "HGETALL" | "HLEN" | "HEXISTS" | "HKEYS" | "HVALS" => {
             hash_read(node, &name, args).await
@@ -230,12 +277,15 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
         "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "PERSIST" => {
             Err(not_yet(&name, "expiry"))
         }
-        "MULTI" | "EXEC" | "DISCARD" | "WATCH" => Err(not_yet(&name, "transactions")),
+        "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
+            super::multi::command(node, session, &name).await
+        }
         "SCAN" => {
             arity(args, 2, false)?;
             super::scan::scan(node, &session.shared.cursors, args).await.map(Step::Now)
         }
         "DBSIZE" => now(Reply::Int(super::scan::count(node).await?)),
+        "TANDEM" => tandem(node, session, args).await,
         _ => Err(unknown(args)),
     }
 }
@@ -260,7 +310,12 @@ fn unknown(args: &Args) -> Reply {
 }
 
 /// INCR, INCRBY, DECR, DECRBY: the total after this write, exact.
-fn counter(node: &Arc<Node>, name: &str, args: &Args) -> Result<Step, Reply> {
+fn counter(
+    node: &Arc<Node>,
+    session: &mut Session,
+    name: &str,
+    args: &Args,
+) -> Result<Step, Reply> {
     let by_arg = name.ends_with("BY");
     let want = if by_arg { 3 } else { 2 };
     arity(args, want, false)?;
@@ -283,7 +338,7 @@ fn counter(node: &Arc<Node>, name: &str, args: &Args) -> Result<Step, Reply> {
         }
         n => Op::Decr(n.unsigned_abs()),
     };
-    queue(node, vec![LocalWrite::new(&t.entity, &t.id, op)], Finish::Total)
+    queue(node, session, vec![LocalWrite::new(&t.entity, &t.id, op)], Finish::Total)
 }
 
 async fn set_read(node: &Arc<Node>, name: &str, args: &Args) -> Result<Step, Reply> {
@@ -333,7 +388,7 @@ async fn hash_read(node: &Arc<Node>, name: &str, args: &Args) -> Result<Step, Re
 }
 
 /// SET key value [NX|XX] [GET] (expiry options are refused for now).
-fn set(node: &Arc<Node>, args: &Args) -> Result<Step, Reply> {
+fn set(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Step, Reply> {
     arity(args, 3, false)?;
     let t = keys::target(node, &args[1], Family::Strings)?;
     let (mut only_if_present, mut get) = (None, false);
@@ -359,7 +414,7 @@ fn set(node: &Arc<Node>, args: &Args) -> Result<Step, Reply> {
         (false, Some(_)) => Finish::OkIfApplied,
         (false, None) => Finish::Ok,
     };
-    queue(node, vec![conditional(&t, op, only_if_present)], finish)
+    queue(node, session, vec![conditional(&t, op, only_if_present)], finish)
 }
 
 /// `SET NX` on a type any region may write would succeed in two regions at
@@ -379,9 +434,26 @@ fn conditional(t: &Target, op: Op, only_if_present: Option<bool>) -> LocalWrite 
     LocalWrite { only_if_present, ..LocalWrite::new(&t.entity, &t.id, op) }
 }
 
-fn queue(node: &Arc<Node>, writes: Vec<LocalWrite>, finish: Finish) -> Result<Step, Reply> {
+fn queue(
+    node: &Arc<Node>,
+    session: &mut Session,
+    writes: Vec<LocalWrite>,
+    finish: Finish,
+) -> Result<Step, Reply> {
     let mut waits: Vec<Wait> = Vec::with_capacity(writes.len());
-    for w in writes {
+    for mut w in writes {
+        w.failover_for.clone_from(&session.failover_for);
+        if let Some(txn) = session.txn.as_mut() {
+            // Inside EXEC: collected, and committed with the transaction.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            txn.push((w, tx));
+            waits.push(Box::pin(async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(ApiError::unavailable("the transaction was not committed"))
+                })
+            }));
+            continue;
+        }
         waits.push(Box::pin(node.writer.submit(w).map_err(|e| error_reply(&e))?));
     }
     Ok(Step::Later(Later { waits, finish }))

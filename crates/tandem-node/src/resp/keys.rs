@@ -10,47 +10,7 @@ use super::codec::Reply;
 use crate::error::ApiError;
 use crate::node::Node;
 
-/// The family of a command, which decides the merge types it works on and
-/// the `[resp]` default entity of a key without ':'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Strings,
-    Counters,
-    Sets,
-    Hashes,
-}
-
-impl Family {
-    pub const ALL: [Family; 4] = [Family::Strings, Family::Sets, Family::Hashes, Family::Counters];
-
-    pub fn accepts(self, kind: MergeKind) -> bool {
-        match self {
-            Family::Strings => kind == MergeKind::Lww,
-            Family::Counters => matches!(kind, MergeKind::GCounter | MergeKind::PnCounter),
-            Family::Sets => kind == MergeKind::OrSet,
-            Family::Hashes => kind == MergeKind::LwwFields,
-        }
-    }
-
-    fn config_key(self) -> &'static str {
-        match self {
-            Family::Strings => "strings",
-            Family::Counters => "counters",
-            Family::Sets => "sets",
-            Family::Hashes => "hashes",
-        }
-    }
-
-    pub fn default_entity(self, node: &Node) -> Option<&str> {
-        let resp = &node.config.resp;
-        match self {
-            Family::Strings => resp.strings.as_deref(),
-            Family::Counters => resp.counters.as_deref(),
-            Family::Sets => resp.sets.as_deref(),
-            Family::Hashes => resp.hashes.as_deref(),
-        }
-    }
-}
+pub use tandem_resp::command::Family;
 
 /// The Redis type name of a merge type, for TYPE and WRONGTYPE messages.
 pub fn type_name(kind: MergeKind) -> &'static str {
@@ -74,24 +34,13 @@ pub struct Target {
 /// default entity.
 pub fn split(node: &Node, key: &[u8], family: Option<Family>) -> Result<Vec<Target>, Reply> {
     let key = std::str::from_utf8(key).map_err(|_| Reply::err("keys must be UTF-8 text"))?;
-    let candidates: Vec<(String, String)> = match key.split_once(':') {
-        Some((entity, id)) => vec![(entity.to_owned(), id.to_owned())],
-        None => {
-            let families = family.map_or(Family::ALL.to_vec(), |f| vec![f]);
-            let found: Vec<_> = families
-                .iter()
-                .filter_map(|f| f.default_entity(node))
-                .map(|e| (e.to_owned(), key.to_owned()))
-                .collect();
-            if found.is_empty() {
-                let which = family.map_or("strings, sets, hashes or counters", Family::config_key);
-                return Err(Reply::err(format!(
-                    "key `{key}` has no ':' and no default entity type is configured for it ([resp] {which}); use <entity>:<id>"
-                )));
-            }
-            found
-        }
-    };
+    let candidates = tandem_resp::command::candidates(key, family, &node.config.resp);
+    if candidates.is_empty() {
+        let which = family.map_or("strings, sets, hashes or counters", Family::config_key);
+        return Err(Reply::err(format!(
+            "key `{key}` has no ':' and no default entity type is configured for it ([resp] {which}); use <entity>:<id>"
+        )));
+    }
     let mut out = Vec::with_capacity(candidates.len());
     for (entity, id) in candidates {
         let cfg = node.target(&entity, &id).map_err(|e| error_reply(&e))?;

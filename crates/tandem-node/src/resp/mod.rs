@@ -11,9 +11,10 @@
 //! `node.max_connections` connections, `node.idle_timeout` of silence; a
 //! protocol error is answered and the connection closed.
 
-pub mod codec;
+pub use tandem_resp::codec;
 mod commands;
 mod keys;
+mod multi;
 mod scan;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use tandem_resp::conn::{Answer, ConnState};
 
 use self::codec::{Args, Limits, Reply};
 use self::commands::{Later, Step};
@@ -35,8 +38,7 @@ pub const PIPELINE_MAX: usize = 1024;
 pub const ARGS_MAX: usize = 4096;
 /// Longest inline command.
 pub const INLINE_BYTES_MAX: usize = 64 * 1024;
-/// The `redis_version` reported (the command set follows Redis 7).
-pub const REDIS_VERSION: &str = "7.2.0";
+pub use tandem_resp::conn::REDIS_VERSION;
 
 /// What a region's connections share.
 #[derive(Default)]
@@ -47,12 +49,24 @@ pub struct Shared {
 
 /// One connection's state.
 pub struct Session {
-    resp3: bool,
-    authed: bool,
-    name: Option<String>,
-    id: u64,
+    conn: ConnState,
     shared: Arc<Shared>,
+    /// The router's connection (its certificate, or `--insecure`): already
+    /// authenticated, and may mark failovers.
+    router: bool,
+    /// The home region the current command's writes stand in for.
+    failover_for: Option<String>,
+    /// Between MULTI and EXEC.
+    multi: Option<multi::Multi>,
+    /// While EXEC runs: the transaction's writes, each with where its
+    /// acknowledgement goes.
+    txn: Option<Vec<TxnWrite>>,
 }
+
+type TxnWrite = (
+    tandem_engine::write::LocalWrite,
+    tokio::sync::oneshot::Sender<Result<tandem_engine::write::Ack, crate::error::ApiError>>,
+);
 
 /// Serve RESP on `listener` until the node shuts down.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
@@ -80,12 +94,15 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         tokio::spawn(async move {
             let _permit = permit;
             match node.security.tls() {
-                None => connection(&node, shared, stream).await,
+                None => connection(&node, shared, stream, true).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
                     let timeout = node.config.node.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(&node, shared, s).await,
+                        Ok(Ok(s)) => {
+                            let router = from_router(&s);
+                            connection(&node, shared, s, router).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "RESP TLS handshake refused"),
                         Err(_) => tracing::debug!("RESP TLS handshake did not finish in time"),
                     }
@@ -93,6 +110,15 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
             }
         });
     }
+}
+
+/// Whether a TLS client presented the router's certificate.
+fn from_router(s: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> bool {
+    let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+    cert.is_some_and(|c| {
+        tandem_http::identity::identity_of_certificate(c).0
+            == tandem_http::identity::Identity::Router
+    })
 }
 
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
@@ -144,14 +170,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Arc<Node>,
     shared: Arc<Shared>,
     mut stream: S,
+    router: bool,
 ) {
     node.metrics.resp_connections.inc();
     let _open = Open(node);
     let limits = limits(node);
     let idle = node.config.node.idle_timeout;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let authed = !node.security.is_tls();
-    let mut session = Session { resp3: false, authed, name: None, id, shared };
+    let authed = !node.security.is_tls() || router;
+    let conn = ConnState { authed, id, ..ConnState::default() };
+    let mut session = Session { conn, shared, router, failover_for: None, multi: None, txn: None };
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -208,7 +236,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         out.clear();
         for (i, slot) in slots.iter().enumerate() {
             if let Slot::Ready(r) = slot {
-                r.encode(&mut out, session.resp3);
+                r.encode(&mut out, session.conn.resp3);
                 let outcome = match r {
                     Reply::Error(e) => e.split(' ').next().unwrap_or("ERR").to_owned(),
                     _ => "ok".to_owned(),
@@ -239,135 +267,24 @@ fn api_key_ok(node: &Node, key: &[u8]) -> bool {
     }
 }
 
-fn wrong_pass() -> Reply {
-    Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
-}
-
 /// Connection commands (and the authentication gate before every other
-/// command); `None` for the data commands.
+/// command, `tandem_resp::conn`); `None` for the data commands.
 pub(crate) async fn connection_commands(
     node: &Arc<Node>,
     session: &mut Session,
     name: &str,
     args: &Args,
 ) -> Result<Option<Step>, Reply> {
-    let argn = args.len();
-    let wrong_args =
-        || Reply::err(format!("wrong number of arguments for '{}' command", name.to_lowercase()));
-    let step = match name {
-        "AUTH" => {
-            let key = match argn {
-                2 => &args[1],
-                3 => &args[2],
-                _ => return Err(wrong_args()),
-            };
-            if !api_key_ok(node, key) {
-                return Err(wrong_pass());
-            }
-            session.authed = true;
-            Step::Now(Reply::ok())
-        }
-        "HELLO" => return hello(node, session, args).map(Some),
-        "QUIT" => Step::Close(Reply::ok()),
-        _ if !session.authed => {
-            return Err(Reply::Error("NOAUTH Authentication required.".into()));
-        }
-        "PING" => match argn {
-            1 => Step::Now(Reply::Simple("PONG")),
-            2 => Step::Now(Reply::Bulk(args[1].clone())),
-            _ => return Err(wrong_args()),
-        },
-        "ECHO" if argn == 2 => Step::Now(Reply::Bulk(args[1].clone())),
-        "SELECT" if argn == 2 => match args[1].as_slice() {
-            b"0" => Step::Now(Reply::ok()),
-            _ => return Err(Reply::err("DB index is out of range (tandem has database 0 only)")),
-        },
-        "CLIENT" if argn >= 2 => client(session, args)?,
-        "COMMAND" => Step::Now(command_info(args)),
-        "CONFIG" if argn >= 3 && args[1].eq_ignore_ascii_case(b"GET") => {
-            // No Redis configuration to show: each parameter asked for by
-            // name with an empty value (redis-benchmark asks for `save` and
-            // `appendonly`), nothing for patterns.
-            let named = args[2..].iter().filter(|a| !a.iter().any(|c| b"*?[".contains(c)));
-            Step::Now(Reply::Map(
-                named.map(|a| (Reply::Bulk(a.clone()), Reply::bulk(""))).collect(),
-            ))
-        }
-        "CONFIG" if argn >= 2 => {
-            return Err(Reply::err("CONFIG: only CONFIG GET is answered (with empty values)"))
-        }
-        "INFO" => Step::Now(Reply::Bulk(info(node, args).await?.into_bytes())),
-        "ECHO" | "SELECT" | "CLIENT" | "CONFIG" => return Err(wrong_args()),
-        _ => return Ok(None),
-    };
-    Ok(Some(step))
-}
-
-fn hello(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Step, Reply> {
-    let mut proto = if session.resp3 { 3 } else { 2 };
-    let mut i = 1;
-    if let Some(v) = args.get(1) {
-        proto = match v.as_slice() {
-            b"2" => 2,
-            b"3" => 3,
-            _ => return Err(Reply::Error("NOPROTO unsupported protocol version".into())),
-        };
-        i = 2;
+    match tandem_resp::conn::answer(&mut session.conn, args, |k| api_key_ok(node, k)) {
+        Answer::Reply(r) => return Ok(Some(Step::Now(r))),
+        Answer::Close(r) => return Ok(Some(Step::Close(r))),
+        Answer::Pass => {}
     }
-    let mut name = None;
-    while i < args.len() {
-        match String::from_utf8_lossy(&args[i]).to_ascii_uppercase().as_str() {
-            "AUTH" if i + 2 < args.len() => {
-                if !api_key_ok(node, &args[i + 2]) {
-                    return Err(wrong_pass());
-                }
-                session.authed = true;
-                i += 3;
-            }
-            "SETNAME" if i + 1 < args.len() => {
-                name = Some(String::from_utf8_lossy(&args[i + 1]).into_owned());
-                i += 2;
-            }
-            _ => return Err(Reply::err("syntax error in HELLO option")),
-        }
-    }
-    if !session.authed {
-        return Err(Reply::Error(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
-        ));
-    }
-    session.resp3 = proto == 3;
-    if name.is_some() {
-        session.name = name;
-    }
-    let s = |v: &str| Reply::bulk(v.as_bytes());
-    Ok(Step::Now(Reply::Map(vec![
-        (s("server"), s("redis")),
-        (s("version"), s(REDIS_VERSION)),
-        (s("proto"), Reply::Int(proto)),
-        (s("id"), Reply::Int(session.id as i64)),
-        (s("mode"), s("standalone")),
-        (s("role"), s("master")),
-        (s("modules"), Reply::Array(Vec::new())),
-    ])))
-}
-
-fn client(session: &mut Session, args: &Args) -> Result<Step, Reply> {
-    let sub = String::from_utf8_lossy(&args[1]).to_ascii_uppercase();
-    Ok(Step::Now(match (sub.as_str(), args.len()) {
-        ("SETNAME", 3) => {
-            session.name = Some(String::from_utf8_lossy(&args[2]).into_owned());
-            Reply::ok()
-        }
-        ("GETNAME", 2) => session.name.clone().map_or(Reply::Nil, Reply::bulk),
-        ("ID", 2) => Reply::Int(session.id as i64),
-        ("SETINFO", 4) => Reply::ok(),
-        _ => {
-            return Err(Reply::err(format!(
-                "unknown subcommand or wrong number of arguments for 'CLIENT|{sub}'"
-            )))
-        }
-    }))
+    Ok(match name {
+        "COMMAND" => Some(Step::Now(command_info(args))),
+        "INFO" => Some(Step::Now(Reply::Bulk(info(node, args).await?.into_bytes()))),
+        _ => None,
+    })
 }
 
 /// The commands tandem answers, with their Redis arity (negative: at least).
@@ -413,6 +330,10 @@ const COMMANDS: &[(&str, i64)] = &[
     ("command", -1),
     ("info", -1),
     ("config", -2),
+    ("multi", 1),
+    ("exec", 1),
+    ("discard", 1),
+    ("tandem", -4),
 ];
 
 fn command_info(args: &Args) -> Reply {

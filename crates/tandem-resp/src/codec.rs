@@ -252,6 +252,17 @@ impl Reply {
     }
 }
 
+/// A command as a client sends it: an array of bulk strings.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
+    line(out, b'*', args.len().to_string().as_bytes());
+    for a in args {
+        let a = a.as_ref();
+        line(out, b'$', a.len().to_string().as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 fn line(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
     out.push(kind);
     out.extend_from_slice(body);
@@ -266,16 +277,6 @@ mod tests {
 
     const LIMITS: Limits =
         Limits { bulk_bytes_max: 64, args_max: 8, inline_bytes_max: 64, command_bytes_max: 512 };
-
-    fn encode_command(args: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
-    }
 
     #[test]
     fn arrays_and_inline_commands_parse() {
@@ -324,7 +325,8 @@ mod tests {
             args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..8),
             junk in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
-            let wire = encode_command(&args);
+            let mut wire = Vec::new();
+            encode_command(&args, &mut wire);
             for cut in 0..wire.len() {
                 prop_assert_eq!(parse(&wire[..cut], &LIMITS), Ok(None));
             }
