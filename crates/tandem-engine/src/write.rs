@@ -65,6 +65,9 @@ pub struct Outcome {
     pub total: Option<i64>,
     /// `false` when `only_if_present` did not hold: nothing was written.
     pub applied: bool,
+    /// The record's expiry before the write (HLC wall-clock ms), when it
+    /// was live and expiring.
+    pub expiry_before_ms: Option<u64>,
 }
 
 /// The home region recorded in a subject registry record, if any.
@@ -142,25 +145,43 @@ impl Engine {
         };
         let mut state = current.map(|r| r.state).unwrap_or_else(|| State::new(cfg.merge));
         let hlc = clock.now();
-        let present = state.is_present();
+        // An expired record is absent to every write's condition and answer.
+        let present = state.is_live_at(hlc.wall_ms);
+        let visible = || present.then(|| state.value_json()).flatten();
         if w.only_if_present.is_some_and(|want| want != present) {
-            let outcome = Outcome { previous: state.value_json(), ..Outcome::default() };
+            let outcome = Outcome { previous: visible(), ..Outcome::default() };
             return Ok(Ok(Ack { hlc, version: state.version(), put: None, outcome }));
         }
-        let previous = matches!(w.op, Op::Put(_)).then(|| state.value_json()).flatten();
-        let members_changed = State::members_changed(&state, &w.op);
+        let writes_value = matches!(w.op, Op::Put(_) | Op::PutKeepExpiry(_) | Op::PutExpiring(..));
+        let previous = writes_value.then(visible).flatten();
+        let expiry_before_ms = present.then(|| state.expires_at_ms()).flatten();
+        // SET KEEPTTL of an absent (or expired) record keeps no expiry.
+        let fresh;
+        let op = match (&w.op, present) {
+            (Op::PutKeepExpiry(v), false) => {
+                fresh = Op::Put(v.clone());
+                &fresh
+            }
+            (op, _) => op,
+        };
+        let members_changed = State::members_changed(&state, op);
         // Removing what is not there changes nothing: answer without logging a change.
         let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
         let before = may_be_noop.then(|| state.clone());
-        if let Err(e) = state.apply_as(&w.op, &self.actor, &self.region, hlc) {
+        if let Err(e) = state.apply_as(op, &self.actor, &self.region, hlc) {
             let mut r = Refusal::from(e);
             if let Refusal::WrongMergeType { entity, .. } = &mut r {
                 entity.clone_from(&w.entity);
             }
             return Ok(Err(r));
         }
-        let outcome =
-            Outcome { previous, members_changed, total: state.counter_total(), applied: true };
+        let outcome = Outcome {
+            previous,
+            members_changed,
+            total: state.counter_total(),
+            applied: true,
+            expiry_before_ms,
+        };
         if before.as_ref() == Some(&state) {
             return Ok(Ok(Ack { hlc, version: state.version(), put: None, outcome }));
         }

@@ -23,7 +23,7 @@ pub use conflict::{
 };
 pub use counter::{CounterOverflow, GCounter, PnCounter};
 pub use kind::{MergeKind, UnknownMergeKind};
-pub use lww::Lww;
+pub use lww::{ExpiryChange, Lww, LwwExpiring};
 pub use lww_fields::LwwFields;
 pub use or_set::OrSet;
 pub use register::{Register, Version};

@@ -9,7 +9,7 @@ use tandem_clock::{Causality, Hlc, VersionVector};
 
 use crate::conflict::{Conflict, ConflictSide, ConflictType, MergeOutcome, Resolution, Winner};
 use crate::counter::{CounterOverflow, GCounter, PnCounter};
-use crate::lww::Lww;
+use crate::lww::{ExpiryChange, Lww, LwwExpiring};
 use crate::lww_fields::LwwFields;
 use crate::or_set::OrSet;
 use crate::{MergeKind, Stamp};
@@ -31,6 +31,15 @@ pub enum Op {
     Remove(Vec<String>),
     /// `lww`, `lww-fields`, `or-set`.
     Delete,
+    /// `lww`: replace the value and keep its expiry (`SET ... KEEPTTL`).
+    PutKeepExpiry(String),
+    /// `lww`: replace the value, expiring at an HLC wall-clock time in ms
+    /// (`SET ... EX`).
+    PutExpiring(String, u64),
+    /// `lww`: expire at an HLC wall-clock time in ms (`EXPIRE`).
+    Expire(u64),
+    /// `lww`: no longer expire (`PERSIST`).
+    Persist,
 }
 
 impl Op {
@@ -43,6 +52,9 @@ impl Op {
             Op::Add(_) => "add",
             Op::Remove(_) => "remove",
             Op::Delete => "delete",
+            Op::PutKeepExpiry(_) | Op::PutExpiring(..) => "put",
+            Op::Expire(_) => "expire",
+            Op::Persist => "persist",
         }
     }
 
@@ -50,8 +62,14 @@ impl Op {
     pub fn allowed_for(&self, kind: MergeKind) -> bool {
         matches!(
             (self, kind),
-            (Op::Put(_), MergeKind::Lww)
-                | (Op::Patch(_), MergeKind::LwwFields)
+            (
+                Op::Put(_)
+                    | Op::PutKeepExpiry(_)
+                    | Op::PutExpiring(..)
+                    | Op::Expire(_)
+                    | Op::Persist,
+                MergeKind::Lww
+            ) | (Op::Patch(_), MergeKind::LwwFields)
                 | (Op::Incr(_), MergeKind::GCounter | MergeKind::PnCounter)
                 | (Op::Decr(_), MergeKind::PnCounter)
                 | (Op::Add(_) | Op::Remove(_), MergeKind::OrSet)
@@ -83,9 +101,23 @@ impl From<CounterOverflow> for MergeError {
 pub enum State {
     Lww(Lww),
     LwwFields(LwwFields),
-    GCounter { counter: GCounter, ops: VersionVector, stamp: Stamp },
-    PnCounter { counter: PnCounter, ops: VersionVector, stamp: Stamp },
-    OrSet { set: OrSet, stamp: Stamp },
+    GCounter {
+        counter: GCounter,
+        ops: VersionVector,
+        stamp: Stamp,
+    },
+    PnCounter {
+        counter: PnCounter,
+        ops: VersionVector,
+        stamp: Stamp,
+    },
+    OrSet {
+        set: OrSet,
+        stamp: Stamp,
+    },
+    /// `lww` once an expiry was set (a variant of its own, after the others,
+    /// so that every record written before expiry existed decodes as it was).
+    LwwExpiring(LwwExpiring),
 }
 
 impl State {
@@ -109,7 +141,7 @@ impl State {
 
     pub fn kind(&self) -> MergeKind {
         match self {
-            State::Lww(_) => MergeKind::Lww,
+            State::Lww(_) | State::LwwExpiring(_) => MergeKind::Lww,
             State::LwwFields(_) => MergeKind::LwwFields,
             State::GCounter { .. } => MergeKind::GCounter,
             State::PnCounter { .. } => MergeKind::PnCounter,
@@ -140,8 +172,25 @@ impl State {
         }
         let here = Stamp::new(hlc, region);
         let region = actor;
+        if matches!(op, Op::PutExpiring(..) | Op::Expire(_) | Op::Persist) {
+            self.make_expiring();
+        }
         match (self, op) {
-            (State::Lww(r), Op::Put(v)) => r.write_as(Some(v.clone()), region, here),
+            (State::Lww(r), Op::Put(v) | Op::PutKeepExpiry(v)) => {
+                r.write_as(Some(v.clone()), region, here);
+            }
+            (State::LwwExpiring(e), op) => {
+                let (value, expiry) = match op {
+                    Op::Put(v) => (Some(Some(v.clone())), ExpiryChange::Clear),
+                    Op::Delete => (Some(None), ExpiryChange::Clear),
+                    Op::PutKeepExpiry(v) => (Some(Some(v.clone())), ExpiryChange::Keep),
+                    Op::PutExpiring(v, at) => (Some(Some(v.clone())), ExpiryChange::At(*at)),
+                    Op::Expire(at) => (None, ExpiryChange::At(*at)),
+                    Op::Persist => (None, ExpiryChange::Clear),
+                    other => unreachable!("lww accepted {}", other.name()),
+                };
+                e.write_as(value, expiry, region, here);
+            }
             (State::Lww(r), Op::Delete) => r.write_as(None, region, here),
             (State::LwwFields(f), Op::Patch(changes)) => {
                 if changes.is_empty() {
@@ -207,8 +256,14 @@ impl State {
         let concurrent =
             can_conflict && self.version().compare(&remote.version()) == Causality::Concurrent;
         let before = if concurrent { Some(self.clone()) } else { None };
+        if matches!(remote, State::LwwExpiring(e) if e.has_expiry()) {
+            self.make_expiring();
+        }
         let changed = match (&mut *self, remote) {
             (State::Lww(a), State::Lww(b)) => a.merge(b),
+            (State::LwwExpiring(a), State::LwwExpiring(b)) => a.merge(b),
+            (State::LwwExpiring(a), State::Lww(b)) => a.lww.merge(b),
+            (State::Lww(a), State::LwwExpiring(b)) => a.merge(&b.lww),
             (State::LwwFields(a), State::LwwFields(b)) => a.merge(b),
             (
                 State::GCounter { counter, ops, stamp },
@@ -244,6 +299,7 @@ impl State {
     pub fn value_json(&self) -> Option<String> {
         match self {
             State::Lww(r) => r.value().map(str::to_owned),
+            State::LwwExpiring(e) => e.lww.value().map(str::to_owned),
             State::LwwFields(f) => {
                 let mut out = String::from("{");
                 let mut any = false;
@@ -277,6 +333,7 @@ impl State {
     pub fn is_present(&self) -> bool {
         match self {
             State::Lww(r) => r.value().is_some(),
+            State::LwwExpiring(e) => e.lww.value().is_some(),
             State::LwwFields(f) => f.live().next().is_some(),
             State::GCounter { ops, .. } | State::PnCounter { ops, .. } => !ops.is_empty(),
             State::OrSet { set, .. } => !set.is_empty(),
@@ -317,7 +374,35 @@ impl State {
                 changes.iter().filter(|(k, v)| before.has_member(k) != v.is_some()).count()
             }
             Op::Delete => usize::from(before.is_present()),
-            Op::Put(_) | Op::Incr(_) | Op::Decr(_) => 0,
+            Op::Put(_)
+            | Op::Incr(_)
+            | Op::Decr(_)
+            | Op::PutKeepExpiry(_)
+            | Op::PutExpiring(..)
+            | Op::Expire(_)
+            | Op::Persist => 0,
+        }
+    }
+
+    /// When the record expires (HLC wall-clock ms); `None`: it does not.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        match self {
+            State::LwwExpiring(e) => e.deadline_ms(),
+            _ => None,
+        }
+    }
+
+    /// Whether the record is present and not expired at `now_ms` (HLC
+    /// wall-clock ms): what every read sees. An expired record reads as
+    /// absent everywhere, and its state stays as a marker like a delete's.
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.is_present() && self.expires_at_ms().is_none_or(|at| at > now_ms)
+    }
+
+    /// An `lww` record's state with room for an expiry.
+    fn make_expiring(&mut self) {
+        if let State::Lww(lww) = self {
+            *self = State::LwwExpiring(LwwExpiring::from(std::mem::take(lww)));
         }
     }
 
@@ -330,6 +415,7 @@ impl State {
     pub fn version(&self) -> VersionVector {
         match self {
             State::Lww(r) => r.version(),
+            State::LwwExpiring(e) => e.version(),
             State::LwwFields(f) => f.version(),
             State::GCounter { ops, .. } | State::PnCounter { ops, .. } => ops.clone(),
             State::OrSet { set, .. } => set.version(),
@@ -341,6 +427,7 @@ impl State {
     pub fn stamp(&self) -> Stamp {
         match self {
             State::Lww(r) => r.stamp().cloned().unwrap_or_default(),
+            State::LwwExpiring(e) => e.lww.stamp().cloned().unwrap_or_default(),
             State::LwwFields(f) => f.stamp().cloned().unwrap_or_default(),
             State::GCounter { stamp, .. }
             | State::PnCounter { stamp, .. }
@@ -387,8 +474,8 @@ fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Co
     };
     let side = |s: &State, v: Option<String>| ConflictSide { stamp: s.stamp(), value: v };
     let (conflict_type, resolution, field) = match (local, remote) {
-        (State::Lww(a), State::Lww(b)) => {
-            let ty = if a.value().is_none() || b.value().is_none() {
+        (State::Lww(_) | State::LwwExpiring(_), State::Lww(_) | State::LwwExpiring(_)) => {
+            let ty = if local_value.is_none() || remote_value.is_none() {
                 ConflictType::UpdateDelete
             } else {
                 ConflictType::ConcurrentWrite

@@ -29,9 +29,15 @@ fn arb_json() -> impl Strategy<Value = String> {
 fn arb_op(kind: MergeKind) -> BoxedStrategy<Op> {
     let elements = || proptest::collection::vec("[p-t]", 1..3);
     match kind {
-        MergeKind::Lww => {
-            prop_oneof![4 => arb_json().prop_map(Op::Put), 1 => Just(Op::Delete)].boxed()
-        }
+        MergeKind::Lww => prop_oneof![
+            4 => arb_json().prop_map(Op::Put),
+            1 => Just(Op::Delete),
+            1 => arb_json().prop_map(Op::PutKeepExpiry),
+            1 => (arb_json(), 0u64..8).prop_map(|(v, at)| Op::PutExpiring(v, at)),
+            1 => (0u64..8).prop_map(Op::Expire),
+            1 => Just(Op::Persist),
+        ]
+        .boxed(),
         MergeKind::LwwFields => prop_oneof![
             4 => proptest::collection::btree_map("[xyz]", proptest::option::of(arb_json()), 1..3)
                 .prop_map(Op::Patch),
@@ -358,4 +364,44 @@ fn states_round_trip_through_postcard() {
     let bytes = postcard::to_allocvec(&s).unwrap();
     let back: State = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(back, s);
+}
+
+/// Expiry: a causally later change replaces the deadline; among concurrent
+/// ones no expiry beats any deadline, else the latest deadline wins; a SET
+/// clears the expiry it has seen, SET KEEPTTL keeps it; an expired record
+/// reads as absent.
+#[test]
+fn concurrent_expiries_converge_to_the_longest_and_persist_beats_them() {
+    let mut base = State::new(MergeKind::Lww);
+    base.apply(&Op::Put("\"v\"".into()), "eu-west", Hlc::new(1, 0)).unwrap();
+    let (mut eu, mut us) = (base.clone(), base.clone());
+    eu.apply(&Op::Expire(5_000), "eu-west", Hlc::new(2, 0)).unwrap();
+    us.apply(&Op::Expire(9_000), "us-east", Hlc::new(2, 0)).unwrap();
+    let (a, b) = (merged(&eu, &us), merged(&us, &eu));
+    assert_eq!(a, b);
+    assert_eq!(a.expires_at_ms(), Some(9_000), "the longest of concurrent deadlines");
+    assert!(a.is_live_at(8_999) && !a.is_live_at(9_000));
+    assert_eq!(a.value_json().as_deref(), Some("\"v\""), "expiry leaves the value");
+    // A later EXPIRE that saw both replaces them, even with a shorter deadline.
+    let mut later = a.clone();
+    later.apply(&Op::Expire(3_000), "us-east", Hlc::new(3, 0)).unwrap();
+    assert_eq!(merged(&later, &eu).expires_at_ms(), Some(3_000));
+    // PERSIST concurrent with any deadline wins.
+    let mut p = base.clone();
+    p.apply(&Op::Persist, "eu-central", Hlc::new(2, 0)).unwrap();
+    assert_eq!(merged(&merged(&a, &p), &eu).expires_at_ms(), None);
+    // SET clears the expiry it saw; KEEPTTL keeps it.
+    let mut set = a.clone();
+    set.apply(&Op::PutKeepExpiry("\"w\"".into()), "eu-west", Hlc::new(4, 0)).unwrap();
+    assert_eq!(set.expires_at_ms(), Some(9_000));
+    set.apply(&Op::Put("\"x\"".into()), "eu-west", Hlc::new(5, 0)).unwrap();
+    assert_eq!(set.expires_at_ms(), None);
+    assert!(set.is_live_at(u64::MAX));
+    // A write that keeps the expiry, concurrent with it, does not revive
+    // the record once the deadline passed.
+    let mut keep = base.clone();
+    keep.apply(&Op::PutKeepExpiry("\"k\"".into()), "us-east", Hlc::new(3, 0)).unwrap();
+    let m = merged(&eu, &keep);
+    assert_eq!(m.value_json().as_deref(), Some("\"k\""));
+    assert!(!m.is_live_at(5_000), "still expires at eu-west's deadline");
 }

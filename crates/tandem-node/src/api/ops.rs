@@ -211,6 +211,7 @@ pub async fn digest(
     }
     let store = node.store.clone();
     let filter = q.entity.clone();
+    let now_ms = node.now_ms();
     let (hash, records) = tokio::task::spawn_blocking(move || {
         let mut hasher = Sha256::new();
         let mut records = 0u64;
@@ -218,8 +219,11 @@ pub async fn digest(
             if filter.as_deref().is_some_and(|f| f != entity) {
                 return;
             }
-            // Absent (deleted) records hash like records never written.
-            let Some(value) = rec.state.value_json() else {
+            // Absent (deleted or expired) records hash like records never
+            // written, so regions agree around an expiry within their clocks'
+            // offset.
+            let Some(value) = rec.state.value_json().filter(|_| rec.state.is_live_at(now_ms))
+            else {
                 return;
             };
             records += 1;

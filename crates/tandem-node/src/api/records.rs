@@ -51,8 +51,12 @@ pub struct RecordView {
 }
 
 impl RecordView {
-    /// `None` when the record is absent (deleted or empty).
-    pub fn new(entity: &str, id: &str, rec: &StoredRecord) -> Option<RecordView> {
+    /// `None` when the record is absent (deleted, empty, or expired at
+    /// `now_ms`).
+    pub fn new(entity: &str, id: &str, rec: &StoredRecord, now_ms: u64) -> Option<RecordView> {
+        if !rec.state.is_live_at(now_ms) {
+            return None;
+        }
         let value = rec.state.value()?;
         let stamp = rec.state.stamp();
         Some(RecordView {
@@ -185,7 +189,7 @@ pub async fn get_record(
         .map_err(|e| store_error(&e))?;
     let view = rec
         .as_ref()
-        .and_then(|r| RecordView::new(&entity, &id, r))
+        .and_then(|r| RecordView::new(&entity, &id, r, node.now_ms()))
         .ok_or_else(|| ApiError::not_found(format!("no record {entity}/{id}")))?;
     let cfg = node.entity(&entity)?;
     node.check_read_fresh(cfg, &view.origin)?;
@@ -229,7 +233,9 @@ pub async fn scan(
         .expect("scan task")
         .map_err(|e| store_error(&e))?;
     let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone())).flatten();
-    let records = page.iter().filter_map(|(id, r)| RecordView::new(&entity, id, r)).collect();
+    let now_ms = node.now_ms();
+    let records =
+        page.iter().filter_map(|(id, r)| RecordView::new(&entity, id, r, now_ms)).collect();
     Ok(Json(ScanResponse { records, next }))
 }
 

@@ -38,7 +38,7 @@ pub struct Later {
 
 /// How the acknowledgements of a command's writes become its reply.
 #[derive(Debug, Clone, Copy)]
-enum Finish {
+pub(super) enum Finish {
     Ok,
     /// SET ... GET: the value found.
     Previous,
@@ -50,6 +50,8 @@ enum Finish {
     Count,
     /// A counter's total (INCR...).
     Total,
+    /// PERSIST: 1 when an expiry was there and is gone.
+    Persisted,
 }
 
 impl Later {
@@ -79,6 +81,9 @@ impl Later {
                 Reply::Int(acks.iter().map(|a| a.outcome.members_changed as i64).sum())
             }
             Finish::Total => first.total.map_or(Reply::Nil, Reply::Int),
+            Finish::Persisted => {
+                Reply::Int(i64::from(first.applied && first.expiry_before_ms.is_some()))
+            }
         }
     }
 }
@@ -87,14 +92,30 @@ impl Later {
 /// writes of keys that name their entity. Every other command first waits
 /// for the writes before it, so it reads what they wrote.
 pub fn queues_without_reading(name: &[u8]) -> bool {
-    const WRITES: [&str; 14] = [
-        "SET", "SETNX", "MSET", "INCR", "INCRBY", "DECR", "DECRBY", "SADD", "SREM", "HSET",
-        "HMSET", "HSETNX", "HDEL", "PING",
+    const WRITES: [&str; 18] = [
+        "SET",
+        "SETNX",
+        "MSET",
+        "INCR",
+        "INCRBY",
+        "DECR",
+        "DECRBY",
+        "SADD",
+        "SREM",
+        "HSET",
+        "HMSET",
+        "HSETNX",
+        "HDEL",
+        "PING",
+        "EXPIRE",
+        "PEXPIRE",
+        "EXPIREAT",
+        "PEXPIREAT",
     ];
     WRITES.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(name))
 }
 
-fn arity(args: &Args, min: usize, even_tail: bool) -> Result<(), Reply> {
+pub(super) fn arity(args: &Args, min: usize, even_tail: bool) -> Result<(), Reply> {
     let bad = args.len() < min || (even_tail && !(args.len() - min).is_multiple_of(2));
     if bad {
         let name = String::from_utf8_lossy(&args[0]).to_lowercase();
@@ -178,7 +199,7 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
             }
             now(Reply::Array(out))
         }
-        "SET" => set(node, session, args),
+        "SET" => super::expiry::set(node, session, args),
         "SETNX" => {
             arity(args, 3, false)?;
             let t = keys::target(node, &args[1], Family::Strings)?;
@@ -274,8 +295,11 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
         "HGET" | "HMGET" | "HGETALL" | "HLEN" | "HEXISTS" | "HKEYS" | "HVALS" => {
             hash_read(node, &name, args).await
         }
-        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "PERSIST" => {
-            Err(not_yet(&name, "expiry"))
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+            super::expiry::expire(node, session, &name, args)
+        }
+        "TTL" | "PTTL" | "PERSIST" => {
+            super::expiry::ttl_or_persist(node, session, &name, args).await
         }
         "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
             super::multi::command(node, session, &name).await
@@ -387,39 +411,9 @@ async fn hash_read(node: &Arc<Node>, name: &str, args: &Args) -> Result<Step, Re
     }))
 }
 
-/// SET key value [NX|XX] [GET] (expiry options are refused for now).
-fn set(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Step, Reply> {
-    arity(args, 3, false)?;
-    let t = keys::target(node, &args[1], Family::Strings)?;
-    let (mut only_if_present, mut get) = (None, false);
-    for opt in &args[3..] {
-        match String::from_utf8_lossy(opt).to_ascii_uppercase().as_str() {
-            "NX" if only_if_present.is_none() => only_if_present = Some(false),
-            "XX" if only_if_present.is_none() => only_if_present = Some(true),
-            "GET" => get = true,
-            "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
-                return Err(Reply::err(
-                    "SET with expiry is not supported yet (docs/OPERATIONS.md, Redis protocol)",
-                ))
-            }
-            _ => return Err(Reply::err("syntax error")),
-        }
-    }
-    if only_if_present == Some(false) {
-        no_false_lock(node, &t, "SET NX")?;
-    }
-    let op = Op::Put(json_text(&args[2])?);
-    let finish = match (get, only_if_present) {
-        (true, _) => Finish::Previous,
-        (false, Some(_)) => Finish::OkIfApplied,
-        (false, None) => Finish::Ok,
-    };
-    queue(node, session, vec![conditional(&t, op, only_if_present)], finish)
-}
-
 /// `SET NX` on a type any region may write would succeed in two regions at
 /// once: refused there; on pinned types (one writer region) it works.
-fn no_false_lock(node: &Node, t: &Target, what: &str) -> Result<(), Reply> {
+pub(super) fn no_false_lock(node: &Node, t: &Target, what: &str) -> Result<(), Reply> {
     let cfg = node.entity(&t.entity).map_err(|e| error_reply(&e))?;
     if cfg.writes != tandem_config::WritePolicy::HomeRegion {
         return Err(Reply::err(format!(
@@ -430,11 +424,11 @@ fn no_false_lock(node: &Node, t: &Target, what: &str) -> Result<(), Reply> {
     Ok(())
 }
 
-fn conditional(t: &Target, op: Op, only_if_present: Option<bool>) -> LocalWrite {
+pub(super) fn conditional(t: &Target, op: Op, only_if_present: Option<bool>) -> LocalWrite {
     LocalWrite { only_if_present, ..LocalWrite::new(&t.entity, &t.id, op) }
 }
 
-fn queue(
+pub(super) fn queue(
     node: &Arc<Node>,
     session: &mut Session,
     writes: Vec<LocalWrite>,
@@ -485,7 +479,7 @@ fn members(args: &[Vec<u8>]) -> Result<Vec<String>, Reply> {
 }
 
 /// Read a record (off the async threads), with the lag-budget read check.
-async fn read(node: &Arc<Node>, t: &Target) -> Result<Option<StoredRecord>, Reply> {
+pub(super) async fn read(node: &Arc<Node>, t: &Target) -> Result<Option<StoredRecord>, Reply> {
     let store = node.store.clone();
     let (e, i) = (t.entity.clone(), t.id.clone());
     let rec = tokio::task::spawn_blocking(move || store.get(&e, &i))
@@ -493,7 +487,7 @@ async fn read(node: &Arc<Node>, t: &Target) -> Result<Option<StoredRecord>, Repl
         .map_err(|_| Reply::err("the read failed"))?
         .map_err(|e| error_reply(&crate::writer::store_error(&e)))?;
     let Some(rec) = rec else { return Ok(None) };
-    if !rec.state.is_present() {
+    if !rec.state.is_live_at(node.now_ms()) {
         return Ok(None);
     }
     let cfg = node.entity(&t.entity).map_err(|e| error_reply(&e))?;

@@ -13,6 +13,7 @@
 
 pub use tandem_resp::codec;
 mod commands;
+mod expiry;
 mod keys;
 mod multi;
 mod scan;
@@ -330,6 +331,13 @@ const COMMANDS: &[(&str, i64)] = &[
     ("command", -1),
     ("info", -1),
     ("config", -2),
+    ("expire", -3),
+    ("pexpire", -3),
+    ("expireat", -3),
+    ("pexpireat", -3),
+    ("ttl", 2),
+    ("pttl", 2),
+    ("persist", 2),
     ("multi", 1),
     ("exec", 1),
     ("discard", 1),

@@ -81,6 +81,7 @@ pub async fn scan(
         node.config.entities.iter().map(|(n, c)| (n.clone(), c.merge)).collect();
     let mut keys = Vec::new();
     let mut examined = 0;
+    let now_ms = node.now_ms();
     while examined < count && entity_index < entities.len() {
         let (entity, merge) = &entities[entity_index];
         let store = node.store.clone();
@@ -94,7 +95,7 @@ pub async fn scan(
         for (id, rec) in &page {
             let key = format!("{entity}:{id}");
             if type_ok
-                && rec.state.is_present()
+                && rec.state.is_live_at(now_ms)
                 && pattern.as_deref().is_none_or(|p| glob(p, key.as_bytes()))
             {
                 keys.push(Reply::bulk(key));
@@ -116,15 +117,15 @@ pub async fn scan(
     Ok(Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)]))
 }
 
-/// Records present in the region (a full pass over the store).
+/// Records present (and not expired) in the region (a full pass over the store).
 pub async fn count(node: &Arc<Node>) -> Result<i64, Reply> {
-    let (store, config) = (node.store.clone(), node.config.clone());
+    let (store, config, now_ms) = (node.store.clone(), node.config.clone(), node.now_ms());
     tokio::task::spawn_blocking(move || {
         let mut n = 0i64;
         store
             .for_each(&mut |entity, _, rec| {
                 let listed = config.entities.contains_key(entity);
-                n += i64::from(listed && rec.state.is_present());
+                n += i64::from(listed && rec.state.is_live_at(now_ms));
             })
             .map(|()| n)
     })
