@@ -64,6 +64,32 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, Proto
     }
 }
 
+/// Parse every complete command at the front of `buf` (at most `max`), and
+/// take them out of it; empty commands are skipped. A protocol error ends
+/// the round with the reply that answers it (the connection then closes).
+pub fn parse_round(buf: &mut Vec<u8>, limits: &Limits, max: usize) -> (Vec<Args>, Option<Reply>) {
+    let mut commands = Vec::new();
+    let mut used = 0;
+    let mut fatal = None;
+    while commands.len() < max {
+        match parse(&buf[used..], limits) {
+            Ok(Some((args, n))) => {
+                used += n;
+                if !args.is_empty() {
+                    commands.push(args);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                fatal = Some(Reply::err(e.to_string()));
+                break;
+            }
+        }
+    }
+    buf.drain(..used);
+    (commands, fatal)
+}
+
 /// The line starting at `at`, without its CRLF, and where the next starts;
 /// `None` when it is not complete. Header lines are short: one longer than
 /// 32 bytes is a protocol error, not a reason to buffer more.
@@ -302,6 +328,20 @@ mod tests {
         assert_eq!(parse(&[b'*'; 40], &LIMITS), Err(ProtocolError::ArrayLength));
         assert_eq!(parse(&[b'a'; 65], &LIMITS), Err(ProtocolError::InlineTooLong(64)));
         assert_eq!(parse(b"set 'a\r\n", &LIMITS), Err(ProtocolError::Quotes));
+    }
+
+    #[test]
+    fn a_round_takes_complete_commands_up_to_its_bound() {
+        let mut buf = b"PING\r\n\r\nPING\r\nPING\r\n*1\r\n$4\r\nPI".to_vec();
+        let (commands, fatal) = parse_round(&mut buf, &LIMITS, 2);
+        assert_eq!((commands.len(), fatal), (2, None));
+        let (commands, fatal) = parse_round(&mut buf, &LIMITS, 8);
+        assert_eq!((commands.len(), fatal), (1, None));
+        assert_eq!(buf, b"*1\r\n$4\r\nPI", "the partial command waits");
+        buf.extend_from_slice(b"NG\r\n*x\r\n");
+        let (commands, fatal) = parse_round(&mut buf, &LIMITS, 8);
+        assert_eq!(commands.len(), 1);
+        assert!(fatal.is_some_and(|r| matches!(r, Reply::Error(e) if e.contains("multibulk"))));
     }
 
     #[test]

@@ -114,25 +114,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let mut commands: Vec<Args> = Vec::new();
-        let mut used = 0;
-        let mut fatal = None;
-        while commands.len() < PIPELINE_MAX {
-            match codec::parse(&buf[used..], &limits) {
-                Ok(Some((args, n))) => {
-                    used += n;
-                    if !args.is_empty() {
-                        commands.push(args);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    fatal = Some(Reply::err(e.to_string()));
-                    break;
-                }
-            }
-        }
-        buf.drain(..used);
+        let (commands, fatal) = codec::parse_round(&mut buf, &limits, PIPELINE_MAX);
         if commands.is_empty() && fatal.is_none() {
             match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
                 Ok(Ok(0) | Err(_)) | Err(_) => return,
