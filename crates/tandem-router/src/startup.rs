@@ -88,6 +88,16 @@ pub async fn run(
         .map(|i| tokio::spawn(health::probe_loop(state.clone(), i)))
         .collect();
 
+    // Bound before the HTTP listener is announced: a taken port fails the
+    // start, not a router that already said it was listening.
+    let resp_listener = match config.router.resp_listen {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (router.resp_listen)"))?,
+        ),
+    };
     let addr = opts.listen.unwrap_or(config.router.listen);
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -100,12 +110,9 @@ pub async fn run(
         idle_timeout: config.router.idle_timeout,
         ..Default::default()
     };
-    let resp = match config.router.resp_listen {
+    let resp = match resp_listener {
         None => None,
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr} (router.resp_listen)"))?;
+        Some(l) => {
             let how = if tls.is_some() { "TLS" } else { "plaintext" };
             println!("tandem router speaking RESP on {} ({how})", l.local_addr()?);
             Some(tokio::spawn(crate::resp::serve(state.clone(), l)))

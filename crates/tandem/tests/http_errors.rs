@@ -104,7 +104,9 @@ fn short_timeouts(config: &str) -> String {
 
 fn start_router(config: &str, dir: &std::path::Path) -> Served {
     let path = dir.join("tandem.toml");
-    std::fs::write(&path, config).unwrap();
+    // The example's fixed RESP port would be shared by routers of parallel tests.
+    let resp = format!("127.0.0.1:{}", tandem_testkit::ports::free_port());
+    std::fs::write(&path, config.replace("127.0.0.1:7110", &resp)).unwrap();
     let path = path.to_str().expect("a UTF-8 path");
     let router =
         TANDEM.serve(&["router", "--config", path, "--listen", "127.0.0.1:0", "--insecure"], &[]);
