@@ -71,6 +71,12 @@ pub fn connect(d: &crate::Deployment, addr: &str) -> RawStream {
     RawStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
 }
 
+/// The errors of a socket whose peer has already closed it.
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), NotConnected | BrokenPipe | ConnectionReset | ConnectionAborted)
+}
+
 /// A plain or TLS byte stream.
 pub enum RawStream {
     Plain(std::net::TcpStream),
@@ -79,15 +85,22 @@ pub enum RawStream {
 
 impl RawStream {
     /// No more bytes from this side (TLS: close_notify, then a TCP half-close).
+    /// The server may have closed the connection already (a fatal protocol
+    /// error closes it at once), so a reset or an unconnected socket here is
+    /// not a failure: what the server said is still there to read.
     pub fn half_close(&mut self) {
-        match self {
-            RawStream::Plain(s) => s.shutdown(std::net::Shutdown::Write).expect("half-close"),
+        let done = match self {
+            RawStream::Plain(s) => s.shutdown(std::net::Shutdown::Write),
             RawStream::Tls(s) => {
                 s.conn.send_close_notify();
                 use std::io::Write;
-                s.flush().expect("flush the close_notify");
-                s.sock.shutdown(std::net::Shutdown::Write).expect("half-close");
+                s.flush().and_then(|()| s.sock.shutdown(std::net::Shutdown::Write))
             }
+        };
+        match done {
+            Ok(()) => {}
+            Err(e) if closed_by_peer(&e) => {}
+            Err(e) => panic!("half-close: {e}"),
         }
     }
 }
