@@ -339,6 +339,7 @@ mod tests {
                 committed_at_ms: 1,
                 logged_at_ms: 1,
             },
+            delta: None,
         }
     }
 

@@ -122,6 +122,7 @@ fn write_batch(layout: &mut dyn Layout, ids: &[String], clock: &mut Clock) -> an
                 committed_at_ms: hlc.wall_ms,
                 logged_at_ms: hlc.wall_ms,
             },
+            delta: None,
         });
         view.insert(id, record);
     }

@@ -7,12 +7,17 @@
 //! deduplicate it downstream; a merge that combined it with changes held
 //! here is a new state this region vouches for and is logged as its own, so
 //! its direct stream carries it to every peer, including peers that cannot
-//! reach the origins of the changes folded into it. The path's cursor
-//! advances in the same batch, so apply is idempotent and survives crashes.
+//! reach the origins of the changes folded into it. A delta
+//! (`tandem_merge::delta`) is logged as it came, keeping its origin; one
+//! whose causal context is not here yet stops the batch just before it
+//! (`ApplyReport::waiting`): the cursor stays there and the puller asks
+//! again, once the change it depends on has come by another path. The
+//! path's cursor advances in the same batch, so apply is idempotent and
+//! survives crashes.
 
 use tandem_clock::HlcClock;
 use tandem_config::ConflictPolicy;
-use tandem_merge::Conflict;
+use tandem_merge::{Conflict, MergeError, State};
 
 use crate::engine::Engine;
 use crate::error::StoreError;
@@ -62,6 +67,9 @@ pub struct ApplyReport {
     pub skipped: Vec<(String, Skipped)>,
     /// The path's cursor after the batch.
     pub cursor: u64,
+    /// The batch stopped at a delta that needs changes this region has not
+    /// applied yet: the cursor stays before it, so it comes again.
+    pub waiting: bool,
 }
 
 impl Engine {
@@ -73,7 +81,8 @@ impl Engine {
         batch: &RemoteBatch,
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
-        for e in &batch.entries {
+        let mut waiting_at = None;
+        for (i, e) in batch.entries.iter().enumerate() {
             let Some(kind) = self.merge_kind(&e.entity) else {
                 report.skipped.push((e.entity.clone(), Skipped::UnknownEntity));
                 continue;
@@ -92,11 +101,16 @@ impl Engine {
             // The remote stamp advances the local clock (unless it is too far
             // ahead: then it is refused and counted, and the data still merges).
             let _ = clock.observe(e.state.stamp().hlc);
-            let (state, changed) = match view.get(&e.entity, &e.id)? {
+            let current = view.take(&e.entity, &e.id)?;
+            // A delta merges into an empty state when the record is new here.
+            let current = match current {
+                None if e.state.is_delta() => Some(State::new(kind)),
+                other => other.map(|r| r.state),
+            };
+            let (state, changed) = match current {
                 None => (e.state.clone(), true),
-                Some(r) => {
-                    let mut s = r.state;
-                    if self.faults.merge_overwrites {
+                Some(mut s) => {
+                    if self.faults.merge_overwrites && !e.state.is_delta() {
                         // Deliberately broken: whole-state last-writer-wins.
                         let newer = e.state.stamp() > s.stamp();
                         if newer {
@@ -104,7 +118,15 @@ impl Engine {
                         }
                         (s, newer)
                     } else {
-                        let outcome = s.merge(&e.state).expect("kinds checked above");
+                        let outcome = match s.merge(&e.state) {
+                            Ok(outcome) => outcome,
+                            // Its context is not here yet: stop before it.
+                            Err(MergeError::NotYet) => {
+                                waiting_at = Some(i);
+                                break;
+                            }
+                            Err(e) => unreachable!("kinds checked above: {e}"),
+                        };
                         if let Some(c) = outcome.conflict {
                             let never = self
                                 .config
@@ -127,8 +149,9 @@ impl Engine {
             let now_ms = clock.physical_ms();
             // A repair's states carry no log position of their origin: what
             // they change is this region's own change, streamed to every peer.
-            let relay =
-                batch.path != Path::Repair && (state == e.state || e.entity == SEALED_ENTITY);
+            // A delta goes on as it came (never as this region's whole state).
+            let relay = batch.path != Path::Repair
+                && (state == e.state || e.entity == SEALED_ENTITY || e.state.is_delta());
             let origin = if relay {
                 ChangeOrigin {
                     origin: e.origin.clone(),
@@ -139,13 +162,21 @@ impl Engine {
             } else {
                 self.own_origin(now_ms)
             };
-            view.put(&e.entity, &e.id, StoredRecord { state, updated_at_ms: now_ms }, origin);
+            let record = StoredRecord { state, updated_at_ms: now_ms };
+            let delta = (relay && e.state.is_delta()).then(|| e.state.clone());
+            view.put_logging(&e.entity, &e.id, record, origin, delta);
             report.changed += 1;
         }
         let key = batch.path.cursor_key(&batch.peer);
         let mut cursor = view.cursor(&key)?;
-        if batch.next_seq > cursor.seq {
-            cursor.seq = batch.next_seq;
+        report.waiting = waiting_at.is_some();
+        let covered = match waiting_at {
+            // Everything before the waiting entry is applied.
+            Some(i) => batch.entries[i].seq - 1,
+            None => batch.next_seq,
+        };
+        if covered > cursor.seq {
+            cursor.seq = covered;
             view.set_cursor(&key, cursor.clone());
         }
         report.cursor = cursor.seq;

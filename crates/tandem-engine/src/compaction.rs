@@ -1,9 +1,11 @@
 //! Lossless log compaction, decided: which replication log entries may go.
 //!
-//! Every log entry carries its record's full merged state at that point, so
-//! an entry superseded by a newer entry of the same record from the same
+//! A log entry carries its record's full merged state at that point, or a
+//! delta (`tandem_merge::delta`: big sets and field records), so an entry
+//! superseded by a newer whole-state entry of the same record from the same
 //! origin carries nothing the newer one lacks, whatever the peers' cursors
-//! say: a peer behind both receives the newer one. Same origin, because the
+//! say: a peer behind both receives the newer one. A delta supersedes
+//! nothing (the periodic whole state of a big record ends its chain). Same origin, because the
 //! filters choose by origin (the direct stream sends this region's own
 //! changes, forwarding third regions' changes past per-origin marks). The
 //! superseding entry must also be older than a horizon (at least the forward
@@ -53,7 +55,12 @@ impl Superseded {
         if self.superseders.contains(&key) {
             return true;
         }
-        if head.logged_at_ms <= self.horizon_ms {
+        // A delta carries only its change: it supersedes nothing.
+        if head.delta {
+            if head.logged_at_ms > self.horizon_ms {
+                self.young += 1;
+            }
+        } else if head.logged_at_ms <= self.horizon_ms {
             self.superseders.insert(key);
         } else {
             self.young += 1;
@@ -79,7 +86,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn head<'a>(seq: u64, id: &'a str, origin: &'a str, logged_at_ms: u64) -> LogHead<'a> {
-        LogHead { seq, origin, origin_seq: seq, committed_at_ms: 0, logged_at_ms, entity: "e", id }
+        let delta = false;
+        LogHead {
+            seq,
+            origin,
+            origin_seq: seq,
+            committed_at_ms: 0,
+            logged_at_ms,
+            entity: "e",
+            id,
+            delta,
+        }
     }
 
     #[test]
@@ -107,19 +124,20 @@ mod tests {
 
     proptest! {
         /// Lossless: the newest entry of every (record, origin) stays, and
-        /// every removed entry has a kept, newer entry of its record and
-        /// origin logged at or before the horizon.
+        /// every removed entry has a kept, newer whole-state entry of its
+        /// record and origin logged at or before the horizon.
         #[test]
         fn compaction_keeps_the_newest_of_each_record_and_origin(
             writes in proptest::collection::vec((0..6usize, 0..3usize, 0..100u64), 0..200),
             horizon_ms in 0..100u64,
+            deltas in proptest::collection::vec(any::<bool>(), 200),
         ) {
             let ids = ["a", "b", "c", "d", "e", "f"];
             let origins = ["eu", "us", "ap"];
             let mut logged_at_ms = 0;
             let log: Vec<LogHead<'_>> = writes.iter().enumerate().map(|(i, (id, o, step))| {
                 logged_at_ms += step % 3;
-                head(i as u64 + 1, ids[*id], origins[*o], logged_at_ms)
+                LogHead { delta: deltas[i], ..head(i as u64 + 1, ids[*id], origins[*o], logged_at_ms) }
             }).collect();
             let mut s = Superseded::new(horizon_ms);
             let removed: HashSet<u64> =
@@ -131,9 +149,17 @@ mod tests {
                 if newest == Some(h.seq) {
                     prop_assert!(!removed.contains(&h.seq), "the newest entry stays");
                 }
+                // A removed entry, delta or whole, is behind a kept, newer
+                // whole state (which has every change before it).
                 if removed.contains(&h.seq) {
-                    prop_assert!(kept.iter().any(|k| same(k)
+                    prop_assert!(kept.iter().any(|k| same(k) && !k.delta
                         && k.seq > h.seq && k.logged_at_ms <= horizon_ms));
+                }
+                // A delta stays unless a newer whole state follows it.
+                if h.delta && !removed.contains(&h.seq) {
+                    let whole_after = log.iter().any(|k| same(&k) && !k.delta
+                        && k.seq > h.seq && k.logged_at_ms <= horizon_ms);
+                    prop_assert!(!whole_after, "a delta behind a whole state may go");
                 }
             }
         }

@@ -36,6 +36,9 @@ pub struct Engine {
     /// Keys for sealed transfers out of this region's jurisdiction.
     pub sealer: Sealer,
     pub faults: Faults,
+    /// Records of a non-personal type with at least this many members ship
+    /// deltas (`tandem_merge::delta`); a simulation lowers it to exercise them.
+    pub delta_members_min: usize,
 }
 
 /// Work for the writer.
@@ -91,6 +94,7 @@ impl Engine {
             pseudonymizer: None,
             sealer: Sealer::default(),
             faults: Faults::NONE,
+            delta_members_min: tandem_merge::DELTA_MEMBERS_MIN,
         }
     }
 

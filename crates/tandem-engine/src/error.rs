@@ -57,6 +57,8 @@ pub enum Refusal {
     NoPseudonymKey { entity: String },
     #[error("{0}")]
     InvalidOp(String),
+    #[error("the `{entity}` record would be {bytes} bytes, over the record limit of {limit} bytes ([replication] batch_bytes_max: a record's whole state must fit one replication batch); nothing was written")]
+    RecordTooLarge { entity: String, bytes: usize, limit: usize },
 }
 
 impl Refusal {
@@ -71,6 +73,7 @@ impl Refusal {
             Refusal::CrossJurisdictionMove { .. } => (409, "cross_jurisdiction_move"),
             Refusal::NoPseudonymKey { .. } => (503, "unavailable"),
             Refusal::InvalidOp(_) => (400, "bad_request"),
+            Refusal::RecordTooLarge { .. } => (413, "payload_too_large"),
         }
     }
 
@@ -107,6 +110,8 @@ impl From<tandem_merge::MergeError> for Refusal {
             }
             M::CounterOverflow => Refusal::InvalidOp("counter would overflow".into()),
             M::InvalidOp(m) => Refusal::InvalidOp(m.to_owned()),
+            // Local writes apply operations, never deltas.
+            M::NotYet => unreachable!("a local write merged a delta"),
         }
     }
 }

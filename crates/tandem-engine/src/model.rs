@@ -81,7 +81,7 @@ impl<'a> LogEntryRef<'a> {
             logged_at_ms: put.origin.logged_at_ms,
             entity: &put.entity,
             id: &put.id,
-            state: &put.record.state,
+            state: put.delta.as_ref().unwrap_or(&put.record.state),
         }
     }
 
@@ -111,6 +111,10 @@ pub struct LogHead<'a> {
     pub logged_at_ms: u64,
     pub entity: &'a str,
     pub id: &'a str,
+    /// The entry carries a delta, not its record's whole state (read from
+    /// the state's first byte, `tandem_merge::DELTA_TAGS`).
+    #[serde(skip)]
+    pub delta: bool,
 }
 
 impl LogEntry {
@@ -124,6 +128,7 @@ impl LogEntry {
             logged_at_ms: self.logged_at_ms,
             entity: &self.entity,
             id: &self.id,
+            delta: self.state.is_delta(),
         }
     }
 }
@@ -133,9 +138,13 @@ impl<'a> LogHead<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<LogHead<'a>, StoreError> {
         match bytes.split_first() {
             Some((&tag, rest)) if u64::from(tag) == FORMAT_VERSION => {
-                postcard::take_from_bytes(rest).map(|(head, _state)| head).map_err(|e| {
-                    StoreError::Decode { what: "log entry head", message: e.to_string() }
-                })
+                let (mut head, state): (LogHead<'a>, &[u8]) = postcard::take_from_bytes(rest)
+                    .map_err(|e| StoreError::Decode {
+                        what: "log entry head",
+                        message: e.to_string(),
+                    })?;
+                head.delta = state.first().is_some_and(|t| tandem_merge::DELTA_TAGS.contains(t));
+                Ok(head)
             }
             Some((&tag, _)) => Err(StoreError::IncompatibleFormat {
                 found: u64::from(tag),
@@ -215,9 +224,18 @@ mod tests {
                 committed_at_ms: 3,
                 logged_at_ms: 4,
             },
+            delta: None,
         };
+        let delta = State::OrSetDelta(tandem_merge::OrSetDelta {
+            actor: "us-east".into(),
+            first: 3,
+            base: state_version(&put),
+            change: tandem_merge::SetChange::Add(vec!["c".into()]),
+            stamp: put.record.state.stamp(),
+        });
         for p in [
             put.clone(),
+            crate::store::Put { delta: Some(delta), ..put.clone() },
             crate::store::Put {
                 origin: ChangeOrigin { origin_seq: None, ..put.origin.clone() },
                 ..put
@@ -235,7 +253,13 @@ mod tests {
             assert_eq!(encode(&borrowed), encode(&owned));
             assert_eq!(decode::<LogEntry>("entry", &encode(&borrowed)).unwrap(), owned);
             assert_eq!(owned.origin_seq, p.origin.origin_seq.unwrap_or(9));
+            assert_eq!(head.delta, p.delta.is_some(), "the head tells a delta");
+            assert_eq!(owned.state, p.delta.clone().unwrap_or(p.record.state.clone()));
         }
+    }
+
+    fn state_version(put: &crate::store::Put) -> tandem_clock::VersionVector {
+        put.record.state.version()
     }
 
     #[test]

@@ -18,6 +18,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tandem_merge::State;
+
 use crate::error::StoreError;
 use crate::model::{ChangeOrigin, LogEntry, PeerCursor, Snapshot, StoredRecord};
 
@@ -32,6 +34,9 @@ pub struct Put {
     pub id: String,
     pub record: StoredRecord,
     pub origin: ChangeOrigin,
+    /// What the log entry carries when it is not the record's whole state:
+    /// a delta (`tandem_merge::delta`).
+    pub delta: Option<State>,
 }
 
 /// Everything one batch writes, applied by `Store::commit` in one transaction.
@@ -162,15 +167,23 @@ pub trait Store: Send + Sync + 'static {
 pub struct BatchView<'s> {
     store: &'s dyn Store,
     pending: &'s [Arc<Effects>],
-    records: BTreeMap<RecordKey, Option<StoredRecord>>,
+    records: BTreeMap<RecordKey, Slot>,
     effects: Effects,
+}
+
+/// A record as the batch knows it: as read, or as one of its own puts (by
+/// index, so a put is not copied: big records are costly to clone).
+#[derive(Debug, Clone)]
+enum Slot {
+    Read(Option<StoredRecord>),
+    Put(usize),
 }
 
 /// What [`BatchView::rollback`] returns the batch to.
 #[derive(Debug, Clone)]
 pub struct Mark {
     puts: usize,
-    records: BTreeMap<RecordKey, Option<StoredRecord>>,
+    records: BTreeMap<RecordKey, Slot>,
 }
 
 impl<'s> BatchView<'s> {
@@ -191,11 +204,11 @@ impl<'s> BatchView<'s> {
         keys.dedup();
         let found = store.get_many(&keys)?;
         assert_eq!(found.len(), keys.len(), "get_many answers one value per key");
-        let mut records: BTreeMap<RecordKey, Option<StoredRecord>> =
-            keys.into_iter().zip(found).collect();
+        let mut records: BTreeMap<RecordKey, Slot> =
+            keys.into_iter().zip(found).map(|(k, r)| (k, Slot::Read(r))).collect();
         for put in pending.iter().flat_map(|e| e.puts.iter()) {
             if let Some(slot) = records.get_mut(&(put.entity.clone(), put.id.clone())) {
-                *slot = Some(put.record.clone());
+                *slot = Slot::Read(Some(put.record.clone()));
             }
         }
         Ok(BatchView { store, pending, records, effects: Effects::default() })
@@ -204,8 +217,10 @@ impl<'s> BatchView<'s> {
     /// A record as the batch sees it (its own puts and the pending ones included).
     pub fn get(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
         let key = (entity.to_owned(), id.to_owned());
-        if let Some(r) = self.records.get(&key) {
-            return Ok(r.clone());
+        match self.records.get(&key) {
+            Some(Slot::Read(r)) => return Ok(r.clone()),
+            Some(Slot::Put(i)) => return Ok(Some(self.effects.puts[*i].record.clone())),
+            None => {}
         }
         // Not fetched in advance (a key `Engine::keys_of` did not foresee):
         // read it now; correct, only slower.
@@ -214,8 +229,27 @@ impl<'s> BatchView<'s> {
             Some(p) => Some(p.record.clone()),
             None => self.store.get(entity, id)?,
         };
-        self.records.insert(key, r.clone());
+        self.records.insert(key, Slot::Read(r.clone()));
         Ok(r)
+    }
+
+    /// As `get`, moving the record out of the batch's reads instead of
+    /// copying it (a write about to `put` it back): a later `get` of the same
+    /// key reads it again. Big records are costly to copy.
+    pub fn take(&mut self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        let key = (entity.to_owned(), id.to_owned());
+        match self.records.remove(&key) {
+            Some(Slot::Read(r)) => Ok(r),
+            Some(put @ Slot::Put(_)) => {
+                self.records.insert(key, put);
+                self.get(entity, id)
+            }
+            None => {
+                let r = self.get(entity, id)?;
+                self.records.remove(&key);
+                Ok(r)
+            }
+        }
     }
 
     pub fn cursor(&self, key: &str) -> Result<PeerCursor, StoreError> {
@@ -237,12 +271,27 @@ impl<'s> BatchView<'s> {
         record: StoredRecord,
         origin: ChangeOrigin,
     ) -> usize {
-        self.records.insert((entity.to_owned(), id.to_owned()), Some(record.clone()));
+        self.put_logging(entity, id, record, origin, None)
+    }
+
+    /// As `put`, logging `delta` (when given) instead of the whole state.
+    pub fn put_logging(
+        &mut self,
+        entity: &str,
+        id: &str,
+        record: StoredRecord,
+        origin: ChangeOrigin,
+        delta: Option<State>,
+    ) -> usize {
+        debug_assert!(delta.as_ref().is_none_or(State::is_delta));
+        let index = self.effects.puts.len();
+        self.records.insert((entity.to_owned(), id.to_owned()), Slot::Put(index));
         self.effects.puts.push(Put {
             entity: entity.to_owned(),
             id: id.to_owned(),
             record,
             origin,
+            delta,
         });
         self.effects.puts.len() - 1
     }

@@ -28,6 +28,9 @@ pub struct LocalWrite {
     /// Apply only if the record is absent (`Some(false)`) or present
     /// (`Some(true)`), decided in the writer's batch (`SET NX`/`XX`).
     pub only_if_present: Option<bool>,
+    /// Apply only if the record has no live member (an `lww-fields` field)
+    /// of this name, decided in the writer's batch (`HSETNX`).
+    pub only_if_member_absent: Option<String>,
 }
 
 impl LocalWrite {
@@ -38,6 +41,7 @@ impl LocalWrite {
             op,
             failover_for: None,
             only_if_present: None,
+            only_if_member_absent: None,
         }
     }
 }
@@ -130,7 +134,7 @@ impl Engine {
                 return Ok(Err(r));
             }
         }
-        let current = view.get(&w.entity, &w.id)?;
+        let current = view.take(&w.entity, &w.id)?;
         if w.entity == SUBJECT_ENTITY {
             if let Err(r) = self.check_move(&w.id, current.as_ref(), &w.op) {
                 return Ok(Err(r));
@@ -148,7 +152,9 @@ impl Engine {
         // An expired record is absent to every write's condition and answer.
         let present = state.is_live_at(hlc.wall_ms);
         let visible = || present.then(|| state.value_json()).flatten();
-        if w.only_if_present.is_some_and(|want| want != present) {
+        let member_taken =
+            w.only_if_member_absent.as_ref().is_some_and(|m| present && state.has_member(m));
+        if member_taken || w.only_if_present.is_some_and(|want| want != present) {
             let outcome = Outcome { previous: visible(), ..Outcome::default() };
             return Ok(Ok(Ack { hlc, version: state.version(), put: None, outcome }));
         }
@@ -168,6 +174,10 @@ impl Engine {
         // Removing what is not there changes nothing: answer without logging a change.
         let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
         let before = may_be_noop.then(|| state.clone());
+        let ships_deltas = !cfg.personal
+            && matches!(cfg.merge, MergeKind::OrSet | MergeKind::LwwFields)
+            && w.entity != SUBJECT_ENTITY;
+        let base = ships_deltas.then(|| state.version());
         if let Err(e) = state.apply_as(op, &self.actor, &self.region, hlc) {
             let mut r = Refusal::from(e);
             if let Refusal::WrongMergeType { entity, .. } = &mut r {
@@ -185,31 +195,43 @@ impl Engine {
         if before.as_ref() == Some(&state) {
             return Ok(Ok(Ack { hlc, version: state.version(), put: None, outcome }));
         }
+        // A record's whole state must fit one replication batch, or it could
+        // never replicate whole (a big record's periodic whole state).
+        if ships_deltas && state.members() >= self.delta_members_min {
+            let bytes = postcard::experimental::serialized_size(&state).unwrap_or(usize::MAX);
+            let limit = self.config.replication.batch_bytes_max;
+            if bytes > limit {
+                return Ok(Err(Refusal::RecordTooLarge { entity: w.entity.clone(), bytes, limit }));
+            }
+        }
         let now_ms = clock.physical_ms();
         let version = state.version();
+        let delta =
+            base.and_then(|base| state.delta_of(&base, op, &self.actor, self.delta_members_min));
+        // Same batch: the projection can never disagree with its source.
+        let projection = projected.and_then(|(p, ps)| {
+            let pid = ps.projection_id(&w.id)?;
+            let subject = tandem_config::subject_of(&w.id).unwrap_or("");
+            Some((p, pid, crate::analytics::projection_op(&state, p, &ps.pseudonym(subject))))
+        });
         let record = StoredRecord { state, updated_at_ms: now_ms };
         let origin = self.own_origin(now_ms);
-        let put = view.put(&w.entity, &w.id, record.clone(), origin.clone());
-        if let Some((p, ps)) = projected {
-            // Same batch: the projection can never disagree with its source.
-            if let Some(pid) = ps.projection_id(&w.id) {
-                let subject = tandem_config::subject_of(&w.id).unwrap_or("");
-                let op = crate::analytics::projection_op(&record.state, p, &ps.pseudonym(subject));
-                let current = view.get(&p.into, &pid)?;
-                let mut pstate =
-                    current.map(|r| r.state).unwrap_or_else(|| State::new(MergeKind::LwwFields));
-                let before = pstate.clone();
-                pstate
-                    .apply_as(&op, &self.actor, &self.region, clock.now())
-                    .expect("projection ops are valid");
-                if pstate != before {
-                    view.put(
-                        &p.into,
-                        &pid,
-                        StoredRecord { state: pstate, updated_at_ms: now_ms },
-                        origin,
-                    );
-                }
+        let put = view.put_logging(&w.entity, &w.id, record, origin.clone(), delta);
+        if let Some((p, pid, op)) = projection {
+            let current = view.get(&p.into, &pid)?;
+            let mut pstate =
+                current.map(|r| r.state).unwrap_or_else(|| State::new(MergeKind::LwwFields));
+            let before = pstate.clone();
+            pstate
+                .apply_as(&op, &self.actor, &self.region, clock.now())
+                .expect("projection ops are valid");
+            if pstate != before {
+                view.put(
+                    &p.into,
+                    &pid,
+                    StoredRecord { state: pstate, updated_at_ms: now_ms },
+                    origin,
+                );
             }
         }
         Ok(Ok(Ack { hlc, version, put: Some(put), outcome }))

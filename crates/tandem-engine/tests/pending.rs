@@ -25,7 +25,7 @@ fn put(entity: &str, id: &str, n: u64) -> Put {
         committed_at_ms: 1,
         logged_at_ms: 1,
     };
-    Put { entity: entity.into(), id: id.into(), record: counter(n), origin }
+    Put { entity: entity.into(), id: id.into(), record: counter(n), origin, delta: None }
 }
 
 fn effects(puts: Vec<Put>, cursor: Option<u64>) -> Arc<Effects> {

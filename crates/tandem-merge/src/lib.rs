@@ -7,9 +7,12 @@
 //!   hybrid-logical-clock order, then region name.
 //! - `g-counter` and `pn-counter` keep one slot per region.
 //! - `or-set` is an add-wins ORSWOT: dots and a causal context, no tombstones.
+//!
+//! Big `or-set` and `lww-fields` records ship deltas to peers (`delta`).
 
 mod conflict;
 mod counter;
+mod delta;
 mod kind;
 mod lww;
 mod lww_fields;
@@ -22,6 +25,7 @@ pub use conflict::{
     possible_conflicts, Conflict, ConflictSide, ConflictType, MergeOutcome, Resolution, Winner,
 };
 pub use counter::{CounterOverflow, GCounter, PnCounter};
+pub use delta::{ships_whole, NotYet, OrSetDelta, SetChange, DELTA_MEMBERS_MIN, DELTA_TAGS};
 pub use kind::{MergeKind, UnknownMergeKind};
 pub use lww::{ExpiryChange, Lww, LwwExpiring};
 pub use lww_fields::LwwFields;

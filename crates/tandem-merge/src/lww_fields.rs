@@ -76,6 +76,16 @@ impl LwwFields {
         self.fields.iter().filter_map(|(k, r)| r.value().map(|v| (k.as_str(), v)))
     }
 
+    /// Only the fields `names` (as they are here): a delta of a change to
+    /// them, which merges like the whole record (fields are independent).
+    pub fn part<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> LwwFields {
+        let fields = names
+            .into_iter()
+            .filter_map(|n| self.fields.get(n).map(|r| (n.clone(), r.clone())))
+            .collect();
+        LwwFields { fields }
+    }
+
     pub fn fields(&self) -> &BTreeMap<String, Register> {
         &self.fields
     }

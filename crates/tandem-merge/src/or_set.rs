@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tandem_clock::VersionVector;
 
+use crate::delta::{NotYet, OrSetDelta, SetChange};
+
 type Dot = (String, u64);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,61 @@ impl OrSet {
             changed = true;
         }
         changed
+    }
+
+    /// Apply a change made at another replica (see `crate::delta`): exactly
+    /// the merge of that replica's whole state after the change, provided
+    /// this replica has seen everything the change had seen; `NotYet`
+    /// otherwise, and nothing changes. Returns whether anything changed.
+    pub fn apply_delta(&mut self, d: &OrSetDelta) -> Result<bool, NotYet> {
+        let (seen, last) = (self.clock.get(&d.actor), d.last());
+        if seen >= last {
+            return Ok(false); // this change, and what it had seen, are here
+        }
+        if !self.clock.dominates_or_equals(&d.base) {
+            return Err(NotYet);
+        }
+        // Having seen its context, this replica has seen every earlier
+        // change of the actor, and none of this one.
+        assert_eq!(seen + 1, d.first, "dots of one actor are seen in order");
+        // The change observed exactly the dots of its context: those go,
+        // dots added concurrently (not in the context) stay.
+        let unobserved = |dots: &mut BTreeSet<Dot>| dots.retain(|(r, c)| !d.base.contains(r, *c));
+        match &d.change {
+            SetChange::Add(elements) => {
+                // An element added twice in one change keeps its last dot.
+                let mut dot_of: BTreeMap<&String, u64> = BTreeMap::new();
+                for (i, e) in elements.iter().enumerate() {
+                    dot_of.insert(e, d.first + i as u64);
+                }
+                for (e, counter) in dot_of {
+                    let dots = self.entries.entry(e.clone()).or_default();
+                    unobserved(dots);
+                    dots.insert((d.actor.clone(), counter));
+                }
+            }
+            SetChange::Remove(elements) => {
+                for e in elements {
+                    if let Some(dots) = self.entries.get_mut(e) {
+                        unobserved(dots);
+                        if dots.is_empty() {
+                            self.entries.remove(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.clock.set(&d.actor, last);
+        Ok(true)
+    }
+
+    /// Only `elements` (those present), with the whole causal context.
+    pub fn only(&self, elements: &[String]) -> OrSet {
+        let entries = elements
+            .iter()
+            .filter_map(|e| self.entries.get(e).map(|dots| (e.clone(), dots.clone())))
+            .collect();
+        OrSet { entries, clock: self.clock.clone() }
     }
 
     pub fn elements(&self) -> impl Iterator<Item = &str> {

@@ -9,6 +9,7 @@ use tandem_clock::{Causality, Hlc, VersionVector};
 
 use crate::conflict::{Conflict, ConflictSide, ConflictType, MergeOutcome, Resolution, Winner};
 use crate::counter::{CounterOverflow, GCounter, PnCounter};
+use crate::delta::{NotYet, OrSetDelta, SetChange};
 use crate::lww::{ExpiryChange, Lww, LwwExpiring};
 use crate::lww_fields::LwwFields;
 use crate::or_set::OrSet;
@@ -88,6 +89,10 @@ pub enum MergeError {
     CounterOverflow,
     #[error("invalid operation: {0}")]
     InvalidOp(&'static str),
+    /// A delta that needs changes this replica has not seen yet: give it
+    /// again once they are here (`crate::delta`).
+    #[error("{}", NotYet)]
+    NotYet,
 }
 
 impl From<CounterOverflow> for MergeError {
@@ -118,6 +123,10 @@ pub enum State {
     /// `lww` once an expiry was set (a variant of its own, after the others,
     /// so that every record written before expiry existed decodes as it was).
     LwwExpiring(LwwExpiring),
+    /// A log entry's delta of a big `or-set` (`crate::delta`); never a record's state.
+    OrSetDelta(OrSetDelta),
+    /// A log entry's delta of a big `lww-fields` record: the changed fields.
+    LwwFieldsPart(LwwFields),
 }
 
 impl State {
@@ -142,10 +151,10 @@ impl State {
     pub fn kind(&self) -> MergeKind {
         match self {
             State::Lww(_) | State::LwwExpiring(_) => MergeKind::Lww,
-            State::LwwFields(_) => MergeKind::LwwFields,
+            State::LwwFields(_) | State::LwwFieldsPart(_) => MergeKind::LwwFields,
             State::GCounter { .. } => MergeKind::GCounter,
             State::PnCounter { .. } => MergeKind::PnCounter,
-            State::OrSet { .. } => MergeKind::OrSet,
+            State::OrSet { .. } | State::OrSetDelta(_) => MergeKind::OrSet,
         }
     }
 
@@ -247,6 +256,9 @@ impl State {
     /// conflict is reported exactly when the two versions were concurrent and
     /// their values differed (counters never conflict: every increment counts).
     pub fn merge(&mut self, remote: &State) -> Result<MergeOutcome, MergeError> {
+        if self.is_delta() {
+            return Err(MergeError::InvalidOp("a delta is not a record's state"));
+        }
         if self.kind() != remote.kind() {
             return Err(MergeError::KindMismatch { local: self.kind(), remote: remote.kind() });
         }
@@ -255,7 +267,9 @@ impl State {
         let can_conflict = !matches!(self.kind(), MergeKind::GCounter | MergeKind::PnCounter);
         let concurrent =
             can_conflict && self.version().compare(&remote.version()) == Causality::Concurrent;
-        let before = if concurrent { Some(self.clone()) } else { None };
+        // A conflict with a delta shows the members it touched, not the
+        // whole record (which may have 100,000 of them).
+        let before = concurrent.then(|| self.touched_by(remote));
         if matches!(remote, State::LwwExpiring(e) if e.has_expiry()) {
             self.make_expiring();
         }
@@ -264,7 +278,7 @@ impl State {
             (State::LwwExpiring(a), State::LwwExpiring(b)) => a.merge(b),
             (State::LwwExpiring(a), State::Lww(b)) => a.lww.merge(b),
             (State::Lww(a), State::LwwExpiring(b)) => a.merge(&b.lww),
-            (State::LwwFields(a), State::LwwFields(b)) => a.merge(b),
+            (State::LwwFields(a), State::LwwFields(b) | State::LwwFieldsPart(b)) => a.merge(b),
             (
                 State::GCounter { counter, ops, stamp },
                 State::GCounter { counter: c2, ops: o2, stamp: s2 },
@@ -288,9 +302,17 @@ impl State {
                 stamp.join(st2);
                 changed
             }
+            (State::OrSet { set, stamp }, State::OrSetDelta(d)) => {
+                let changed = set.apply_delta(d).map_err(|NotYet| MergeError::NotYet)?;
+                stamp.join(&d.stamp);
+                changed
+            }
             _ => unreachable!("kinds checked above"),
         };
-        let conflict = before.and_then(|local| describe_conflict(&local, remote, self));
+        let conflict = before.and_then(|local| match remote.is_delta() {
+            true => describe_conflict(&local, remote, &self.touched_by(remote)),
+            false => describe_conflict(&local, remote, self),
+        });
         Ok(MergeOutcome { changed, conflict })
     }
 
@@ -300,7 +322,7 @@ impl State {
         match self {
             State::Lww(r) => r.value().map(str::to_owned),
             State::LwwExpiring(e) => e.lww.value().map(str::to_owned),
-            State::LwwFields(f) => {
+            State::LwwFields(f) | State::LwwFieldsPart(f) => {
                 let mut out = String::from("{");
                 let mut any = false;
                 for (k, v) in f.live() {
@@ -326,6 +348,14 @@ impl State {
             State::OrSet { set, .. } => (!set.is_empty()).then(|| {
                 serde_json::to_string(&set.elements().collect::<Vec<_>>()).expect("encodes")
             }),
+            // A delta's value is what it added (a remove has none).
+            State::OrSetDelta(d) => match &d.change {
+                SetChange::Add(e) => {
+                    let sorted: std::collections::BTreeSet<&String> = e.iter().collect();
+                    Some(serde_json::to_string(&sorted).expect("encodes"))
+                }
+                SetChange::Remove(_) => None,
+            },
         }
     }
 
@@ -334,9 +364,10 @@ impl State {
         match self {
             State::Lww(r) => r.value().is_some(),
             State::LwwExpiring(e) => e.lww.value().is_some(),
-            State::LwwFields(f) => f.live().next().is_some(),
+            State::LwwFields(f) | State::LwwFieldsPart(f) => f.live().next().is_some(),
             State::GCounter { ops, .. } | State::PnCounter { ops, .. } => !ops.is_empty(),
             State::OrSet { set, .. } => !set.is_empty(),
+            State::OrSetDelta(d) => matches!(d.change, SetChange::Add(_)),
         }
     }
 
@@ -416,9 +447,10 @@ impl State {
         match self {
             State::Lww(r) => r.version(),
             State::LwwExpiring(e) => e.version(),
-            State::LwwFields(f) => f.version(),
+            State::LwwFields(f) | State::LwwFieldsPart(f) => f.version(),
             State::GCounter { ops, .. } | State::PnCounter { ops, .. } => ops.clone(),
             State::OrSet { set, .. } => set.version(),
+            State::OrSetDelta(d) => d.version(),
         }
     }
 
@@ -428,10 +460,11 @@ impl State {
         match self {
             State::Lww(r) => r.stamp().cloned().unwrap_or_default(),
             State::LwwExpiring(e) => e.lww.stamp().cloned().unwrap_or_default(),
-            State::LwwFields(f) => f.stamp().cloned().unwrap_or_default(),
+            State::LwwFields(f) | State::LwwFieldsPart(f) => f.stamp().cloned().unwrap_or_default(),
             State::GCounter { stamp, .. }
             | State::PnCounter { stamp, .. }
             | State::OrSet { stamp, .. } => stamp.clone(),
+            State::OrSetDelta(d) => d.stamp.clone(),
         }
     }
 }
@@ -482,7 +515,7 @@ fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Co
             };
             (ty, resolution_between(&local.stamp(), &remote.stamp()), None)
         }
-        (State::LwwFields(a), State::LwwFields(b)) => {
+        (State::LwwFields(a), State::LwwFields(b) | State::LwwFieldsPart(b)) => {
             // A field both sides wrote concurrently with different visible values.
             let clash = a.fields().iter().find_map(|(name, ra)| {
                 let rb = b.fields().get(name)?;
@@ -495,7 +528,7 @@ fn describe_conflict(local: &State, remote: &State, merged: &State) -> Option<Co
                 None => (ConflictType::ConcurrentUpdate, Resolution::FieldsMerged, None),
             }
         }
-        (State::OrSet { .. }, State::OrSet { .. }) => {
+        (State::OrSet { .. }, State::OrSet { .. } | State::OrSetDelta(_)) => {
             (ConflictType::ConcurrentUpdate, Resolution::AddWins, None)
         }
         // Counters: concurrent increments both count; nothing was resolved.

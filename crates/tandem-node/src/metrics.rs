@@ -36,6 +36,13 @@ pub struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerPathLabels {
+    pub peer: String,
+    /// `direct` or `forward`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabels {
     pub data_class: String,
 }
@@ -106,6 +113,8 @@ pub struct Metrics {
     pub stability_evicted_peers: Gauge,
     /// Resyncs by anti-entropy with peers back from eviction.
     pub peer_resyncs: Counter,
+    /// Bytes of changes sent to each peer (encoded batches), by path.
+    pub replication_sent_bytes: Family<PeerPathLabels, Counter>,
 }
 
 /// The reasons `residency_denials_total` counts.
@@ -189,6 +198,7 @@ impl Metrics {
             stability_horizon_age_seconds: Gauge::default(),
             stability_evicted_peers: Gauge::default(),
             peer_resyncs: Counter::default(),
+            replication_sent_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -335,6 +345,11 @@ impl Metrics {
             "tandem_stability_evicted_peers",
             "Peers silent past replication.peer_retention, evicted from the stability horizon",
             m.stability_evicted_peers.clone(),
+        );
+        registry.register(
+            "tandem_replication_sent_bytes",
+            "Bytes of changes sent to each peer (encoded batches), by path (direct, forward)",
+            m.replication_sent_bytes.clone(),
         );
         registry.register(
             "tandem_peer_resyncs",

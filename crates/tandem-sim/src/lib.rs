@@ -126,6 +126,8 @@ pub struct Report {
     pub compacted: u64,
     /// Stability horizons recorded (and checked), all regions.
     pub horizons: usize,
+    /// Delta entries delivered, and deliveries that waited at one.
+    pub deltas: (u64, u64),
     /// The minimal history of the failing records (empty when nothing failed).
     pub minimal_history: String,
     /// The command that replays this run.
@@ -237,6 +239,7 @@ pub fn run(seed: u64, opts: &Options) -> Report {
             .count(),
         simulated_ms: sim.now_ms(),
         compacted: sim.compacted,
+        deltas: sim.deltas,
         horizons: sim
             .history
             .events

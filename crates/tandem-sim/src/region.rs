@@ -61,6 +61,8 @@ pub struct ApplyReport {
     pub changed: usize,
     /// Entries refused because this region may not hold them (`inbound_refused`).
     pub refused: Vec<(String, String)>,
+    /// The batch stopped at a delta whose context is not here yet.
+    pub waiting: bool,
 }
 
 pub struct Region {
@@ -96,6 +98,9 @@ impl Region {
         let regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
         let mut engine = Engine::new(config, name, name);
         engine.faults = faults;
+        // The workload's sets and field records are small: ship deltas from
+        // the first member on, so every history exercises them.
+        engine.delta_members_min = 1;
         let stability = new_stability(name, &regions, faults, EPOCH_MS);
         Region {
             name: name.to_owned(),
@@ -171,6 +176,7 @@ impl Region {
             op: op.clone(),
             failover_for: failover_for.map(str::to_owned),
             only_if_present: None,
+            only_if_member_absent: None,
         };
         let (outcome, early) = self.execute(Command::Local(w.clone()));
         let Outcome::Local(result) = outcome else { unreachable!("a local outcome") };
@@ -259,7 +265,7 @@ impl Region {
             RemoteBatch { peer: peer.to_owned(), path, entries: entries.to_vec(), next_seq };
         let (outcome, _) = self.execute(Command::Apply(batch));
         let Outcome::Apply(report) = outcome else { unreachable!("an apply outcome") };
-        ApplyReport { changed: report.changed, refused: report.refused }
+        ApplyReport { changed: report.changed, refused: report.refused, waiting: report.waiting }
     }
 
     pub fn cursor(&self, peer: &str, path: Path) -> u64 {

@@ -83,6 +83,9 @@ pub struct Sim {
     pub stuck: Option<String>,
     /// Log entries removed by compaction, all regions (a seed's report).
     pub compacted: u64,
+    /// Delta entries delivered, and deliveries that stopped at one whose
+    /// context had not arrived yet.
+    pub deltas: (u64, u64),
 }
 
 impl Sim {
@@ -120,6 +123,7 @@ impl Sim {
             faults_on: false,
             stuck: None,
             compacted: 0,
+            deltas: (0, 0),
             world,
             opts,
         }
@@ -376,6 +380,8 @@ impl Sim {
             Payload::Batch { path, next_seq, entries } => {
                 let receiver = self.regions.get_mut(&m.to).expect("region");
                 let report = receiver.apply_remote(&m.from, path, &entries, next_seq);
+                self.deltas.0 += entries.iter().filter(|e| e.state.is_delta()).count() as u64;
+                self.deltas.1 += u64::from(report.waiting);
                 let full = entries.len() >= config.replication.batch_max;
                 // Heartbeats (nothing carried, nothing refused) are not history.
                 if !entries.is_empty() || !report.refused.is_empty() {
@@ -395,6 +401,8 @@ impl Sim {
                 let pull = self.pulls.entry((m.to.clone(), m.from.clone(), path)).or_default();
                 pull.outstanding_since = None;
                 pull.next_at = match path {
+                    // A delta waits for changes coming by another path.
+                    Path::Direct if report.waiting => self.now + FORWARD_INTERVAL_MS,
                     Path::Direct => self.now,
                     Path::Forward if full => self.now,
                     Path::Forward | Path::Repair => self.now + FORWARD_INTERVAL_MS,

@@ -84,7 +84,7 @@ fn many_seeds_hold_every_invariant() {
     let started = Instant::now();
     let reports = run_seeds(base, seeds, &opts);
     let (mut ops, mut acked, mut deliveries, mut faults, mut compacted) = (0, 0, 0, 0, 0);
-    let mut horizons = 0;
+    let (mut horizons, mut deltas, mut waits) = (0, 0, 0);
     let mut failures = Vec::new();
     for r in reports {
         ops += r.ops;
@@ -93,12 +93,14 @@ fn many_seeds_hold_every_invariant() {
         faults += r.faults;
         compacted += r.compacted;
         horizons += r.horizons;
+        deltas += r.deltas.0;
+        waits += r.deltas.1;
         if !r.ok() {
             failures.push(r);
         }
     }
     println!(
-        "{seeds} seeds from {base:#x} in {:.1} s: {ops} client operations ({acked} acknowledged), {deliveries} batches delivered, {faults} faults, {compacted} log entries compacted away, {horizons} stability horizons checked",
+        "{seeds} seeds from {base:#x} in {:.1} s: {ops} client operations ({acked} acknowledged), {deliveries} batches delivered, {faults} faults, {compacted} log entries compacted away, {horizons} stability horizons checked, {deltas} deltas delivered ({waits} deliveries waited at one)",
         started.elapsed().as_secs_f64()
     );
     assert!(
@@ -114,6 +116,7 @@ fn many_seeds_hold_every_invariant() {
         "no run compacted a log: the invariants were not checked against compaction"
     );
     assert!(horizons > 0, "no stability horizon matured: its check checked nothing");
+    assert!(deltas > 0 && waits > 0, "no delta, or none that had to wait: not exercised");
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn local(at_ms: u64) -> ChangeOrigin {
 }
 
 fn put(entity: &str, id: &str, record: &StoredRecord, origin: ChangeOrigin) -> Put {
-    Put { entity: entity.into(), id: id.into(), record: record.clone(), origin }
+    Put { entity: entity.into(), id: id.into(), record: record.clone(), origin, delta: None }
 }
 
 fn puts(items: Vec<Put>) -> Effects {
@@ -182,6 +182,20 @@ pub fn run_reopened(open: &mut dyn FnMut() -> Box<dyn Store>) {
     assert_eq!(store.durable_seq().unwrap(), 2);
     let c = store.commit(&puts(vec![put("page_views", "z", &rec, local(2))])).unwrap();
     assert_eq!(c.first_seq, 3, "numbering goes on from where it was");
+    // A record put twice in one commit, replayed: stored as it is last,
+    // both changes logged.
+    let newer = record(MergeKind::GCounter, &Op::Incr(6), 3);
+    store
+        .commit(&puts(vec![
+            put("page_views", "w", &rec, local(3)),
+            put("page_views", "w", &newer, local(3)),
+        ]))
+        .unwrap();
+    drop(store);
+    let store = open();
+    assert_eq!(store.get("page_views", "w").unwrap(), Some(newer.clone()));
+    let states: Vec<State> = store.log_after(3, 10).unwrap().into_iter().map(|e| e.state).collect();
+    assert_eq!(states, vec![rec.state.clone(), newer.state]);
 }
 
 fn snapshots_restore_everything_and_raise_the_floor(source: &dyn Store, target: &dyn Store) {

@@ -41,7 +41,7 @@ fn redb_store_refuses_other_regions() {
             committed_at_ms: 1,
             logged_at_ms: 1,
         };
-        let put = Put { entity: "page_views".into(), id: "x".into(), record, origin };
+        let put = Put { entity: "page_views".into(), id: "x".into(), record, origin, delta: None };
         store.commit(&Effects { puts: vec![put], ..Effects::default() }).unwrap();
     }
     // Another region's directory is refused rather than silently shared.

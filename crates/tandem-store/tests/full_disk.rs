@@ -189,6 +189,7 @@ fn commit(store: &RedbStore, ids: &[String], cursor: Option<PeerCursor>) -> Resu
             id: id.clone(),
             record: record.clone(),
             origin: origin.clone(),
+            delta: None,
         })
         .collect();
     let mut effects = Effects { puts, ..Effects::default() };

@@ -160,6 +160,13 @@ fn redis_cli_drives_every_command_family_with_tandem_merge_types_and_rules() {
     assert_eq!(r(&["SET", "credential:alice:pw", "other", "NX"]), "");
     assert_eq!(r(&["SETNX", "credential:alice:pw", "other"]), "0");
     assert_eq!(r(&["GET", "credential:alice:pw"]), "secret");
+    // HSETNX: per field, on a pinned type; refused where any region writes.
+    assert_eq!(r(&["HSETNX", "profile:alice", "name", "Alice"]), "1");
+    assert_eq!(r(&["HSETNX", "profile:alice", "name", "Eve"]), "0", "the field is set");
+    assert_eq!(r(&["HSETNX", "profile:alice", "email", "a@x"]), "1", "another field");
+    assert_eq!(r(&["HGET", "profile:alice", "name"]), "Alice");
+    assert!(r(&["HSETNX", "myhash", "f9", "v"]).contains("any-region"), "no false locks");
+    assert_eq!(r(&["HEXISTS", "myhash", "f9"]), "0");
 
     // A pipeline of 1,000 commands: every reply, and group commits.
     let commits = |d: &Deployment| {

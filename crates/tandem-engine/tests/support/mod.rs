@@ -101,6 +101,7 @@ pub fn local(entity: &str, id: &str, op: Op, failover: Option<&str>) -> Command 
         op,
         failover_for: failover.map(Into::into),
         only_if_present: None,
+        only_if_member_absent: None,
     })
 }
 

@@ -81,6 +81,10 @@ pub enum PullError {
     WrongSender { expected: String, sender: String },
     #[error("apply: {0}")]
     Apply(String),
+    /// A delta needs changes this region has not applied yet (they come by
+    /// another path): pull it again shortly (`tandem_merge::delta`).
+    #[error("a delta waits for changes not applied here yet")]
+    Waiting,
 }
 
 /// A peer's refusal, by its status and error code.
@@ -111,6 +115,12 @@ async fn direct_loop(node: AppState, peer: String) {
                 // An isolated peer answers at once and will rejoin: keep asking
                 // at the heartbeat rate so catch-up starts right after rejoin.
                 let isolated_peer = matches!(e, PullError::PeerIsolated);
+                if matches!(e, PullError::Waiting) {
+                    // The link is fine: ask again soon, from before the delta.
+                    pause(&node, t.backoff_min).await;
+                    backoff = t.backoff_min;
+                    continue;
+                }
                 node.replication.link(&peer).on_down(e.to_string());
                 pause(&node, if isolated_peer { t.heartbeat } else { backoff }).await;
                 backoff =
@@ -245,6 +255,9 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                         link.record_commit_to_apply(now.saturating_sub(c));
                     }
                     link.on_frame(now, report.cursor, sender_last_seq);
+                    if report.waiting {
+                        return Err(PullError::Waiting);
+                    }
                 }
                 Frame::Heartbeat { next_seq, sender_last_seq, .. } => {
                     let behind = node.replication.link(peer).cursor < next_seq;
@@ -344,7 +357,7 @@ async fn forward_once(
         return Ok((after, false));
     }
     let n = resp.entries.len();
-    let full = n >= limit as usize;
+    let mut full = n >= limit as usize;
     let report = node
         .writer
         .apply(RemoteBatch {
@@ -357,6 +370,8 @@ async fn forward_once(
         .map_err(|e| PullError::Apply(e.message))?;
     audit_refused(node, peer, &report);
     node.replication.link(peer).forwarded_total += report.changed as u64;
+    // A delta waits for changes not here yet: ask again after the interval.
+    full &= !report.waiting;
     Ok((report.cursor.max(after), full))
 }
 

@@ -154,7 +154,11 @@ async fn produce(
                 }
             };
             cursor = next_seq;
-            if tx.send(wire::encode_frame(&frame)).await.is_err() {
+            let bytes = wire::encode_frame(&frame);
+            if matches!(frame, Frame::Batch { .. }) {
+                sent_bytes(&node, &peer, "direct", bytes.len());
+            }
+            if tx.send(bytes).await.is_err() {
                 return;
             }
             continue;
@@ -260,6 +264,15 @@ pub async fn forward(
         sender_last_seq: *node.replication.durable_seq.borrow(),
         entries,
     };
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tandem")], wire::encode_message(&resp))
-        .into_response())
+    let bytes = wire::encode_message(&resp);
+    if !resp.entries.is_empty() {
+        sent_bytes(&node, &peer, "forward", bytes.len());
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tandem")], bytes).into_response())
+}
+
+/// Count the bytes of a batch of changes sent to `peer`.
+fn sent_bytes(node: &AppState, peer: &str, path: &str, n: usize) {
+    let labels = crate::metrics::PeerPathLabels { peer: peer.to_owned(), path: path.to_owned() };
+    node.metrics.replication_sent_bytes.get_or_create(&labels).inc_by(n as u64);
 }

@@ -274,7 +274,21 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
                 finish,
             )
         }
-        "HSETNX" => Err(not_yet(&name, "field conditions (HSET works)")),
+        "HSETNX" => {
+            arity(args, 4, false)?;
+            if args.len() > 4 {
+                return Err(Reply::err("wrong number of arguments for 'hsetnx' command"));
+            }
+            let t = keys::target(node, &args[1], Family::Hashes)?;
+            no_false_lock(node, &t, "HSETNX")?;
+            let name = field(&args[2])?;
+            let changes = [(name.clone(), Some(json_text(&args[3])?))].into();
+            let w = LocalWrite {
+                only_if_member_absent: Some(name),
+                ..LocalWrite::new(&t.entity, &t.id, Op::Patch(changes))
+            };
+            queue(node, session, vec![w], Finish::AppliedFlag)
+        }
         "HDEL" => {
             arity(args, 3, false)?;
             let t = keys::target(node, &args[1], Family::Hashes)?;
@@ -317,10 +331,6 @@ async fn run(node: &Arc<Node>, session: &mut Session, args: &Args) -> Result<Ste
 fn string_reply(rec: Option<StoredRecord>) -> Reply {
     let value = rec.and_then(|r| r.state.value_json());
     value.map_or(Reply::Nil, |v| Reply::Bulk(redis_bytes(&v)))
-}
-
-fn not_yet(name: &str, what: &str) -> Reply {
-    Reply::err(format!("{name}: {what} not supported yet (docs/OPERATIONS.md, Redis protocol)"))
 }
 
 fn unknown(args: &Args) -> Reply {

@@ -29,6 +29,7 @@
 //! opening the data file and replaying the log (the one path by which frame
 //! bytes reach redb). `compact`: log compaction in bounded steps.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -42,7 +43,7 @@ use tandem_engine::model::{encode_into, LogEntryRef};
 use crate::backend_error::OrBackend;
 use crate::wal::{FrameBuilder, Wal};
 use crate::{
-    decode, encode, Committed, Compacted, Effects, LogEntry, PeerCursor, RecordKey, Snapshot,
+    decode, encode, Committed, Compacted, Effects, LogEntry, PeerCursor, Put, RecordKey, Snapshot,
     Store, StoreError, StoredRecord, FORMAT_VERSION,
 };
 
@@ -390,13 +391,24 @@ impl Store for RedbStore {
         let first_seq = log.next_seq;
         // Encode once: the frame's bytes are what redb stores.
         let mut frame = FrameBuilder::new(&mut log.buf, first_seq);
-        for (i, put) in parts.iter().flat_map(|e| e.puts.iter()).enumerate() {
+        // A record put again later in the same commit (a big set's SADDs
+        // from many clients) is stored once, as it is last: an empty record
+        // in the frame means "log only" (`apply_frame`).
+        let puts: Vec<&Put> = parts.iter().flat_map(|e| e.puts.iter()).collect();
+        let mut last_put: HashMap<(&str, &str), usize> = HashMap::with_capacity(puts.len());
+        for (i, put) in puts.iter().enumerate() {
+            last_put.insert((&put.entity, &put.id), i);
+        }
+        for (i, put) in puts.iter().enumerate() {
             let seq = first_seq + i as u64;
+            let last = last_put[&(put.entity.as_str(), put.id.as_str())] == i;
             frame.put(
                 &put.entity,
                 &put.id,
                 |b| {
-                    encode_into(&put.record, b);
+                    if last {
+                        encode_into(&put.record, b);
+                    }
                 },
                 |b| {
                     // Encoded from borrowed parts: the state is not cloned.

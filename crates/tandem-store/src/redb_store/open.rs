@@ -40,7 +40,10 @@ pub(super) fn apply_frame(
     for (i, put) in frame.puts.iter().enumerate() {
         let entity = utf8(&bytes[put.entity.clone()], "entity")?;
         let id = utf8(&bytes[put.id.clone()], "id")?;
-        records.insert((entity, id), &bytes[put.record.clone()]).bk()?;
+        // An empty record: put again later in the same frame, which stores it.
+        if !put.record.is_empty() {
+            records.insert((entity, id), &bytes[put.record.clone()]).bk()?;
+        }
         log.insert(frame.first_seq + i as u64, &bytes[put.entry.clone()]).bk()?;
     }
     let mut cursors = txn.open_table(CURSORS).bk()?;
