@@ -169,6 +169,8 @@ pub struct BatchView<'s> {
     pending: &'s [Arc<Effects>],
     records: BTreeMap<RecordKey, Slot>,
     effects: Effects,
+    /// Puts below this index are not emptied (a mark may roll back to them).
+    keep_below: usize,
 }
 
 /// A record as the batch knows it: as read, or as one of its own puts (by
@@ -211,7 +213,7 @@ impl<'s> BatchView<'s> {
                 *slot = Slot::Read(Some(put.record.clone()));
             }
         }
-        Ok(BatchView { store, pending, records, effects: Effects::default() })
+        Ok(BatchView { store, pending, records, effects: Effects::default(), keep_below: 0 })
     }
 
     /// A record as the batch sees it (its own puts and the pending ones included).
@@ -285,7 +287,18 @@ impl<'s> BatchView<'s> {
     ) -> usize {
         debug_assert!(delta.as_ref().is_none_or(State::is_delta));
         let index = self.effects.puts.len();
-        self.records.insert((entity.to_owned(), id.to_owned()), Slot::Put(index));
+        let key = (entity.to_owned(), id.to_owned());
+        if let Some(&Slot::Put(j)) = self.records.get(&key) {
+            // Superseded in this batch and logged as a delta: its record is
+            // never read or stored (stores keep a batch's last put of a key),
+            // so a batch of SADDs to one big set holds one copy, not one each.
+            let earlier = &mut self.effects.puts[j];
+            if earlier.delta.is_some() && j >= self.keep_below {
+                let kind = earlier.record.state.kind();
+                earlier.record.state = State::new(kind);
+            }
+        }
+        self.records.insert(key, Slot::Put(index));
         self.effects.puts.push(Put {
             entity: entity.to_owned(),
             id: id.to_owned(),
@@ -297,7 +310,8 @@ impl<'s> BatchView<'s> {
     }
 
     /// A point to roll back to: the batch as it is now.
-    pub fn mark(&self) -> Mark {
+    pub fn mark(&mut self) -> Mark {
+        self.keep_below = self.effects.puts.len();
         Mark { puts: self.effects.puts.len(), records: self.records.clone() }
     }
 
