@@ -226,13 +226,18 @@ impl<'s> BatchView<'s> {
         }
         // Not fetched in advance (a key `Engine::keys_of` did not foresee):
         // read it now; correct, only slower.
-        let pending = self.pending.iter().rev().flat_map(|e| e.puts.iter().rev());
-        let r = match pending.into_iter().find(|p| p.entity == entity && p.id == id) {
-            Some(p) => Some(p.record.clone()),
-            None => self.store.get(entity, id)?,
-        };
+        let r = self.read_through(entity, id)?;
         self.records.insert(key, Slot::Read(r.clone()));
         Ok(r)
+    }
+
+    /// A record as the pending batches and the store have it.
+    fn read_through(&self, entity: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        let pending = self.pending.iter().rev().flat_map(|e| e.puts.iter().rev());
+        match pending.into_iter().find(|p| p.entity == entity && p.id == id) {
+            Some(p) => Ok(Some(p.record.clone())),
+            None => self.store.get(entity, id),
+        }
     }
 
     /// As `get`, moving the record out of the batch's reads instead of
@@ -246,11 +251,7 @@ impl<'s> BatchView<'s> {
                 self.records.insert(key, put);
                 self.get(entity, id)
             }
-            None => {
-                let r = self.get(entity, id)?;
-                self.records.remove(&key);
-                Ok(r)
-            }
+            None => self.read_through(entity, id),
         }
     }
 

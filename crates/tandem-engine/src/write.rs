@@ -174,9 +174,8 @@ impl Engine {
         // Removing what is not there changes nothing: answer without logging a change.
         let may_be_noop = matches!(w.op, Op::Remove(_) | Op::Delete);
         let before = may_be_noop.then(|| state.clone());
-        let ships_deltas = !cfg.personal
-            && matches!(cfg.merge, MergeKind::OrSet | MergeKind::LwwFields)
-            && w.entity != SUBJECT_ENTITY;
+        let ships_deltas =
+            !cfg.personal && matches!(cfg.merge, MergeKind::OrSet | MergeKind::LwwFields);
         let base = ships_deltas.then(|| state.version());
         if let Err(e) = state.apply_as(op, &self.actor, &self.region, hlc) {
             let mut r = Refusal::from(e);
