@@ -13,7 +13,11 @@
 //! (`ApplyReport::waiting`): the cursor stays there and the puller asks
 //! again, once the change it depends on has come by another path. The
 //! path's cursor advances in the same batch, so apply is idempotent and
-//! survives crashes.
+//! survives crashes. A puller may hand over several batches of a stream
+//! before the first is durable; each names the position it continues from,
+//! and one that does not continue from the path's cursor (a batch before it
+//! stopped at a delta, or its commit failed) is applied not at all
+//! (`ApplyReport::gap`), so nothing is ever skipped.
 
 use tandem_clock::HlcClock;
 use tandem_config::ConflictPolicy;
@@ -32,6 +36,9 @@ pub struct RemoteBatch {
     pub peer: String,
     pub path: Path,
     pub entries: Vec<LogEntry>,
+    /// The position in the peer's log the batch continues from: it is applied
+    /// only once the path's cursor has reached it (0: wherever the cursor is).
+    pub continues_from: u64,
     /// The position in the peer's log the batch covers up to.
     pub next_seq: u64,
 }
@@ -70,6 +77,9 @@ pub struct ApplyReport {
     /// The batch stopped at a delta that needs changes this region has not
     /// applied yet: the cursor stays before it, so it comes again.
     pub waiting: bool,
+    /// The batch does not continue from the path's cursor (one before it
+    /// was not applied whole): nothing of it was applied.
+    pub gap: bool,
 }
 
 impl Engine {
@@ -81,6 +91,13 @@ impl Engine {
         batch: &RemoteBatch,
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
+        let key = batch.path.cursor_key(&batch.peer);
+        let mut cursor = view.cursor(&key)?;
+        if batch.continues_from > cursor.seq {
+            report.gap = true;
+            report.cursor = cursor.seq;
+            return Ok(report);
+        }
         let mut waiting_at = None;
         for (i, e) in batch.entries.iter().enumerate() {
             let Some(kind) = self.merge_kind(&e.entity) else {
@@ -167,8 +184,6 @@ impl Engine {
             view.put_logging(&e.entity, &e.id, record, origin, delta);
             report.changed += 1;
         }
-        let key = batch.path.cursor_key(&batch.peer);
-        let mut cursor = view.cursor(&key)?;
         report.waiting = waiting_at.is_some();
         let covered = match waiting_at {
             // Everything before the waiting entry is applied.

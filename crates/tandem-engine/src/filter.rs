@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::LogEntry;
+use crate::model::{LogEntry, LogHead};
 use tandem_config::Config;
 
 /// Why a change is not served to a receiver.
@@ -24,21 +24,31 @@ pub enum Withheld {
 
 /// Whether `receiver` may hold the record of this log entry.
 pub fn may_hold(config: &Config, receiver: &str, entry: &LogEntry) -> Result<(), Withheld> {
-    if entry.entity == crate::seal::SEALED_ENTITY {
+    may_hold_change(config, receiver, &entry.entity, &entry.origin)
+}
+
+/// Whether `receiver` may hold a record of `entity` changed at `origin`.
+pub fn may_hold_change(
+    config: &Config,
+    receiver: &str,
+    entity: &str,
+    origin: &str,
+) -> Result<(), Withheld> {
+    if entity == crate::seal::SEALED_ENTITY {
         // Sealed copies are for the other jurisdictions; the source has the data.
-        return match (config.jurisdiction_of(&entry.origin), config.jurisdiction_of(receiver)) {
+        return match (config.jurisdiction_of(origin), config.jurisdiction_of(receiver)) {
             (Some(h), Some(t)) if h != t => Ok(()),
             _ => Err(Withheld::Residency),
         };
     }
-    let Some(entity) = config.entity(&entry.entity) else {
+    let Some(entity) = config.entity(entity) else {
         // Tandem's own entities (the subject registry) go everywhere.
         return Ok(());
     };
     if !entity.personal {
         return Ok(());
     }
-    let home = config.jurisdiction_of(&entry.origin);
+    let home = config.jurisdiction_of(origin);
     let there = config.jurisdiction_of(receiver);
     match (home, there) {
         (Some(h), Some(t)) if h == t => Ok(()),
@@ -65,7 +75,7 @@ pub fn forward(
     sender: &str,
     receiver: &str,
     have: &BTreeMap<String, u64>,
-    entry: &LogEntry,
+    entry: &LogHead<'_>,
     now_ms: u64,
     forward_delay_ms: u64,
 ) -> ForwardDecision {
@@ -74,14 +84,14 @@ pub fn forward(
     }
     // A receiver has its own changes, except after a restore from a backup:
     // then it says how far its own changes go, and the newer ones come back.
-    let covered = match have.get(&entry.origin) {
+    let covered = match have.get(entry.origin) {
         Some(&hwm) => entry.origin_seq <= hwm,
         None => entry.origin == receiver,
     };
     if covered {
         return ForwardDecision::Skip;
     }
-    if may_hold(config, receiver, entry).is_err() {
+    if may_hold_change(config, receiver, entry.entity, entry.origin).is_err() {
         return ForwardDecision::Skip;
     }
     if entry.logged_at_ms.saturating_add(forward_delay_ms) > now_ms {
@@ -128,7 +138,7 @@ mod tests {
         assert!(!direct(&c, "eu-central", "us-east", &eu_personal));
         let have = BTreeMap::new();
         assert_eq!(
-            forward(&c, "eu-central", "us-east", &have, &eu_personal, 10_000, 100),
+            forward(&c, "eu-central", "us-east", &have, &eu_personal.head(), 10_000, 100),
             ForwardDecision::Skip
         );
     }
@@ -147,25 +157,25 @@ mod tests {
         let e = entry("article", "a", "us-east", 7, 1_000);
         let mut have = BTreeMap::new();
         assert_eq!(
-            forward(&c, "eu-central", "eu-west", &have, &e, 1_050, 100),
+            forward(&c, "eu-central", "eu-west", &have, &e.head(), 1_050, 100),
             ForwardDecision::Wait
         );
         assert_eq!(
-            forward(&c, "eu-central", "eu-west", &have, &e, 1_100, 100),
+            forward(&c, "eu-central", "eu-west", &have, &e.head(), 1_100, 100),
             ForwardDecision::Send
         );
         have.insert("us-east".to_string(), 7);
         assert_eq!(
-            forward(&c, "eu-central", "eu-west", &have, &e, 1_100, 100),
+            forward(&c, "eu-central", "eu-west", &have, &e.head(), 1_100, 100),
             ForwardDecision::Skip
         );
         // Own and receiver-origin changes never go through forwarding.
         assert_eq!(
-            forward(&c, "us-east", "eu-west", &BTreeMap::new(), &e, 9_999, 0),
+            forward(&c, "us-east", "eu-west", &BTreeMap::new(), &e.head(), 9_999, 0),
             ForwardDecision::Skip
         );
         assert_eq!(
-            forward(&c, "eu-central", "us-east", &BTreeMap::new(), &e, 9_999, 0),
+            forward(&c, "eu-central", "us-east", &BTreeMap::new(), &e.head(), 9_999, 0),
             ForwardDecision::Skip
         );
         assert!(direct(&c, "us-east", "eu-west", &e));
@@ -173,17 +183,17 @@ mod tests {
         // A receiver restored from a backup gets its own newer changes back.
         let own = entry("article", "b", "eu-west", 9, 0);
         assert_eq!(
-            forward(&c, "eu-central", "eu-west", &BTreeMap::new(), &own, 9_999, 0),
+            forward(&c, "eu-central", "eu-west", &BTreeMap::new(), &own.head(), 9_999, 0),
             ForwardDecision::Skip
         );
         let restored = BTreeMap::from([("eu-west".to_string(), 5u64)]);
         assert_eq!(
-            forward(&c, "eu-central", "eu-west", &restored, &own, 9_999, 0),
+            forward(&c, "eu-central", "eu-west", &restored, &own.head(), 9_999, 0),
             ForwardDecision::Send
         );
         let current = BTreeMap::from([("eu-west".to_string(), 9u64)]);
         assert_eq!(
-            forward(&c, "eu-central", "eu-west", &current, &own, 9_999, 0),
+            forward(&c, "eu-central", "eu-west", &current, &own.head(), 9_999, 0),
             ForwardDecision::Skip
         );
     }

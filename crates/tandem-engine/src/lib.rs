@@ -48,4 +48,4 @@ pub use model::{
     SUBJECT_ENTITY,
 };
 pub use protocol::{Path, Timings};
-pub use store::{BatchView, Committed, Compacted, Effects, Put, RecordKey, Store};
+pub use store::{BatchView, Committed, Compacted, Effects, LogPage, Put, RecordKey, Scan, Store};

@@ -18,6 +18,10 @@ pub const PEER_HEADER: &str = "x-tandem-peer";
 /// Most log entries scanned for one forward request (most are skipped).
 pub const FORWARD_SCAN_MAX: usize = 8_192;
 
+/// Most log entries scanned for one batch of the direct stream (a region's
+/// log holds its peers' changes too, which the direct stream skips).
+pub const DIRECT_SCAN_MAX: usize = 8_192;
+
 /// The two paths a region pulls a peer's log over, each with its own cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Path {

@@ -10,13 +10,18 @@
 //!   goes, so a batch may exceed its byte bound by one entry).
 //!
 //! `next_seq` is the log position a batch covers: entries skipped for the
-//! peer move it too, so the peer's cursor passes over them.
+//! peer move it too, so the peer's cursor passes over them. The pages come
+//! from `Store::log_page` with this module's scans (`direct_scan`,
+//! `forward_scan`), which judge each entry by its head, so a sender decodes
+//! only the entries it may send: a region's log is mostly other regions'
+//! changes, which its direct stream never carries.
 
 use std::collections::BTreeMap;
 
 use crate::engine::Engine;
 use crate::filter::{self, ForwardDecision};
-use crate::model::LogEntry;
+use crate::model::{LogEntry, LogHead};
+use crate::store::{LogPage, Scan};
 
 /// One batch for a peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,17 +48,45 @@ fn size_of(e: &LogEntry) -> usize {
 }
 
 impl Engine {
-    /// The direct-stream batch for `peer` from `page` (log entries after `cursor`).
-    pub fn serve_direct(
+    /// What the direct stream reads of the log: this region's own changes.
+    pub fn direct_scan(&self) -> impl FnMut(&LogHead<'_>) -> Scan + '_ {
+        |head| if head.origin == self.region { Scan::Take } else { Scan::Skip }
+    }
+
+    /// What a forward request reads of the log: what `serve_forward` sends.
+    pub fn forward_scan<'a>(
+        &'a self,
+        peer: &'a str,
+        ask: ForwardAsk<'a>,
+    ) -> impl FnMut(&LogHead<'_>) -> Scan + 'a {
+        move |head| match self.forward_decision(peer, &ask, head) {
+            ForwardDecision::Send => Scan::Take,
+            ForwardDecision::Skip => Scan::Skip,
+            ForwardDecision::Wait => Scan::Stop,
+        }
+    }
+
+    /// Most entries one forward batch carries.
+    pub fn forward_limit(&self, ask: &ForwardAsk<'_>) -> usize {
+        ask.limit.clamp(1, self.config.replication.batch_max)
+    }
+
+    fn forward_decision(
         &self,
         peer: &str,
-        page: Vec<LogEntry>,
-        cursor: u64,
-        bytes_max: usize,
-    ) -> Served {
+        ask: &ForwardAsk<'_>,
+        head: &LogHead<'_>,
+    ) -> ForwardDecision {
+        filter::forward(&self.config, &self.region, peer, ask.have, head, ask.now_ms, ask.delay_ms)
+    }
+
+    /// The direct-stream batch for `peer` from `page` (read after `cursor`
+    /// with `direct_scan`, or every entry after it).
+    pub fn serve_direct(&self, peer: &str, page: LogPage, cursor: u64, bytes_max: usize) -> Served {
         let mut out = Served { next_seq: cursor, ..Served::default() };
         let mut bytes = 0usize;
-        for e in page {
+        let mut whole = true;
+        for e in page.entries {
             assert!(e.seq > cursor, "a page starts after the cursor");
             let send = if self.faults.skip_residency_when_serving {
                 // Deliberately broken: the residency filter is skipped.
@@ -66,6 +99,7 @@ impl Engine {
                 Some(item) => {
                     let size = size_of(&item);
                     if !out.entries.is_empty() && bytes.saturating_add(size) > bytes_max {
+                        whole = false;
                         break;
                     }
                     bytes = bytes.saturating_add(size);
@@ -79,6 +113,10 @@ impl Engine {
                 }
             }
             out.next_seq = e.seq;
+        }
+        if whole {
+            // What the scan skipped is covered too.
+            out.next_seq = out.next_seq.max(page.scanned_to);
         }
         out
     }
@@ -94,34 +132,32 @@ impl Engine {
         self.sealer.seal(e, to)
     }
 
-    /// The forward batch for `peer` from `page` (log entries after `ask.after`).
+    /// The forward batch for `peer` from `page` (read after `ask.after`
+    /// with `forward_scan`, or every entry after it).
     pub fn serve_forward(
         &self,
         peer: &str,
         ask: ForwardAsk<'_>,
-        page: Vec<LogEntry>,
+        page: LogPage,
         bytes_max: usize,
     ) -> Served {
-        let limit = ask.limit.clamp(1, self.config.replication.batch_max);
+        let limit = self.forward_limit(&ask);
         let mut out = Served { next_seq: ask.after, ..Served::default() };
         let mut bytes = 0usize;
-        for e in page {
-            match filter::forward(
-                &self.config,
-                &self.region,
-                peer,
-                ask.have,
-                &e,
-                ask.now_ms,
-                ask.delay_ms,
-            ) {
-                ForwardDecision::Wait => break,
+        let mut whole = true;
+        for e in page.entries {
+            match self.forward_decision(peer, &ask, &e.head()) {
+                ForwardDecision::Wait => {
+                    whole = false;
+                    break;
+                }
                 ForwardDecision::Skip => out.next_seq = e.seq,
                 ForwardDecision::Send => {
                     let size = size_of(&e);
                     if out.entries.len() >= limit
                         || (!out.entries.is_empty() && bytes.saturating_add(size) > bytes_max)
                     {
+                        whole = false;
                         break;
                     }
                     bytes = bytes.saturating_add(size);
@@ -129,6 +165,9 @@ impl Engine {
                     out.entries.push(e);
                 }
             }
+        }
+        if whole {
+            out.next_seq = out.next_seq.max(page.scanned_to);
         }
         out
     }

@@ -21,10 +21,37 @@ use std::sync::Arc;
 use tandem_merge::State;
 
 use crate::error::StoreError;
-use crate::model::{ChangeOrigin, LogEntry, PeerCursor, Snapshot, StoredRecord};
+use crate::model::{ChangeOrigin, LogEntry, LogHead, PeerCursor, Snapshot, StoredRecord};
 
 /// A record's key: `(entity, id)`.
 pub type RecordKey = (String, String);
+
+/// What a log reader does with an entry, judged by its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    Take,
+    Skip,
+    /// Not this entry nor any after it (yet).
+    Stop,
+}
+
+/// What [`Store::log_page`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    /// The entries taken, in log order.
+    pub entries: Vec<LogEntry>,
+    /// The last position looked at (`after` when none): the reader has seen
+    /// everything up to it, taken or skipped.
+    pub scanned_to: u64,
+}
+
+impl From<Vec<LogEntry>> for LogPage {
+    /// A page of every entry read.
+    fn from(entries: Vec<LogEntry>) -> Self {
+        let scanned_to = entries.last().map_or(0, |e| e.seq);
+        LogPage { entries, scanned_to }
+    }
+}
 
 /// One change a batch makes: the record's new state, which is also appended
 /// to the replication log with `origin`.
@@ -98,6 +125,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Durable log entries with `seq > after`, in order, at most `limit`.
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The entries a reader wants of the durable log after `after`: at most
+    /// `scan_max` entries are looked at, in order, each judged by its head
+    /// (a store decodes the state only of what is taken), until `limit` are
+    /// taken or `wanted` says stop. A sender that serves a few entries of a
+    /// log full of others' changes decodes only those few.
+    fn log_page(
+        &self,
+        after: u64,
+        scan_max: usize,
+        limit: usize,
+        wanted: &mut dyn FnMut(&LogHead<'_>) -> Scan,
+    ) -> Result<LogPage, StoreError> {
+        let mut page = LogPage { entries: Vec::new(), scanned_to: after };
+        for e in self.log_after(after, scan_max)? {
+            if page.entries.len() >= limit {
+                break;
+            }
+            let seq = e.seq;
+            match wanted(&e.head()) {
+                Scan::Stop => break,
+                Scan::Skip => {}
+                Scan::Take => page.entries.push(e),
+            }
+            page.scanned_to = seq;
+        }
+        Ok(page)
+    }
 
     /// The newest durable log position (0 when nothing was logged yet).
     fn durable_seq(&self) -> Result<u64, StoreError>;

@@ -4,7 +4,8 @@
 mod support;
 
 use support::{patch, put, Region};
-use tandem_engine::{Faults, LogEntry, Path, Store};
+use tandem_engine::apply::{ApplyReport, RemoteBatch};
+use tandem_engine::{Command, Faults, LogEntry, Outcome, Path, Store};
 use tandem_merge::Op;
 
 /// `from`'s log after writing `ops` (one record each).
@@ -135,4 +136,73 @@ fn a_broken_merge_overwrites_instead_of_merging() {
     west.write("likes", "p", Op::Incr(3)).unwrap();
     west.apply("us-east", Path::Direct, changes(&us), 1);
     assert_eq!(west.value("likes", "p"), Some(serde_json::json!(2)), "an increment was lost");
+}
+
+fn batch(peer: &str, entries: Vec<LogEntry>, continues_from: u64, next_seq: u64) -> Command {
+    Command::Apply(RemoteBatch {
+        peer: peer.into(),
+        path: Path::Direct,
+        entries,
+        continues_from,
+        next_seq,
+    })
+}
+
+fn report(outcome: &Outcome) -> &ApplyReport {
+    match outcome {
+        Outcome::Apply(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn batches_of_one_stream_decided_together_apply_in_order_and_a_gap_applies_nothing() {
+    let us = Region::new("us-east");
+    for id in ["a", "b", "c"] {
+        us.write("article", id, put("1")).unwrap();
+    }
+    let log = us.log();
+    let west = Region::new("eu-west");
+    // Handed over before the first is durable: each continues where the last ends.
+    let plan = west.run(vec![
+        batch("us-east", log[..1].to_vec(), 0, 1),
+        batch("us-east", log[1..2].to_vec(), 1, 2),
+    ]);
+    let cursors: Vec<u64> = plan.outcomes.iter().map(|o| report(o).cursor).collect();
+    assert_eq!(cursors, vec![1, 2]);
+    assert_eq!(west.store.cursor("us-east/direct").unwrap().seq, 2);
+    // A batch that continues from a position the cursor has not reached.
+    let plan = west.run(vec![batch("us-east", log[2..].to_vec(), 5, 6)]);
+    let r = report(&plan.outcomes[0]);
+    assert!(r.gap && r.changed == 0 && r.cursor == 2, "{r:?}");
+    assert_eq!(west.value("article", "c"), None, "nothing of it stored");
+    assert_eq!(west.store.cursor("us-east/direct").unwrap().seq, 2);
+    // From the cursor it applies.
+    let plan = west.run(vec![batch("us-east", log[2..].to_vec(), 2, 3)]);
+    assert_eq!((report(&plan.outcomes[0]).changed, west.log().len()), (1, 3));
+}
+
+#[test]
+fn a_batch_behind_one_that_waits_at_a_delta_is_not_applied() {
+    let mut us = Region::new("us-east");
+    us.engine.delta_members_min = 1;
+    for m in ["u", "v", "w", "x", "y"] {
+        us.write("tags", "t", Op::Add(vec![m.into()])).unwrap();
+    }
+    us.write("article", "a", put("1")).unwrap();
+    let log = us.log();
+    let d = log.iter().position(|e| e.state.is_delta()).expect("an add ships a delta");
+    assert!(d > 0);
+    let (delta_seq, article_seq) = (log[d].seq, log.last().unwrap().seq);
+    let west = Region::new("eu-west");
+    // The changes before the delta never came; the article behind it must wait too.
+    let plan = west.run(vec![
+        batch("us-east", log[d..=d].to_vec(), 0, delta_seq),
+        batch("us-east", log[log.len() - 1..].to_vec(), delta_seq, article_seq),
+    ]);
+    let (first, second) = (report(&plan.outcomes[0]), report(&plan.outcomes[1]));
+    assert!(first.waiting && first.cursor == delta_seq - 1, "{first:?}");
+    assert!(second.gap && second.changed == 0 && second.cursor == delta_seq - 1, "{second:?}");
+    assert_eq!(west.value("article", "a"), None);
+    assert_eq!(west.store.cursor("us-east/direct").unwrap().seq, delta_seq - 1);
 }

@@ -106,12 +106,23 @@ impl Writer {
     /// Queue replicated changes (waiting for room: replication backs off
     /// rather than being refused) and wait until they are durable.
     pub async fn apply(&self, batch: RemoteBatch) -> Result<ApplyReport, ApiError> {
+        self.submit_apply(batch).await?.await
+    }
+
+    /// Queue replicated changes (waiting for room), in call order, and
+    /// return what waits for them to be durable.
+    pub async fn submit_apply(
+        &self,
+        batch: RemoteBatch,
+    ) -> Result<impl std::future::Future<Output = Result<ApplyReport, ApiError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Queued { command: Command::Apply(batch), reply: Reply::Apply(reply) })
             .await
             .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        Ok(async move {
+            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+        })
     }
 
     /// Commands waiting for the committer.

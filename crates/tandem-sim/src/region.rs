@@ -29,10 +29,12 @@ pub use tandem_engine::Path;
 /// Milliseconds since the epoch at simulated time zero (so that a negative
 /// clock skew stays positive).
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
-/// Log entries read per forward request. The node reads
-/// `protocol::FORWARD_SCAN_MAX` (8192); the simulated logs are short, so a
-/// smaller page exercises paging. It is the runtime's read size, not a rule.
+/// Log entries read per forward request and per direct batch. The node reads
+/// `protocol::FORWARD_SCAN_MAX` and `DIRECT_SCAN_MAX` (8192); the simulated
+/// logs are short, so a smaller page exercises paging. It is the runtime's
+/// read size, not a rule.
 pub const FORWARD_SCAN_MAX: usize = 64;
+pub const DIRECT_SCAN_MAX: usize = 64;
 
 /// A write the region accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +218,15 @@ impl Region {
         receiver: &str,
         after: u64,
     ) -> (Vec<LogEntry>, u64) {
-        let page = self.store.log_after(after, config.replication.batch_max).expect("reads");
+        let page = self
+            .store
+            .log_page(
+                after,
+                DIRECT_SCAN_MAX,
+                config.replication.batch_max,
+                &mut self.engine.direct_scan(),
+            )
+            .expect("reads");
         let Served { entries, next_seq, .. } =
             self.engine.serve_direct(receiver, page, after, config.replication.batch_bytes_max);
         (entries, next_seq)
@@ -231,7 +241,6 @@ impl Region {
         have: &BTreeMap<String, u64>,
         limit: usize,
     ) -> (Vec<LogEntry>, u64) {
-        let page = self.store.log_after(after, FORWARD_SCAN_MAX).expect("reads");
         let ask = ForwardAsk {
             have,
             after,
@@ -239,6 +248,15 @@ impl Region {
             now_ms: self.clock.physical_ms(),
             delay_ms: Timings::from_config(&config.replication).forward_delay.as_millis() as u64,
         };
+        let page = self
+            .store
+            .log_page(
+                after,
+                FORWARD_SCAN_MAX,
+                self.engine.forward_limit(&ask),
+                &mut self.engine.forward_scan(receiver, ask),
+            )
+            .expect("reads");
         let Served { entries, next_seq, .. } =
             self.engine.serve_forward(receiver, ask, page, config.replication.batch_bytes_max);
         (entries, next_seq)
@@ -261,8 +279,13 @@ impl Region {
         entries: &[LogEntry],
         next_seq: u64,
     ) -> ApplyReport {
-        let batch =
-            RemoteBatch { peer: peer.to_owned(), path, entries: entries.to_vec(), next_seq };
+        let batch = RemoteBatch {
+            peer: peer.to_owned(),
+            path,
+            entries: entries.to_vec(),
+            continues_from: 0,
+            next_seq,
+        };
         let (outcome, _) = self.execute(Command::Apply(batch));
         let Outcome::Apply(report) = outcome else { unreachable!("an apply outcome") };
         ApplyReport { changed: report.changed, refused: report.refused, waiting: report.waiting }

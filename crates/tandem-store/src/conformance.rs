@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use tandem_clock::Hlc;
 use tandem_merge::{MergeKind, Op, State};
 
+use tandem_engine::model::LogHead;
+use tandem_engine::{LogPage, Scan};
+
 use crate::{ChangeOrigin, Effects, PeerCursor, Put, Store, StoredRecord};
 
 fn record(kind: MergeKind, op: &Op, hlc_ms: u64) -> StoredRecord {
@@ -312,6 +315,22 @@ fn log_is_ordered_and_paged(store: &dyn Store) {
     // The record holds the last change; the log holds every change.
     let last = store.get("likes", "k6").unwrap().unwrap();
     assert_eq!(last.updated_at_ms, 4);
+    // Read by head: what is taken comes whole, what is skipped is passed over.
+    let all = store.log_after(0, usize::MAX).unwrap();
+    let odd = |h: &LogHead<'_>| if h.seq % 2 == 1 { Scan::Take } else { Scan::Skip };
+    let page = store.log_page(0, usize::MAX, 5, &mut { odd }).unwrap();
+    let taken: Vec<u64> = page.entries.iter().map(|e| e.seq).collect();
+    assert_eq!((taken, page.scanned_to), (vec![1, 3, 5, 7, 9], 9), "at most `limit` taken");
+    assert_eq!(page.entries[1], all[2], "a taken entry is whole");
+    let page = store.log_page(30, 3, 10, &mut { odd }).unwrap();
+    assert_eq!((page.entries.len(), page.scanned_to), (2, 33), "at most `scan_max` looked at");
+    let mut stop_at_8 = |h: &LogHead<'_>| if h.seq == 8 { Scan::Stop } else { Scan::Take };
+    let page = store.log_page(5, 100, 100, &mut stop_at_8).unwrap();
+    assert_eq!((page.entries.len(), page.scanned_to), (2, 7), "a stop is not looked past");
+    let page = store.log_page(35, 100, 100, &mut { odd }).unwrap();
+    assert_eq!(page, LogPage { entries: Vec::new(), scanned_to: 35 }, "nothing after the end");
+    let page = store.log_page(0, 100, 100, &mut |_: &LogHead<'_>| Scan::Skip).unwrap();
+    assert_eq!((page.entries.len(), page.scanned_to), (0, 35), "all skipped, all seen");
 }
 
 fn cursors_persist_with_the_batch(store: &dyn Store) {

@@ -77,6 +77,7 @@ impl Region {
             peer: peer.into(),
             path,
             entries,
+            continues_from: 0,
             next_seq,
         })]);
         match plan.outcomes.into_iter().next() {

@@ -146,7 +146,80 @@ pub(super) fn request(
     b.body(Full::new(body)).expect("valid request")
 }
 
+/// Batches of one direct stream handed to the writer and not yet durable. A
+/// receiver that fell behind decodes and plans the next batches while the
+/// oldest is in its fsync; each names where it continues from, so one that
+/// follows a batch that stopped (a waiting delta, a failed commit) is not
+/// applied (`ApplyReport::gap`).
+const APPLIES_IN_FLIGHT_MAX: usize = 4;
+
+/// A batch of the direct stream being applied, with what its report is read with.
+struct InFlight {
+    received: Instant,
+    /// Each data class's longest wait in the sender's log.
+    classes: Vec<(String, u64)>,
+    committed_at_ms: Vec<u64>,
+    sender_last_seq: u64,
+}
+
+type Applying = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    InFlight,
+                    Result<tandem_engine::apply::ApplyReport, crate::error::ApiError>,
+                ),
+            > + Send,
+    >,
+>;
+
 async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<(), PullError> {
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let result = pump_stream(node, peer, client, &mut in_flight).await;
+    // What was handed over is applied anyway: read its reports, so the
+    // link's cursor is where the store's is when the stream starts again.
+    while let Some(done) = futures_util::StreamExt::next(&mut in_flight).await {
+        let _ = settle(node, peer, done, 0);
+    }
+    result
+}
+
+/// Read a finished apply's report into the link's state; `Waiting` when the
+/// stream must start again from the store's cursor.
+fn settle(
+    node: &AppState,
+    peer: &str,
+    (batch, report): (InFlight, Result<tandem_engine::apply::ApplyReport, crate::error::ApiError>),
+    rtt_ms: u64,
+) -> Result<(), PullError> {
+    let report = report.map_err(|e| PullError::Apply(e.message))?;
+    audit_refused(node, peer, &report);
+    let apply_ms = batch.received.elapsed().as_millis() as u64;
+    let now = node.now_ms();
+    let mut link = node.replication.link(peer);
+    if !report.gap {
+        for (class, waited_ms) in batch.classes {
+            link.record_sample(&class, waited_ms + rtt_ms / 2 + apply_ms, now);
+        }
+        link.applied_total += batch.committed_at_ms.len() as u64;
+        for c in batch.committed_at_ms {
+            link.record_commit_to_apply(now.saturating_sub(c));
+        }
+    }
+    link.on_frame(now, report.cursor, batch.sender_last_seq);
+    if report.waiting || report.gap {
+        return Err(PullError::Waiting);
+    }
+    Ok(())
+}
+
+async fn pump_stream(
+    node: &AppState,
+    peer: &str,
+    client: &HttpClient,
+    in_flight: &mut futures_util::stream::FuturesOrdered<Applying>,
+) -> Result<(), PullError> {
+    use futures_util::StreamExt;
     let t = &node.replication.timings;
     let base = &node.replication.peer_urls[peer];
     let cursor = node.replication.link(peer).cursor;
@@ -170,6 +243,15 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     assert!(frame_max > 0);
     let mut rtt_ms = 0u64;
     let mut persisted_at = Instant::now();
+    // Where the last batch handed over ends: the next continues from there.
+    // It starts at the stored cursor, which heartbeats may have left behind
+    // the link's (they persist it at most once a second).
+    let mut handed_over = node
+        .store
+        .cursor(&Path::Direct.cursor_key(peer))
+        .map_err(|e| PullError::Apply(e.to_string()))?
+        .seq
+        .min(cursor);
     let idle = t.idle_timeout();
     let mut isolated = node.replication.isolated.subscribe();
     let mut shutdown = node.shutdown.subscribe();
@@ -178,7 +260,13 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
             return Ok(());
         }
         let next = tokio::select! {
-            r = tokio::time::timeout(idle, body.frame()) => r,
+            // A full pipeline reads nothing more until its oldest batch is durable.
+            r = tokio::time::timeout(idle, body.frame()), if in_flight.len() < APPLIES_IN_FLIGHT_MAX => r,
+            Some(done) = in_flight.next() => {
+                settle(node, peer, done, rtt_ms)?;
+                persisted_at = Instant::now();
+                continue;
+            }
             // Isolation and shutdown take effect at once, not at the next frame.
             _ = isolated.changed() => continue,
             _ = shutdown.changed() => continue,
@@ -225,41 +313,37 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                     link.sender_last_seq = sender_last_seq;
                 }
                 Frame::Batch { sender_now_ms, next_seq, sender_last_seq, entries } => {
-                    let received = Instant::now();
                     // Waiting time on the sender's clock: each entry is stamped
                     // with its frame's send time by `coalesce` (sender_now_ms
                     // here is the last frame's).
-                    let classes = classes_of(&node.config, &entries, sender_now_ms);
-                    let committed: Vec<u64> = entries.iter().map(|e| e.committed_at_ms).collect();
-                    let n = entries.len();
-                    let report = node
+                    let batch = InFlight {
+                        received: Instant::now(),
+                        classes: classes_of(&node.config, &entries, sender_now_ms),
+                        committed_at_ms: entries.iter().map(|e| e.committed_at_ms).collect(),
+                        sender_last_seq,
+                    };
+                    let applying = node
                         .writer
-                        .apply(RemoteBatch {
+                        .submit_apply(RemoteBatch {
                             peer: peer.to_owned(),
                             path: Path::Direct,
                             entries,
+                            continues_from: handed_over,
                             next_seq,
                         })
                         .await
                         .map_err(|e| PullError::Apply(e.message))?;
-                    persisted_at = Instant::now();
-                    audit_refused(node, peer, &report);
-                    let apply_ms = received.elapsed().as_millis() as u64;
-                    let now = node.now_ms();
-                    let mut link = node.replication.link(peer);
-                    for (class, waited_ms) in classes {
-                        link.record_sample(&class, waited_ms + rtt_ms / 2 + apply_ms, now);
-                    }
-                    link.applied_total += n as u64;
-                    for c in committed {
-                        link.record_commit_to_apply(now.saturating_sub(c));
-                    }
-                    link.on_frame(now, report.cursor, sender_last_seq);
-                    if report.waiting {
-                        return Err(PullError::Waiting);
-                    }
+                    handed_over = next_seq;
+                    in_flight
+                        .push_back(Box::pin(async move { (batch, applying.await) }) as Applying);
                 }
                 Frame::Heartbeat { next_seq, sender_last_seq, .. } => {
+                    // The sender has nothing newer: let what is in flight land
+                    // first, so the cursor only moves over what is durable.
+                    while let Some(done) = in_flight.next().await {
+                        settle(node, peer, done, rtt_ms)?;
+                        persisted_at = Instant::now();
+                    }
                     let behind = node.replication.link(peer).cursor < next_seq;
                     if behind && persisted_at.elapsed() >= Duration::from_secs(1) {
                         // Persist cursor moves over changes that were not for us,
@@ -269,11 +353,13 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
                                 peer: peer.to_owned(),
                                 path: Path::Direct,
                                 entries: Vec::new(),
+                                continues_from: 0,
                                 next_seq,
                             })
                             .await
                             .map_err(|e| PullError::Apply(e.message))?;
                         persisted_at = Instant::now();
+                        handed_over = handed_over.max(next_seq);
                     }
                     node.replication.link(peer).on_frame(node.now_ms(), next_seq, sender_last_seq);
                 }
@@ -364,12 +450,17 @@ async fn forward_once(
             peer: peer.to_owned(),
             path: Path::Forward,
             entries: resp.entries,
+            continues_from: after,
             next_seq: resp.next_seq,
         })
         .await
         .map_err(|e| PullError::Apply(e.message))?;
     audit_refused(node, peer, &report);
     node.replication.link(peer).forwarded_total += report.changed as u64;
+    if report.gap {
+        // The durable cursor is behind what this loop asked from: ask from it.
+        return Ok((report.cursor, true));
+    }
     // A delta waits for changes not here yet: ask again after the interval.
     full &= !report.waiting;
     Ok((report.cursor.max(after), full))

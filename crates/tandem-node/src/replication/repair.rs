@@ -201,8 +201,13 @@ pub async fn repair_with(node: &AppState, peer: &str) -> Result<RepairReport, St
                     state,
                 })
                 .collect();
-            let batch =
-                RemoteBatch { peer: peer.to_owned(), path: Path::Repair, entries, next_seq: 0 };
+            let batch = RemoteBatch {
+                peer: peer.to_owned(),
+                path: Path::Repair,
+                entries,
+                continues_from: 0,
+                next_seq: 0,
+            };
             let applied = node.writer.apply(batch).await.map_err(|e| e.message)?;
             report.records_changed += applied.changed as u64;
             report.records_refused += applied.refused.len() as u64;

@@ -20,7 +20,7 @@ use crate::audit::Flow;
 use crate::error::ApiError;
 use crate::validate::read_body;
 use axum::Extension;
-use tandem_engine::protocol::FORWARD_SCAN_MAX;
+use tandem_engine::protocol::{DIRECT_SCAN_MAX, FORWARD_SCAN_MAX};
 use tandem_engine::serve::{ForwardAsk, Served};
 use tandem_engine::wire::{self, ForwardRequest, ForwardResponse, Frame};
 use tandem_http::identity::Peer;
@@ -124,19 +124,20 @@ async fn produce(
         }
         let last = *last_seq_rx.borrow_and_update();
         if cursor < last {
-            let store = node.store.clone();
+            let (store, engine) = (node.store.clone(), node.engine.clone());
             let from = cursor;
-            let entries =
-                match tokio::task::spawn_blocking(move || store.log_after(from, batch_max)).await {
-                    Ok(Ok(e)) => e,
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, %peer, "reading the log for a peer failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let read =
+                move || store.log_page(from, DIRECT_SCAN_MAX, batch_max, &mut engine.direct_scan());
+            let page = match tokio::task::spawn_blocking(read).await {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, %peer, "reading the log for a peer failed");
+                    return;
+                }
+                Err(_) => return,
+            };
             let Served { entries: selected, next_seq, withheld } =
-                node.engine.serve_direct(&peer, entries, cursor, bytes_max);
+                node.engine.serve_direct(&peer, page, cursor, bytes_max);
             count_withheld(&node, &withheld);
             if audit_flow(&node, &peer, &selected, withheld).is_err() && !selected.is_empty() {
                 // Every flow is audited: one that cannot be is not made. The
@@ -240,20 +241,24 @@ pub async fn forward(
     let req: ForwardRequest = wire::decode_message(&bytes, node.config.node.max_body_bytes)
         .map_err(|e| ApiError::bad_request(format!("bad forward request: {e}")))?;
     let bytes_max = node.config.replication.batch_bytes_max;
-    let store = node.store.clone();
-    let after = req.after;
-    let page = tokio::task::spawn_blocking(move || store.log_after(after, FORWARD_SCAN_MAX))
-        .await
-        .expect("log read task")
-        .map_err(|e| crate::writer::store_error(&e))?;
     let now = node.now_ms();
-    let ask = ForwardAsk {
-        have: &req.have,
-        after: req.after,
-        limit: req.limit as usize,
-        now_ms: now,
-        delay_ms: node.replication.timings.forward_delay.as_millis() as u64,
-    };
+    let delay_ms = node.replication.timings.forward_delay.as_millis() as u64;
+    let (store, engine, scanning_for) = (node.store.clone(), node.engine.clone(), peer.clone());
+    let (page, req) = tokio::task::spawn_blocking(move || {
+        let ask = ask_of(&req, now, delay_ms);
+        let limit = engine.forward_limit(&ask);
+        let page = store.log_page(
+            req.after,
+            FORWARD_SCAN_MAX,
+            limit,
+            &mut engine.forward_scan(&scanning_for, ask),
+        );
+        (page, req)
+    })
+    .await
+    .expect("log read task");
+    let page = page.map_err(|e| crate::writer::store_error(&e))?;
+    let ask = ask_of(&req, now, delay_ms);
     let Served { entries, next_seq, .. } = node.engine.serve_forward(&peer, ask, page, bytes_max);
     audit_flow(&node, &peer, &entries, BTreeMap::new()).map_err(|e| {
         ApiError::unavailable(format!("cannot write the audit log ({e}): nothing forwarded"))
@@ -269,6 +274,11 @@ pub async fn forward(
         sent_bytes(&node, &peer, "forward", bytes.len());
     }
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-tandem")], bytes).into_response())
+}
+
+/// What a forward request asks, read at `now_ms`.
+fn ask_of(req: &ForwardRequest, now_ms: u64, delay_ms: u64) -> ForwardAsk<'_> {
+    ForwardAsk { have: &req.have, after: req.after, limit: req.limit as usize, now_ms, delay_ms }
 }
 
 /// Count the bytes of a batch of changes sent to `peer`.

@@ -38,7 +38,8 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use tandem_engine::model::{encode_into, LogEntryRef};
+use tandem_engine::model::{encode_into, LogEntryRef, LogHead};
+use tandem_engine::{LogPage, Scan};
 
 use crate::backend_error::OrBackend;
 use crate::wal::{FrameBuilder, Wal};
@@ -341,6 +342,34 @@ impl Store for RedbStore {
                 out.push(decode("log entry", v.value())?);
             }
             Ok(out)
+        })
+    }
+
+    fn log_page(
+        &self,
+        after: u64,
+        scan_max: usize,
+        limit: usize,
+        wanted: &mut dyn FnMut(&LogHead<'_>) -> Scan,
+    ) -> Result<LogPage, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().bk()?;
+            let table = txn.open_table(LOG).bk()?;
+            let mut page = LogPage { entries: Vec::new(), scanned_to: after };
+            for item in table.range(after.saturating_add(1)..).bk()?.take(scan_max) {
+                if page.entries.len() >= limit {
+                    break;
+                }
+                let (seq, v) = item.bk()?;
+                // The head first: the state is decoded only for what is taken.
+                match wanted(&LogHead::decode(v.value())?) {
+                    Scan::Stop => break,
+                    Scan::Skip => {}
+                    Scan::Take => page.entries.push(decode("log entry", v.value())?),
+                }
+                page.scanned_to = seq.value();
+            }
+            Ok(page)
         })
     }
 
