@@ -94,9 +94,10 @@ impl Engine {
             } else {
                 filter::direct(&self.config, &self.region, peer, &e)
             };
-            let item = if send { Some(e.clone()) } else { self.seal_for(peer, &e) };
+            let seq = e.seq;
+            let item = if send { Ok(e) } else { self.seal_for(peer, &e).ok_or(e) };
             match item {
-                Some(item) => {
+                Ok(item) => {
                     let size = size_of(&item);
                     if !out.entries.is_empty() && bytes.saturating_add(size) > bytes_max {
                         whole = false;
@@ -105,14 +106,14 @@ impl Engine {
                     bytes = bytes.saturating_add(size);
                     out.entries.push(item);
                 }
-                None => {
+                Err(e) => {
                     if e.origin == self.region && filter::may_hold(&self.config, peer, &e).is_err()
                     {
-                        *out.withheld.entry(e.entity.clone()).or_insert(0) += 1;
+                        *out.withheld.entry(e.entity).or_insert(0) += 1;
                     }
                 }
             }
-            out.next_seq = e.seq;
+            out.next_seq = seq;
         }
         if whole {
             // What the scan skipped is covered too.
