@@ -20,11 +20,19 @@ mod up;
 use clap::Parser;
 
 /// mimalloc: allocation-heavy paths (redb's pages, request buffers) spent a
-/// sixth of the node's CPU in glibc malloc and free (bench/profile).
+/// sixth of the node's CPU in glibc malloc and free (bench/profile). Built
+/// `no_thp`, and transparent huge pages are off for the process (see
+/// `main`): a node that applies a backlog spent a third of its CPU zeroing
+/// fresh 2 MiB pages for mimalloc's arenas (BENCHMARKS.md, catch-up).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before the runtime's threads and the store's cache allocate; the
+    // processes `tandem up` starts inherit it. A kernel without the flag
+    // just keeps its default.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = cli::Cli::parse();
     init_tracing();
     match cli::dispatch(cli) {

@@ -151,7 +151,7 @@ pub(super) fn request(
 /// oldest is in its fsync; each names where it continues from, so one that
 /// follows a batch that stopped (a waiting delta, a failed commit) is not
 /// applied (`ApplyReport::gap`).
-const APPLIES_IN_FLIGHT_MAX: usize = 4;
+const APPLIES_IN_FLIGHT_MAX: usize = 8;
 
 /// A batch of the direct stream being applied, with what its report is read with.
 struct InFlight {
