@@ -4,6 +4,7 @@
 #
 #   bench/replication.sh            (builds tandem in release first)
 #   TANDEM_BIN=target/release/tandem RATE=200 SECS=20 CLIENTS=8 bench/replication.sh
+#   (BACKLOG_KEYS=100000: the records the backlog writes to, at random)
 #
 # It runs `tandem up --insecure` (every link 40 ms one way), drives `tandem load` at eu-west
 # at RATE writes/s of a non-personal pn-counter for SECS seconds, then reads the
@@ -49,7 +50,7 @@ catchup() { # label clients rate -> sets backlog_writes write_rate catchup catch
   echo "== catch-up ($1): us-east isolated, eu-west writes for ${SECS}s"
   curl -s -XPOST -H "Authorization: Bearer $TANDEM_ADMIN_TOKEN" $U/v1/admin/isolate >/dev/null
   "$TANDEM_BIN" load --target $W --clients "$2" --rate "$3" --duration-secs "$SECS" --warmup-secs 0 \
-    --workload incr --entity likes --keys 100000 --json > "$tmp/backlog.json"
+    --workload incr --entity likes --keys "${BACKLOG_KEYS:-100000}" --json > "$tmp/backlog.json"
   backlog_writes=$(python3 -c "import json; print(json.load(open('$tmp/backlog.json'))['requests_ok'])")
   write_rate=$(python3 -c "import json; print(round(json.load(open('$tmp/backlog.json'))['throughput_per_sec'],1))")
   local start end
