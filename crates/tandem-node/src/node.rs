@@ -50,6 +50,20 @@ pub struct Node {
 }
 
 impl Node {
+    /// One record, read on the calling thread: a B-tree lookup in a read
+    /// snapshot, which never waits for the writer (redb's readers do not
+    /// block on its write transaction) and is served from the page cache
+    /// in the common case. Handing each such read to the blocking pool
+    /// cost more than the read itself (BENCHMARKS.md, Redis protocol reads).
+    /// Scans, snapshots and log pages still go to the blocking pool.
+    pub fn read_point(
+        &self,
+        entity: &str,
+        id: &str,
+    ) -> Result<Option<tandem_engine::StoredRecord>, tandem_engine::StoreError> {
+        self.store.get(entity, id)
+    }
+
     /// The entity type named in a path, or 404 `unknown_entity`.
     pub fn entity(&self, entity: &str) -> Result<&EntityConfig, ApiError> {
         self.config.entity(entity).ok_or_else(|| ApiError::unknown_entity(entity))

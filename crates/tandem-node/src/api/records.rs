@@ -181,12 +181,7 @@ pub async fn get_record(
 ) -> Result<Json<RecordView>, ApiError> {
     let Path((entity, id)) = path?;
     node.target(&entity, &id)?;
-    let store = node.store.clone();
-    let (e, i) = (entity.clone(), id.clone());
-    let rec = tokio::task::spawn_blocking(move || store.get(&e, &i))
-        .await
-        .expect("read task")
-        .map_err(|e| store_error(&e))?;
+    let rec = node.read_point(&entity, &id).map_err(|e| store_error(&e))?;
     let view = rec
         .as_ref()
         .and_then(|r| RecordView::new(&entity, &id, r, node.now_ms()))

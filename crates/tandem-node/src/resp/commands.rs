@@ -488,13 +488,11 @@ fn members(args: &[Vec<u8>]) -> Result<Vec<String>, Reply> {
         .collect()
 }
 
-/// Read a record (off the async threads), with the lag-budget read check.
+/// Read a record (a point read, `Node::read_point`), with the lag-budget
+/// read check.
 pub(super) async fn read(node: &Arc<Node>, t: &Target) -> Result<Option<StoredRecord>, Reply> {
-    let store = node.store.clone();
-    let (e, i) = (t.entity.clone(), t.id.clone());
-    let rec = tokio::task::spawn_blocking(move || store.get(&e, &i))
-        .await
-        .map_err(|_| Reply::err("the read failed"))?
+    let rec = node
+        .read_point(&t.entity, &t.id)
         .map_err(|e| error_reply(&crate::writer::store_error(&e)))?;
     let Some(rec) = rec else { return Ok(None) };
     if !rec.state.is_live_at(node.now_ms()) {
