@@ -45,6 +45,25 @@ pub struct LogPage {
     pub scanned_to: u64,
 }
 
+impl LogPage {
+    /// Look at the entry at `seq` as `scan` says, taking it whole from
+    /// `entry`; false when the scan stops there.
+    pub fn look(
+        &mut self,
+        seq: u64,
+        scan: Scan,
+        entry: impl FnOnce() -> Result<LogEntry, StoreError>,
+    ) -> Result<bool, StoreError> {
+        match scan {
+            Scan::Stop => return Ok(false),
+            Scan::Skip => {}
+            Scan::Take => self.entries.push(entry()?),
+        }
+        self.scanned_to = seq;
+        Ok(true)
+    }
+}
+
 impl From<Vec<LogEntry>> for LogPage {
     /// A page of every entry read.
     fn from(entries: Vec<LogEntry>) -> Self {
@@ -143,13 +162,10 @@ pub trait Store: Send + Sync + 'static {
             if page.entries.len() >= limit {
                 break;
             }
-            let seq = e.seq;
-            match wanted(&e.head()) {
-                Scan::Stop => break,
-                Scan::Skip => {}
-                Scan::Take => page.entries.push(e),
+            let scan = wanted(&e.head());
+            if !page.look(e.seq, scan, || Ok(e))? {
+                break;
             }
-            page.scanned_to = seq;
         }
         Ok(page)
     }

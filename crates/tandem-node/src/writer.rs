@@ -46,6 +46,11 @@ struct Queued {
     reply: Reply,
 }
 
+/// What waits for the writer's answer to one queued command.
+async fn answer_of<T>(rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+    rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
+}
+
 /// The handle the HTTP layer and the replication loops use to queue work.
 #[derive(Clone)]
 pub struct Writer {
@@ -68,9 +73,7 @@ impl Writer {
     ) -> Result<impl std::future::Future<Output = Result<Ack, ApiError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.enqueue(Queued { command: Command::Local(w), reply: Reply::Local(reply) })?;
-        Ok(async move {
-            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
-        })
+        Ok(answer_of(rx))
     }
 
     /// Queue writes that apply together in one commit or not at all, and
@@ -82,9 +85,7 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         let command = Command::Transaction(writes);
         self.enqueue(Queued { command, reply: Reply::Transaction(reply) })?;
-        Ok(async move {
-            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
-        })
+        Ok(answer_of(rx))
     }
 
     fn enqueue(&self, queued: Queued) -> Result<(), ApiError> {
@@ -120,9 +121,7 @@ impl Writer {
             .send(Queued { command: Command::Apply(batch), reply: Reply::Apply(reply) })
             .await
             .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
-        Ok(async move {
-            rx.await.map_err(|_| ApiError::unavailable("the writer stopped before answering"))?
-        })
+        Ok(answer_of(rx))
     }
 
     /// Commands waiting for the committer.
@@ -579,15 +578,9 @@ fn answer(replies: &mut Vec<Reply>, outcomes: &mut [Outcome]) {
 fn refuse(replies: &mut Vec<Reply>, error: &ApiError) {
     for reply in replies.drain(..) {
         match reply {
-            Reply::Local(tx) => {
-                let _ = tx.send(Err(error.clone()));
-            }
-            Reply::Transaction(tx) => {
-                let _ = tx.send(Err(error.clone()));
-            }
-            Reply::Apply(tx) => {
-                let _ = tx.send(Err(error.clone()));
-            }
+            Reply::Local(tx) => _ = tx.send(Err(error.clone())),
+            Reply::Transaction(tx) => _ = tx.send(Err(error.clone())),
+            Reply::Apply(tx) => _ = tx.send(Err(error.clone())),
         }
     }
 }

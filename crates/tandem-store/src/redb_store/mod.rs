@@ -362,12 +362,10 @@ impl Store for RedbStore {
                 }
                 let (seq, v) = item.bk()?;
                 // The head first: the state is decoded only for what is taken.
-                match wanted(&LogHead::decode(v.value())?) {
-                    Scan::Stop => break,
-                    Scan::Skip => {}
-                    Scan::Take => page.entries.push(decode("log entry", v.value())?),
+                let scan = wanted(&LogHead::decode(v.value())?);
+                if !page.look(seq.value(), scan, || decode("log entry", v.value()))? {
+                    break;
                 }
-                page.scanned_to = seq.value();
             }
             Ok(page)
         })
