@@ -162,15 +162,9 @@ struct InFlight {
     sender_last_seq: u64,
 }
 
-type Applying = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = (
-                    InFlight,
-                    Result<tandem_engine::apply::ApplyReport, crate::error::ApiError>,
-                ),
-            > + Send,
-    >,
+type Applying = futures_util::future::BoxFuture<
+    'static,
+    (InFlight, Result<tandem_engine::apply::ApplyReport, crate::error::ApiError>),
 >;
 
 async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<(), PullError> {
@@ -179,7 +173,7 @@ async fn run_stream(node: &AppState, peer: &str, client: &HttpClient) -> Result<
     // What was handed over is applied anyway: read its reports, so the
     // link's cursor is where the store's is when the stream starts again.
     while let Some(done) = futures_util::StreamExt::next(&mut in_flight).await {
-        let _ = settle(node, peer, done, 0);
+        let _ = settle(node, peer, done);
     }
     result
 }
@@ -190,7 +184,6 @@ fn settle(
     node: &AppState,
     peer: &str,
     (batch, report): (InFlight, Result<tandem_engine::apply::ApplyReport, crate::error::ApiError>),
-    rtt_ms: u64,
 ) -> Result<(), PullError> {
     let report = report.map_err(|e| PullError::Apply(e.message))?;
     audit_refused(node, peer, &report);
@@ -198,8 +191,10 @@ fn settle(
     let now = node.now_ms();
     let mut link = node.replication.link(peer);
     if !report.gap {
+        // The link's round trip, measured at this stream's hello.
+        let half_rtt_ms = link.rtt_ms / 2;
         for (class, waited_ms) in batch.classes {
-            link.record_sample(&class, waited_ms + rtt_ms / 2 + apply_ms, now);
+            link.record_sample(&class, waited_ms + half_rtt_ms + apply_ms, now);
         }
         link.applied_total += batch.committed_at_ms.len() as u64;
         for c in batch.committed_at_ms {
@@ -241,7 +236,6 @@ async fn pump_stream(
     let frame_max = frame_bytes_max(&node.config.replication);
     let mut decoder = FrameDecoder::new(frame_max);
     assert!(frame_max > 0);
-    let mut rtt_ms = 0u64;
     let mut persisted_at = Instant::now();
     // Where the last batch handed over ends: the next continues from there.
     // It starts at the stored cursor, which heartbeats may have left behind
@@ -263,7 +257,7 @@ async fn pump_stream(
             // A full pipeline reads nothing more until its oldest batch is durable.
             r = tokio::time::timeout(idle, body.frame()), if in_flight.len() < APPLIES_IN_FLIGHT_MAX => r,
             Some(done) = in_flight.next() => {
-                settle(node, peer, done, rtt_ms)?;
+                settle(node, peer, done)?;
                 persisted_at = Instant::now();
                 continue;
             }
@@ -306,9 +300,8 @@ async fn pump_stream(
                     if sender != peer {
                         return Err(PullError::WrongSender { expected: peer.to_owned(), sender });
                     }
-                    rtt_ms = sent.elapsed().as_millis() as u64;
                     let mut link = node.replication.link(peer);
-                    link.rtt_ms = rtt_ms;
+                    link.rtt_ms = sent.elapsed().as_millis() as u64;
                     link.connected = true;
                     link.sender_last_seq = sender_last_seq;
                 }
@@ -341,7 +334,7 @@ async fn pump_stream(
                     // The sender has nothing newer: let what is in flight land
                     // first, so the cursor only moves over what is durable.
                     while let Some(done) = in_flight.next().await {
-                        settle(node, peer, done, rtt_ms)?;
+                        settle(node, peer, done)?;
                         persisted_at = Instant::now();
                     }
                     let behind = node.replication.link(peer).cursor < next_seq;

@@ -243,23 +243,18 @@ pub async fn forward(
     let bytes_max = node.config.replication.batch_bytes_max;
     let now = node.now_ms();
     let delay_ms = node.replication.timings.forward_delay.as_millis() as u64;
-    let (store, engine, scanning_for) = (node.store.clone(), node.engine.clone(), peer.clone());
-    let (page, req) = tokio::task::spawn_blocking(move || {
+    let (store, engine, to) = (node.store.clone(), node.engine.clone(), peer.clone());
+    // Read and decided off the async threads: the page, then the batch of it.
+    let served = tokio::task::spawn_blocking(move || {
         let ask = ask_of(&req, now, delay_ms);
         let limit = engine.forward_limit(&ask);
-        let page = store.log_page(
-            req.after,
-            FORWARD_SCAN_MAX,
-            limit,
-            &mut engine.forward_scan(&scanning_for, ask),
-        );
-        (page, req)
+        let mut scan = engine.forward_scan(&to, ask);
+        let page = store.log_page(req.after, FORWARD_SCAN_MAX, limit, &mut scan)?;
+        Ok::<_, tandem_engine::StoreError>(engine.serve_forward(&to, ask, page, bytes_max))
     })
     .await
     .expect("log read task");
-    let page = page.map_err(|e| crate::writer::store_error(&e))?;
-    let ask = ask_of(&req, now, delay_ms);
-    let Served { entries, next_seq, .. } = node.engine.serve_forward(&peer, ask, page, bytes_max);
+    let Served { entries, next_seq, .. } = served.map_err(|e| crate::writer::store_error(&e))?;
     audit_flow(&node, &peer, &entries, BTreeMap::new()).map_err(|e| {
         ApiError::unavailable(format!("cannot write the audit log ({e}): nothing forwarded"))
     })?;
